@@ -1,0 +1,45 @@
+# SPDX-License-Identifier: GPL-2.0
+# Common environment for the hmm-rs scripts: sourced, never run.
+#
+# Everything that is not in git lives under $HMM_RS_CACHE, keyed so that
+# a changed kernel, toolchain or config fragment gets a fresh build and an
+# unchanged one is reused.
+
+HMM_RS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HMM_RS_CACHE=${HMM_RS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hmm-rs}
+HMM_RS_KVER=7.3
+BINDGEN_VERSION=0.73.2
+BINDGEN_ROOT=$HMM_RS_CACHE/bindgen-$BINDGEN_VERSION
+
+export PATH=/usr/lib/llvm-19/bin:$BINDGEN_ROOT/bin:$PATH
+export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+export BINDGEN=$BINDGEN_ROOT/bin/bindgen
+export LLVM=1
+
+KSRC_TARBALL=/usr/src/linux-source-$HMM_RS_KVER.tar.xz
+KSRC=${KSRC:-$HMM_RS_CACHE/src/linux-source-$HMM_RS_KVER}
+
+log() { printf '[hmm-rs] %s\n' "$*" >&2; }
+die() { printf '[hmm-rs] error: %s\n' "$*" >&2; exit 1; }
+
+# kbuild_dir [debug]: the O= directory of the kernel build for the current
+# source, toolchain and config fragments.
+kbuild_dir() {
+	local debug=${1:-0} frags="$HMM_RS_ROOT/scripts/config/hmm-rs.config"
+	[ "$debug" = 1 ] && frags="$frags $HMM_RS_ROOT/scripts/config/debug.config"
+	local pkgver key
+	pkgver=$(dpkg-query -W -f='${Version}' "linux-source-$HMM_RS_KVER" 2>/dev/null || echo none)
+	key=$( { cat $frags; echo "$pkgver"; "$RUSTC" --version 2>/dev/null;
+		clang --version 2>/dev/null | head -1; echo "$BINDGEN_VERSION"; } |
+		sha256sum | cut -c1-12)
+	local flavour=base
+	[ "$debug" = 1 ] && flavour=debug
+	echo "$HMM_RS_CACHE/build/$pkgver-$flavour-$key"
+}
+
+# kfrags [debug]: the config fragments, in the order they are applied.
+kfrags() {
+	echo "$HMM_RS_ROOT/scripts/config/hmm-rs.config"
+	[ "${1:-0}" = 1 ] && echo "$HMM_RS_ROOT/scripts/config/debug.config"
+	return 0
+}
