@@ -1,0 +1,80 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# hmm-rs: the two commands a fresh machine needs are `make run` and
+# `make check`; everything else is a step of those.
+#
+#   make            build the module (installs and builds what is missing)
+#   make run        ... boot QEMU, load the module, show it working
+#   make check      ... run every test the project claims (DEBUG=1: debug kernel)
+#   make check-c    the C reference test_hmm alone, every hmm-tests case
+#   make compare    C test_hmm and rust_test_hmm on every hmm-tests case, side by side
+#   make lint       rustfmt, clippy and checkpatch on the module
+#
+# KDIR=<kernel build dir> builds against another kernel (default: the cached
+# one scripts/build-kernel.sh makes).
+
+DEBUG ?= 0
+export DEBUG
+SHELL := /bin/bash
+ROOT := $(CURDIR)
+BUILD := $(ROOT)/build
+ENV = source $(ROOT)/scripts/lib.sh &&
+
+KDIR ?= $(shell $(ENV) DEBUG=$(DEBUG) scripts/build-kernel.sh --print-kdir)
+KMAKE = $(ENV) $(MAKE) -C $(KDIR) M=$(ROOT) LLVM=1 RUSTC=$$RUSTC \
+	RUSTDOC=$$RUSTDOC BINDGEN=$$BINDGEN
+
+.PHONY: all setup kernel module tests run check check-c compare lint \
+	rustfmt rustfmtcheck clippy checkpatch clean distclean
+
+all: module
+
+setup:
+	@scripts/setup.sh
+
+kernel: setup
+	@scripts/build-kernel.sh
+
+module: kernel
+	@+$(KMAKE) modules
+
+tests: setup
+	@scripts/build-tests.sh $(BUILD)/tests
+
+run: module tests
+	@scripts/run-vm.sh --plan scripts/plans/demo --kdir $(KDIR)
+
+check: module tests
+	@scripts/run-vm.sh --plan scripts/plans/check --kdir $(KDIR)
+
+check-c: kernel tests
+	@scripts/run-vm.sh --plan scripts/plans/reference --kdir $(KDIR)
+
+compare: module tests
+	@scripts/run-vm.sh --plan scripts/plans/compare --kdir $(KDIR)
+
+lint: rustfmtcheck clippy checkpatch
+
+rustfmt:
+	@$(ENV) find rust -name '*.rs' -not -name '*_generated.rs' | \
+		xargs rustfmt --edition 2021 --config-path $(KSRC)/.rustfmt.toml
+
+rustfmtcheck:
+	@$(ENV) find rust -name '*.rs' -not -name '*_generated.rs' | \
+		xargs rustfmt --check --edition 2021 --config-path $$KSRC/.rustfmt.toml
+
+clippy: kernel
+	@+$(KMAKE) CLIPPY=1 modules
+
+checkpatch:
+	@$(ENV) find rust include tools -name '*.[ch]' -o -name '*.rs' | \
+		grep -v '_generated.rs' | xargs $$KSRC/scripts/checkpatch.pl \
+		--no-tree --terse -f --ignore SPDX_LICENSE_TAG,FILE_PATH_CHANGES
+
+clean:
+	@+$(KMAKE) clean 2>/dev/null || true
+	rm -rf $(BUILD)
+
+# Also drops the cached kernel builds (not the extracted source or bindgen).
+distclean: clean
+	$(ENV) rm -rf $$HMM_RS_CACHE/build

@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Bindings for what the kernel crate's `bindings` do not carry yet.
+//!
+//! Generated at build time by the module's bindgen step (see `Kbuild`) from
+//! `include/hmm_rs_bindings.h` (the items `rust/bindgen_parameters` names) and
+//! from `rust/helpers/hmm_rs_helpers.c`. Types both sides know, such as
+//! `struct page` or `struct vm_area_struct`, are the kernel crate's own:
+//! everything in [`kernel::bindings`] is re-exported here, so abstractions use
+//! one `bindings` path the way upstream code uses `kernel::bindings`.
+//!
+//! Upstream, these items would be part of `kernel::bindings` itself.
+
+#![allow(
+    dead_code,
+    missing_docs,
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    improper_ctypes,
+    unreachable_pub,
+    unsafe_op_in_unsafe_fn,
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
+)]
+
+pub use kernel::bindings::*;
+
+mod generated {
+    #![allow(unused_imports)]
+    include!("hmm_generated.rs");
+}
+pub use generated::*;
+
+mod helpers {
+    #![allow(unused_imports)]
+    include!("hmm_helpers_generated.rs");
+}
+pub use helpers::*;

@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C helpers for hmm-rs: the static inline functions and macros of
+ * linux/migrate.h, linux/hmm.h, linux/memremap.h and linux/mmu_notifier.h
+ * that Rust cannot call directly. Upstream, these would be
+ * rust/helpers/{migrate,hmm,memremap,mmu_notifier}.c with `rust_helper_`
+ * names; out of tree they are linked into the module and prefixed
+ * `hmm_rs_helper_`, the prefix bindgen's output drops again.
+ *
+ * Sorted by header.
+ */
+
+#include <linux/hmm.h>
+#include <linux/memremap.h>
+#include <linux/migrate.h>
+#include <linux/mmu_notifier.h>
+
+/* linux/migrate.h */
+
+unsigned long hmm_rs_helper_migrate_pfn(unsigned long pfn)
+{
+	return migrate_pfn(pfn);
+}
+
+struct page *hmm_rs_helper_migrate_pfn_to_page(unsigned long mpfn)
+{
+	return migrate_pfn_to_page(mpfn);
+}

@@ -1,0 +1,55 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+#
+# /init of the hmm-rs test guest (busybox). Runs the suites of /plan, one
+# line each:   name|module|module arguments|command
+# loading the module (if any) before the command and unloading it after,
+# and brackets each suite with markers the host's runner parses:
+#   # hmm-rs: suite NAME begin / end rc=N rmmod=N
+# followed by the suite's kernel log lines ("# dmesg: ..."), in which the
+# runner looks for splats. Ends with "# hmm-rs: done" and a reboot, which
+# QEMU (-no-reboot) turns into an exit.
+
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tmpfs tmpfs /tmp
+mkdir -p /dev/hugepages && mount -t hugetlbfs hugetlbfs /dev/hugepages
+# hmm-tests' anon_write_hugetlbfs needs a few free huge pages.
+echo 16 > /proc/sys/vm/nr_hugepages
+
+echo "# hmm-rs: guest up: $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpu(s), $(sed -n 's/MemTotal: *//p' /proc/meminfo)"
+dmesg -c >/dev/null
+
+dump_dmesg() {
+	dmesg -c | sed 's/^/# dmesg: /'
+}
+
+while IFS='|' read -r name mod args cmd; do
+	case "$name" in ''|'#'*) continue ;; esac
+	echo "# hmm-rs: suite $name begin"
+	rc=0 rmmod_rc=-
+	if [ -n "$mod" ]; then
+		# shellcheck disable=SC2086 # the arguments are words on purpose
+		if ! insmod "/lib/modules/$mod.ko" $args; then
+			echo "# hmm-rs: suite $name insmod $mod failed"
+			dump_dmesg
+			echo "# hmm-rs: suite $name end rc=125 rmmod=-"
+			continue
+		fi
+	fi
+	(cd /tmp && sh -c "$cmd") </dev/null
+	rc=$?
+	if [ -n "$mod" ]; then
+		rmmod "$mod"
+		rmmod_rc=$?
+	fi
+	dump_dmesg
+	echo "# hmm-rs: suite $name end rc=$rc rmmod=$rmmod_rc"
+done </plan
+
+echo "# hmm-rs: done"
+sync
+reboot -f

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boots the test kernel in QEMU once per "boot" of a plan, runs the plan's
+# suites inside (scripts/guest-init.sh), streams the guest console (the
+# suites' TAP) and ends with scripts/tap-summary.py's verdict: per-suite
+# results, C-vs-Rust tables, splats, and the line
+#   N passed, N failed, N skipped
+# Exit status: non-zero on any failure, splat, or a guest that did not
+# report back within the timeout.
+#
+# Plan format (scripts/plans/*): "boot NAME" starts a boot (each its own
+# QEMU, so an Oops in one module cannot poison another's results), then
+# one suite per line:   name|module|module arguments|command
+# Module "rust_test_hmm" is this project's, "test_hmm" the C reference.
+#
+# Usage: run-vm.sh --plan FILE [--kdir DIR] [--timeout SECONDS] [--kvm]
+#                  [--icount] [--smp N]
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+PLAN= KDIR= TIMEOUT=${HMM_RS_TIMEOUT:-900} KVM=0 ICOUNT=0 SMP=2
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--plan) PLAN=$2; shift ;;
+	--kdir) KDIR=$2; shift ;;
+	--timeout) TIMEOUT=$2; shift ;;
+	--kvm) KVM=1 ;;
+	--icount) ICOUNT=1 SMP=1 ;;
+	--smp) SMP=$2; shift ;;
+	*) die "run-vm: unknown argument $1" ;;
+	esac
+	shift
+done
+[ -f "$PLAN" ] || die "run-vm: no plan file '$PLAN'"
+KDIR=${KDIR:-$(DEBUG=${DEBUG:-0} "$HMM_RS_ROOT/scripts/build-kernel.sh" --print-kdir)}
+BZIMAGE=$KDIR/arch/x86/boot/bzImage
+[ -f "$BZIMAGE" ] || die "run-vm: no kernel at $BZIMAGE (make kernel)"
+
+BUILD=$HMM_RS_ROOT/build
+TESTS=$BUILD/tests
+VMDIR=$BUILD/vm
+LOGS=$BUILD/logs
+rm -rf "$VMDIR" "$LOGS"
+mkdir -p "$VMDIR" "$LOGS"
+
+# Debian's busybox-static: one static binary, no libraries to copy.
+BUSYBOX=/bin/busybox
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' ||
+	die "run-vm: busybox-static is not installed (scripts/setup.sh)"
+
+# Device-coherent memory for the hmm_dmirror2/3 devices: two 256 MiB holes
+# the kernel must not use, handed to the modules as spm_addr_dev0/1.
+MEM=6G
+KAPPEND="console=ttyS0 loglevel=4 panic=-1 nokaslr"
+KAPPEND="$KAPPEND memmap=256M\$0x180000000 memmap=256M\$0x190000000"
+
+module_path() {
+	case "$1" in
+	rust_test_hmm) echo "$HMM_RS_ROOT/rust_test_hmm.ko" ;;
+	test_hmm) echo "$KDIR/lib/test_hmm.ko" ;;
+	*) die "run-vm: unknown module $1" ;;
+	esac
+}
+
+# mkinitramfs DIR PLANLINES: a busybox initramfs with the tests, the
+# modules the plan names and the plan itself.
+mkinitramfs() {
+	local dir=$1 plan=$2 root=$1/root
+	mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,lib/modules,tests}
+	cp "$BUSYBOX" "$root/bin/busybox"
+	for app in $("$BUSYBOX" --list); do
+		ln -sf busybox "$root/bin/$app"
+	done
+	cp "$HMM_RS_ROOT/scripts/guest-init.sh" "$root/init"
+	cp "$plan" "$root/plan"
+	cp -r "$TESTS"/. "$root/tests/"
+	local mod
+	for mod in $(cut -d'|' -f2 "$plan" | sort -u); do
+		[ -n "$mod" ] || continue
+		cp "$(module_path "$mod")" "$root/lib/modules/$mod.ko"
+	done
+	(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$dir/initramfs.cpio.gz"
+}
+
+# Split the plan into boots.
+boots=()
+cur=
+while IFS= read -r line; do
+	case "$line" in
+	''|'#'*) continue ;;
+	"boot "*)
+		cur=${line#boot }
+		boots+=("$cur")
+		mkdir -p "$VMDIR/$cur"
+		: >"$VMDIR/$cur/plan" ;;
+	*)
+		[ -n "$cur" ] || die "run-vm: suite before any 'boot' line in $PLAN"
+		echo "$line" >>"$VMDIR/$cur/plan" ;;
+	esac
+done <"$PLAN"
+
+accel=(-accel tcg)
+if [ "$KVM" = 1 ]; then
+	[ -w /dev/kvm ] || die "run-vm: --kvm given but /dev/kvm is not usable"
+	accel=(-accel kvm)
+fi
+[ "$ICOUNT" = 1 ] && accel+=(-icount shift=0,sleep=off)
+
+for boot in "${boots[@]}"; do
+	dir=$VMDIR/$boot
+	mkinitramfs "$dir" "$dir/plan"
+	log "vm: boot '$boot' ($(grep -c . "$dir/plan") suite(s), timeout ${TIMEOUT}s)"
+	echo "# hmm-rs: boot $boot" >"$LOGS/$boot.log"
+	start=$(date +%s)
+	set +e
+	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" -cpu max \
+		-smp "$SMP" -m "$MEM" -display none -monitor none -serial stdio \
+		-no-reboot -kernel "$BZIMAGE" -initrd "$dir/initramfs.cpio.gz" \
+		-append "$KAPPEND" </dev/null 2>&1 | tr -d '\r' | tee -a "$LOGS/$boot.log"
+	rc=${PIPESTATUS[0]}
+	set -e
+	echo "# hmm-rs: qemu exit $rc after $(( $(date +%s) - start )) s" | tee -a "$LOGS/$boot.log"
+done
+
+exec python3 "$HMM_RS_ROOT/scripts/tap-summary.py" \
+	$(for b in "${boots[@]}"; do echo "$LOGS/$b.log"; done)
