@@ -16,6 +16,12 @@ use kernel::prelude::*;
 #[path = "bindings/mod.rs"]
 mod bindings;
 
+// The abstractions: would-be modules of the kernel crate.
+#[path = "kernel/memremap.rs"]
+pub mod memremap;
+#[path = "kernel/page_ext.rs"]
+pub mod page_ext;
+
 module! {
     type: RustTestHmm,
     name: "rust_test_hmm",

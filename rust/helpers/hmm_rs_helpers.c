@@ -10,6 +10,7 @@
  * Sorted by header.
  */
 
+#include <linux/highmem.h>
 #include <linux/hmm.h>
 #include <linux/memremap.h>
 #include <linux/migrate.h>
@@ -25,4 +26,11 @@ unsigned long hmm_rs_helper_migrate_pfn(unsigned long pfn)
 struct page *hmm_rs_helper_migrate_pfn_to_page(unsigned long mpfn)
 {
 	return migrate_pfn_to_page(mpfn);
+}
+
+/* linux/highmem.h */
+
+void hmm_rs_helper_copy_highpage(struct page *to, struct page *from)
+{
+	copy_highpage(to, from);
 }
