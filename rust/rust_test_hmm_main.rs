@@ -19,6 +19,10 @@ mod bindings;
 // The abstractions: would-be modules of the kernel crate.
 #[path = "kernel/memremap.rs"]
 pub mod memremap;
+#[path = "kernel/mm/migrate.rs"]
+pub mod migrate;
+#[path = "kernel/miscdevice_data.rs"]
+pub mod miscdevice_data;
 #[path = "kernel/page_ext.rs"]
 pub mod page_ext;
 

@@ -29,6 +29,7 @@ fi
 
 KMAKE=(make -C "$KSRC" O="$O" LLVM=1 RUSTC="$RUSTC" RUSTDOC="$RUSTDOC"
        BINDGEN="$BINDGEN")
+
 mkdir -p "$O"
 
 log "kernel: configuring $O (tinyconfig + $(kfrags "$DEBUG" | xargs -n1 basename | xargs))"

@@ -34,7 +34,7 @@ MM=$KSRC/tools/testing/selftests/mm
 EXTRA=(-w)
 build "$OUT/hmm-tests" "$MM/hmm-tests.c" "$MM/vm_util.c" "$MM/hugepage_settings.c"
 
-EXTRA=(-Wall -Wextra -Werror)
+EXTRA=(-Wall -Werror)
 for src in "$HMM_RS_ROOT"/tools/testing/selftests/hmm-rs/*.c; do
 	[ -e "$src" ] || continue
 	build "$OUT/$(basename "$src" .c)" "$src"

@@ -69,7 +69,7 @@ mkinitramfs() {
 	local dir=$1 plan=$2 root=$1/root
 	mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,lib/modules,tests}
 	cp "$BUSYBOX" "$root/bin/busybox"
-	for app in $("$BUSYBOX" --list); do
+	for app in $("$BUSYBOX" --list | grep -vx busybox); do
 		ln -sf busybox "$root/bin/$app"
 	done
 	cp "$HMM_RS_ROOT/scripts/guest-init.sh" "$root/init"

@@ -15,6 +15,7 @@
 #include <linux/memremap.h>
 #include <linux/migrate.h>
 #include <linux/mmu_notifier.h>
+#include <linux/pagemap.h>
 
 /* linux/migrate.h */
 
@@ -33,4 +34,27 @@ struct page *hmm_rs_helper_migrate_pfn_to_page(unsigned long mpfn)
 void hmm_rs_helper_copy_highpage(struct page *to, struct page *from)
 {
 	copy_highpage(to, from);
+}
+
+/* linux/gfp.h, linux/mm.h, linux/pagemap.h: pages as migration destinations */
+
+struct page *hmm_rs_helper_alloc_page_vma(gfp_t gfp, struct vm_area_struct *vma,
+					  unsigned long addr)
+{
+	return alloc_page_vma(gfp, vma, addr);
+}
+
+void hmm_rs_helper_lock_page(struct page *page)
+{
+	lock_page(page);
+}
+
+void hmm_rs_helper_put_page(struct page *page)
+{
+	put_page(page);
+}
+
+unsigned long hmm_rs_helper_page_to_pfn(struct page *page)
+{
+	return page_to_pfn(page);
 }

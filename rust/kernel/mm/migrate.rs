@@ -1,0 +1,595 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Migration of a virtual address range between system and device memory.
+//!
+//! `migrate_vma_setup()`, `migrate_vma_pages()` and `migrate_vma_finalize()`
+//! are three phases that must run in that order, exactly once each, with
+//! `finalize` mandatory once `setup` succeeded (it unlocks the source pages
+//! and restores or replaces their CPU mappings). Here the phases are types:
+//!
+//! - [`MigrateVma::setup`] returns a [`Collected`] migration, in which the
+//!   caller inspects each collected source entry and gives it a destination;
+//! - [`Collected::pages`] consumes it and returns a [`Migrated`] migration,
+//!   in which the caller learns what moved;
+//! - [`Migrated::finalize`] consumes that.
+//!
+//! Dropping either state finalizes it, so every path (errors and early
+//! returns included) finalizes exactly once, and calling a phase out of
+//! order or twice does not compile. A [`Collected`] migration borrows the
+//! VMA, which the caller can only get from a `MmapReadGuard` (or the
+//! `migrate_to_ram` fault): the migration cannot outlive the mmap lock.
+//!
+//! C header: [`include/linux/migrate.h`](srctree/include/linux/migrate.h)
+//!
+//! Kernel documentation: [`Documentation/mm/hmm.rst`](srctree/Documentation/mm/hmm.rst)
+
+use crate::{bindings, memremap::PagemapOwner};
+use core::{marker::PhantomData, ptr::NonNull};
+use kernel::{
+    alloc::{flags::GFP_KERNEL, KVec},
+    bits::bit_u32,
+    impl_flags,
+    mm::virt::VmaRef,
+    page::{BorrowedPage, PAGE_SHIFT, PAGE_SIZE},
+    prelude::*,
+};
+
+impl_flags!(
+    /// Which source pages [`MigrateVma::setup`] collects (`MIGRATE_VMA_SELECT_*`).
+    #[derive(Debug, Clone, Default, Copy, PartialEq, Eq)]
+    pub struct SelectFlags(u32);
+
+    /// One kind of source page [`MigrateVma::setup`] can collect.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Select {
+        /// System memory (including not-yet-populated addresses).
+        System = bit_u32(0),
+        /// Device-private pages of the given owner.
+        DevicePrivate = bit_u32(1),
+        /// Device-coherent pages of the given owner.
+        DeviceCoherent = bit_u32(2),
+        /// Migrate transparent huge pages as one compound entry.
+        Compound = bit_u32(3),
+    }
+);
+
+// The values above are the C enum's: checked at compile time.
+const _: () = {
+    assert!(Select::System as u32 == bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_SYSTEM);
+    assert!(
+        Select::DevicePrivate as u32
+            == bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_DEVICE_PRIVATE
+    );
+    assert!(
+        Select::DeviceCoherent as u32
+            == bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_DEVICE_COHERENT
+    );
+    assert!(Select::Compound as u32 == bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_COMPOUND);
+};
+
+const PFN_VALID: usize = bindings::MIGRATE_PFN_VALID as usize;
+const PFN_MIGRATE: usize = bindings::MIGRATE_PFN_MIGRATE as usize;
+const PFN_WRITE: usize = bindings::MIGRATE_PFN_WRITE as usize;
+const PFN_COMPOUND: usize = bindings::MIGRATE_PFN_COMPOUND as usize;
+
+/// Something a migration can move a page to.
+///
+/// Implemented by the locked destination page types: a device page
+/// ([`crate::memremap::LockedDevicePage`]) and a system page
+/// ([`LockedSystemPage`]).
+///
+/// # Safety
+///
+/// [`MigrateDestination::into_migrate_pfn`] must return `migrate_pfn()` of a
+/// page that is locked, holds one reference, and whose lock and reference
+/// the implementer gives up: `migrate_vma_finalize()` unlocks and puts it.
+pub unsafe trait MigrateDestination {
+    /// Gives up the page and returns its `migrate_pfn()` encoding.
+    fn into_migrate_pfn(self) -> usize;
+}
+
+/// A freshly allocated, locked system page: a destination for migrations
+/// from device memory back to system memory.
+///
+/// # Invariants
+///
+/// `page` points to a page this object holds one reference to and has
+/// locked.
+pub struct LockedSystemPage {
+    page: NonNull<bindings::page>,
+}
+
+impl LockedSystemPage {
+    /// Allocates a page for user memory at `addr` in `vma` and locks it.
+    pub fn alloc_for_vma(vma: &VmaRef, addr: usize) -> Result<Self> {
+        // SAFETY: `vma` is valid (it is borrowed from an mmap lock guard or a
+        // fault); `alloc_page_vma()` may sleep, which callers of this
+        // allocating function expect.
+        let page = unsafe {
+            bindings::alloc_page_vma(bindings::GFP_HIGHUSER_MOVABLE as _, vma.as_ptr(), addr)
+        };
+        let page = NonNull::new(page).ok_or(ENOMEM)?;
+        // SAFETY: We hold the only reference to the new page.
+        unsafe { bindings::lock_page(page.as_ptr()) };
+        // INVARIANT: One reference from the allocation, locked just above.
+        Ok(Self { page })
+    }
+
+    /// Borrows the page, e.g. to copy data into it.
+    pub fn page(&self) -> BorrowedPage<'_> {
+        // SAFETY: The page stays valid while `self` holds its reference.
+        unsafe { BorrowedPage::from_raw(self.page) }
+    }
+}
+
+impl Drop for LockedSystemPage {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, we hold the lock and a reference.
+        unsafe {
+            bindings::unlock_page(self.page.as_ptr());
+            bindings::put_page(self.page.as_ptr());
+        }
+    }
+}
+
+// SAFETY: `migrate_pfn()` of our locked, referenced page; `forget` gives up
+// both to the migration.
+unsafe impl MigrateDestination for LockedSystemPage {
+    fn into_migrate_pfn(self) -> usize {
+        // SAFETY: `page` is a valid page (type invariant).
+        let pfn = unsafe { bindings::page_to_pfn(self.page.as_ptr()) } as usize;
+        core::mem::forget(self);
+        // SAFETY: Pure arithmetic.
+        unsafe { bindings::migrate_pfn(pfn as _) as usize }
+    }
+}
+
+/// Source and destination pfn arrays for migrations of up to `capacity`
+/// pages, allocated once and reused (no per-page allocation).
+pub struct MigratePfns {
+    src: KVec<usize>,
+    dst: KVec<usize>,
+}
+
+impl MigratePfns {
+    /// Allocates arrays for migrations of up to `capacity` pages.
+    pub fn new(capacity: usize) -> Result<Self> {
+        let mut src = KVec::with_capacity(capacity, GFP_KERNEL)?;
+        let mut dst = KVec::with_capacity(capacity, GFP_KERNEL)?;
+        src.resize(capacity, 0, GFP_KERNEL)?;
+        dst.resize(capacity, 0, GFP_KERNEL)?;
+        Ok(Self { src, dst })
+    }
+
+    /// The largest number of pages one migration with these arrays can cover.
+    pub fn capacity(&self) -> usize {
+        self.src.len()
+    }
+}
+
+/// The entry point: [`MigrateVma::setup`].
+pub struct MigrateVma;
+
+impl MigrateVma {
+    /// Collects and unmaps the pages of `[start, end)` in `vma` that `select`
+    /// and `owner` match (`migrate_vma_setup()`).
+    ///
+    /// `start` and `end` must be page aligned, non-empty, inside `vma`, and
+    /// span at most `pfns.capacity()` pages: otherwise `EINVAL`. `owner` is
+    /// the owner of the device pages to collect; it is required when
+    /// `select` has device pages in it and is passed to the MMU notifiers
+    /// of the migration (which lets a mirror skip its own migrations).
+    pub fn setup<'a>(
+        vma: &'a VmaRef,
+        start: usize,
+        end: usize,
+        select: SelectFlags,
+        owner: Option<&'a PagemapOwner>,
+        pfns: &'a mut MigratePfns,
+    ) -> Result<Collected<'a>> {
+        // SAFETY: No fault page.
+        unsafe { Self::setup_raw(vma, start, end, select, owner, pfns, core::ptr::null_mut()) }
+    }
+
+    /// [`MigrateVma::setup`] from a `migrate_to_ram` callback, where
+    /// `fault_page` is the locked device-private page the CPU faulted on.
+    ///
+    /// # Safety
+    ///
+    /// `fault_page` must be the `vm_fault::page` of the fault being handled,
+    /// locked by the fault path, and valid for `'a`.
+    pub(crate) unsafe fn setup_fault<'a>(
+        vma: &'a VmaRef,
+        start: usize,
+        end: usize,
+        select: SelectFlags,
+        owner: &'a PagemapOwner,
+        pfns: &'a mut MigratePfns,
+        fault_page: *mut bindings::page,
+    ) -> Result<Collected<'a>> {
+        // SAFETY: Guaranteed by the caller.
+        unsafe { Self::setup_raw(vma, start, end, select, Some(owner), pfns, fault_page) }
+    }
+
+    /// # Safety
+    ///
+    /// `fault_page` is null or as in [`MigrateVma::setup_fault`].
+    unsafe fn setup_raw<'a>(
+        vma: &'a VmaRef,
+        start: usize,
+        end: usize,
+        select: SelectFlags,
+        owner: Option<&'a PagemapOwner>,
+        pfns: &'a mut MigratePfns,
+        fault_page: *mut bindings::page,
+    ) -> Result<Collected<'a>> {
+        if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 || start >= end {
+            return Err(EINVAL);
+        }
+        if start < vma.start() || end > vma.end() {
+            return Err(EINVAL);
+        }
+        let npages = (end - start) >> PAGE_SHIFT;
+        if npages > pfns.capacity() {
+            return Err(EINVAL);
+        }
+        let wants_device = select.contains(Select::DevicePrivate)
+            || select.contains(Select::DeviceCoherent);
+        if wants_device && owner.is_none() {
+            return Err(EINVAL);
+        }
+        // `migrate_vma_setup()` clears `src`; destinations start empty.
+        pfns.dst[..npages].fill(0);
+
+        let mut args = bindings::migrate_vma {
+            vma: vma.as_ptr(),
+            dst: pfns.dst.as_mut_ptr().cast(),
+            src: pfns.src.as_mut_ptr().cast(),
+            start: start as _,
+            end: end as _,
+            pgmap_owner: owner.map_or(core::ptr::null_mut(), |o| o.as_raw()),
+            flags: u32::from(select) as _,
+            fault_page,
+            ..Default::default()
+        };
+        // SAFETY: `args` is fully initialised: the VMA is valid and its mmap
+        // (or VMA) lock is held for `'a` (the borrow of `vma`); `src` and
+        // `dst` have room for `npages` entries and stay borrowed, unmoved,
+        // until the migration is finalized; `fault_page` is null or valid
+        // (caller's guarantee).
+        kernel::error::to_result(unsafe { bindings::migrate_vma_setup(&mut args) })?;
+        // INVARIANT: `setup` succeeded and nothing else has run yet.
+        Ok(Collected {
+            args,
+            _pfns: PhantomData,
+        })
+    }
+}
+
+/// A collected source entry and its destination slot.
+pub struct Entry<'m> {
+    index: usize,
+    addr: usize,
+    src: usize,
+    dst: &'m mut usize,
+    _page: PhantomData<&'m bindings::page>,
+}
+
+impl<'m> Entry<'m> {
+    /// Index of the entry in the range (0 for `start`).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The virtual address of the entry.
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
+    /// Whether the page can be migrated (collected and unmapped). Entries
+    /// that cannot be migrated must not be given a destination.
+    pub fn can_migrate(&self) -> bool {
+        self.src & PFN_MIGRATE != 0
+    }
+
+    /// Whether the source was mapped writable.
+    pub fn is_write(&self) -> bool {
+        self.src & PFN_WRITE != 0
+    }
+
+    /// Whether the source is a compound (huge) page collected as one entry.
+    pub fn is_compound(&self) -> bool {
+        self.src & PFN_COMPOUND != 0
+    }
+
+    /// The source page: `None` for an address with nothing mapped yet (or the
+    /// shared zero page), which a destination populates.
+    pub fn src_page(&self) -> Option<BorrowedPage<'m>> {
+        if self.src & PFN_VALID == 0 {
+            return None;
+        }
+        // SAFETY: Pure pfn arithmetic on a valid entry.
+        let page = unsafe { bindings::migrate_pfn_to_page(self.src as _) };
+        // SAFETY: A valid source entry names a page that `migrate_vma_setup()`
+        // locked and holds a reference to until `finalize`, which cannot run
+        // while `'m` borrows the migration.
+        NonNull::new(page).map(|p| unsafe { BorrowedPage::from_raw(p) })
+    }
+
+    /// Whether a destination was given.
+    pub fn has_dst(&self) -> bool {
+        *self.dst & PFN_VALID != 0
+    }
+
+    /// Gives the entry a destination, which the migration takes over: on
+    /// success it replaces the source, otherwise `finalize` releases it.
+    ///
+    /// The destination is mapped writable if the source was. `EINVAL` if the
+    /// entry cannot migrate or already has a destination (the page is then
+    /// released right away).
+    pub fn set_dst(&mut self, dst: impl MigrateDestination) -> Result {
+        let mpfn = dst.into_migrate_pfn();
+        if !self.can_migrate() || self.has_dst() {
+            // Hand it straight to the kernel's release path.
+            release_mpfn(mpfn);
+            return Err(EINVAL);
+        }
+        *self.dst = mpfn | (self.src & PFN_WRITE);
+        Ok(())
+    }
+
+    /// As [`Entry::set_dst`], for a compound destination covering the whole
+    /// compound source entry.
+    pub fn set_dst_compound(&mut self, dst: impl MigrateDestination) -> Result {
+        self.set_dst(dst)?;
+        *self.dst |= PFN_COMPOUND;
+        Ok(())
+    }
+}
+
+/// Drops a destination that never reached a migration: unlock and put.
+fn release_mpfn(mpfn: usize) {
+    // SAFETY: Pure pfn arithmetic.
+    let page = unsafe { bindings::migrate_pfn_to_page(mpfn as _) };
+    if !page.is_null() {
+        // SAFETY: The `MigrateDestination` contract gave us the lock and a
+        // reference to this page.
+        unsafe {
+            bindings::unlock_page(page);
+            bindings::put_page(page);
+        }
+    }
+}
+
+/// A migration after `migrate_vma_setup()`: source pages are collected,
+/// locked and unmapped; the caller copies them and sets destinations.
+///
+/// # Invariants
+///
+/// `args` was passed to a successful `migrate_vma_setup()` and neither
+/// `migrate_vma_pages()` nor `migrate_vma_finalize()` has run on it. The
+/// arrays it points to are borrowed for `'a`.
+pub struct Collected<'a> {
+    args: bindings::migrate_vma,
+    _pfns: PhantomData<(&'a mut MigratePfns, &'a VmaRef)>,
+}
+
+impl<'a> Collected<'a> {
+    /// Number of entries (pages) in the range.
+    pub fn npages(&self) -> usize {
+        self.args.npages as usize
+    }
+
+    /// Number of entries collected for migration.
+    pub fn cpages(&self) -> usize {
+        self.args.cpages as usize
+    }
+
+    /// Start of the range.
+    pub fn start(&self) -> usize {
+        self.args.start as usize
+    }
+
+    /// End of the range.
+    pub fn end(&self) -> usize {
+        self.args.end as usize
+    }
+
+    /// The VMA being migrated.
+    pub fn vma(&self) -> &'a VmaRef {
+        // SAFETY: `args.vma` came from a `&'a VmaRef` (type invariant).
+        unsafe { VmaRef::from_raw(self.args.vma) }
+    }
+
+    /// The entry at `index`, `None` past the end.
+    pub fn entry(&mut self, index: usize) -> Option<Entry<'_>> {
+        if index >= self.npages() {
+            return None;
+        }
+        // SAFETY: `src` and `dst` have `npages` entries (type invariant),
+        // `unsigned long` has the layout of `usize`, and `&mut self` gives
+        // exclusive access to them.
+        let (src, dst) = unsafe {
+            (
+                *self.args.src.cast::<usize>().add(index),
+                &mut *self.args.dst.cast::<usize>().add(index),
+            )
+        };
+        Some(Entry {
+            index,
+            addr: self.start() + (index << PAGE_SHIFT),
+            src,
+            dst,
+            _page: PhantomData,
+        })
+    }
+
+    /// Runs `f` on every entry, in order.
+    pub fn for_each_entry(&mut self, mut f: impl FnMut(Entry<'_>) -> Result) -> Result {
+        for i in 0..self.npages() {
+            if let Some(e) = self.entry(i) {
+                f(e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the collected pages to their destinations
+    /// (`migrate_vma_pages()`).
+    pub fn pages(mut self) -> Migrated<'a> {
+        // SAFETY: By the type invariants, `setup` succeeded and `pages` has
+        // not run; the destinations are locked, referenced pages
+        // (`MigrateDestination`).
+        unsafe { bindings::migrate_vma_pages(&mut self.args) };
+        let args = self.args;
+        core::mem::forget(self);
+        // INVARIANT: `pages` ran once; `finalize` has not.
+        Migrated {
+            args,
+            _pfns: PhantomData,
+        }
+    }
+}
+
+impl Drop for Collected<'_> {
+    fn drop(&mut self) {
+        // Not migrated: restore every source page and release destinations.
+        // SAFETY: By the type invariants, `setup` succeeded and `finalize`
+        // has not run.
+        unsafe { bindings::migrate_vma_finalize(&mut self.args) };
+    }
+}
+
+/// What happened to one entry of a migration.
+///
+/// Room for the per-page reasons the 2020 review of the select flags asked
+/// for: the variants can grow without breaking callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The page moved to its destination.
+    Migrated,
+    /// The page was not collected (not selected, pinned, busy) or was given
+    /// no destination.
+    NotMigrated,
+    /// It had a destination, but `migrate_vma_pages()` could not move it.
+    Failed,
+}
+
+/// A migration after `migrate_vma_pages()`.
+///
+/// # Invariants
+///
+/// As [`Collected`], except that `migrate_vma_pages()` has run once.
+pub struct Migrated<'a> {
+    args: bindings::migrate_vma,
+    _pfns: PhantomData<(&'a mut MigratePfns, &'a VmaRef)>,
+}
+
+/// An entry of a [`Migrated`] migration.
+#[derive(Clone, Copy)]
+pub struct MigratedEntry<'m> {
+    index: usize,
+    addr: usize,
+    src: usize,
+    dst: usize,
+    _m: PhantomData<&'m ()>,
+}
+
+impl<'m> MigratedEntry<'m> {
+    /// Index of the entry in the range.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The virtual address of the entry.
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
+    /// What happened to the entry.
+    pub fn outcome(&self) -> Outcome {
+        if self.src & PFN_MIGRATE != 0 && self.dst & PFN_VALID != 0 {
+            Outcome::Migrated
+        } else if self.dst & PFN_VALID != 0 {
+            Outcome::Failed
+        } else {
+            Outcome::NotMigrated
+        }
+    }
+
+    /// Whether the page moved (source entry valid and still migrating, with a
+    /// destination).
+    pub fn is_migrated(&self) -> bool {
+        self.outcome() == Outcome::Migrated
+    }
+
+    /// Whether the destination was mapped writable.
+    pub fn is_write(&self) -> bool {
+        self.dst & PFN_WRITE != 0
+    }
+
+    /// Whether the destination is a compound page.
+    pub fn is_compound(&self) -> bool {
+        self.dst & PFN_COMPOUND != 0
+    }
+
+    /// The destination page, if any; it stays locked and referenced until
+    /// `finalize`.
+    pub fn dst_page(&self) -> Option<BorrowedPage<'m>> {
+        // SAFETY: Pure pfn arithmetic.
+        let page = unsafe { bindings::migrate_pfn_to_page(self.dst as _) };
+        // SAFETY: The destination is locked and referenced until
+        // `migrate_vma_finalize()`, which cannot run during `'m`.
+        NonNull::new(page).map(|p| unsafe { BorrowedPage::from_raw(p) })
+    }
+}
+
+impl<'a> Migrated<'a> {
+    /// Number of entries.
+    pub fn npages(&self) -> usize {
+        self.args.npages as usize
+    }
+
+    /// The entry at `index`, `None` past the end.
+    pub fn entry(&self, index: usize) -> Option<MigratedEntry<'_>> {
+        if index >= self.npages() {
+            return None;
+        }
+        // SAFETY: `src` and `dst` have `npages` entries (type invariant).
+        let (src, dst) = unsafe { (*self.args.src.add(index), *self.args.dst.add(index)) };
+        Some(MigratedEntry {
+            index,
+            addr: self.args.start as usize + (index << PAGE_SHIFT),
+            src: src as usize,
+            dst: dst as usize,
+            _m: PhantomData,
+        })
+    }
+
+    /// Iterates over the entries.
+    pub fn entries(&self) -> impl Iterator<Item = MigratedEntry<'_>> + '_ {
+        (0..self.npages()).filter_map(move |i| self.entry(i))
+    }
+
+    /// Number of pages that moved (`MIGRATE_PFN_VALID` and
+    /// `MIGRATE_PFN_MIGRATE` still set in the source entry).
+    pub fn migrated_pages(&self) -> usize {
+        self.entries()
+            .filter(|e| e.src & PFN_VALID != 0 && e.src & PFN_MIGRATE != 0)
+            .count()
+    }
+
+    /// Restores or replaces the CPU mappings and releases the pages
+    /// (`migrate_vma_finalize()`). Dropping does the same.
+    pub fn finalize(self) {
+        drop(self)
+    }
+}
+
+impl Drop for Migrated<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, `pages` ran and `finalize` has not.
+        unsafe { bindings::migrate_vma_finalize(&mut self.args) };
+    }
+}

@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Device memory of a dmirror device: device-private chunks of 256 MiB
+//! (`DevicePagemap`), the free list of idle device pages, and the callbacks
+//! the kernel makes into it (`folio_free`, `migrate_to_ram`).
+//!
+//! A device-private page has no memory of its own (the "device" is fake):
+//! each page in use carries a [`PageData`] with the system page that backs
+//! it. Locking: the chunk list mutex is taken before the free-list spinlock.
+
+use crate::{
+    memremap::{
+        DeviceFault, DevicePage, DevicePagemap, DevicePagemapOps, FreeDevicePage,
+        LockedDevicePage, PagemapOwner, VmFaultResult,
+    },
+    migrate::{MigratePfns, MigrateVma, Select},
+    page_ext,
+};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use kernel::{
+    alloc::{flags::GFP_KERNEL, KBox, KVec},
+    new_mutex, new_spinlock,
+    page::{Page, PAGE_SIZE},
+    prelude::*,
+    sync::{Arc, Mutex, SpinLock},
+};
+
+/// Size of one chunk of device memory (`DEVMEM_CHUNK_SIZE`).
+pub(crate) const CHUNK_SIZE: usize = 256 << 20;
+
+/// `HMM_DMIRROR_FLAG_FAIL_ALLOC`: make the next device allocation fail.
+pub(crate) const FLAG_FAIL_ALLOC: u64 = crate::bindings::HMM_DMIRROR_FLAG_FAIL_ALLOC as u64;
+
+/// State of one open mirror that its device pages need after the file is
+/// gone (the fault path reads the flags of the mirror that migrated a page).
+pub(crate) struct MirrorShared {
+    /// The `HMM_DMIRROR_FLAGS` of the mirror.
+    pub(crate) flags: AtomicU64,
+}
+
+impl MirrorShared {
+    /// Consumes `HMM_DMIRROR_FLAG_FAIL_ALLOC` if set.
+    pub(crate) fn take_fail_alloc(&self) -> bool {
+        self.flags.fetch_and(!FLAG_FAIL_ALLOC, Ordering::Relaxed) & FLAG_FAIL_ALLOC != 0
+    }
+}
+
+/// What a device page in use carries.
+pub(crate) struct PageData {
+    /// The system page holding the device page's contents.
+    pub(crate) backing: Page,
+    /// The mirror that put the page on the device.
+    pub(crate) mirror: Arc<MirrorShared>,
+}
+
+/// Idle device pages and the allocation counters.
+struct FreeInner {
+    pages: KVec<FreeDevicePage<DmirrorMem>>,
+    /// Pages handed out (`calloc`).
+    calloc: u64,
+    /// Pages given back (`cfree`).
+    cfree: u64,
+}
+
+/// The free list of a device, shared with its chunks' `folio_free`.
+#[pin_data]
+pub(crate) struct FreeList {
+    #[pin]
+    inner: SpinLock<FreeInner>,
+}
+
+/// Per-chunk data: what `folio_free` needs.
+pub(crate) struct DmirrorMem {
+    free: Arc<FreeList>,
+    /// Set while the chunk is being removed: freed pages are not recycled.
+    removing: AtomicBool,
+}
+
+impl DevicePagemapOps for DmirrorMem {
+    type PageData = KBox<PageData>;
+
+    fn folio_free(pagemap: &DevicePagemap<Self>, page: FreeDevicePage<Self>, data: KBox<PageData>) {
+        // Frees the backing page.
+        drop(data);
+        let mem = pagemap.data();
+        let mut free = mem.free.inner.lock();
+        free.cfree += 1;
+        if !mem.removing.load(Ordering::Relaxed) {
+            // Capacity for every page of every chunk is reserved when the
+            // chunk is added, so this never allocates.
+            let _ = free.pages.push_within_capacity(page);
+        }
+    }
+
+    fn migrate_to_ram(fault: &DeviceFault<'_, Self>) -> VmFaultResult {
+        match fault_to_ram(fault) {
+            Ok(()) => VmFaultResult::Ok,
+            Err(e) if e == ENOMEM => VmFaultResult::Oom,
+            Err(_) => VmFaultResult::SigBus,
+        }
+    }
+
+    fn copy_to_ram(_src: &DevicePage<Self>, data: &PageData, dst: &Page) {
+        page_ext::copy(dst, &data.backing);
+    }
+}
+
+/// The CPU touched a device page: bring it back (`dmirror_devmem_fault`).
+fn fault_to_ram(fault: &DeviceFault<'_, DmirrorMem>) -> Result {
+    let addr = fault.address() & !(PAGE_SIZE - 1);
+    let mut pfns = MigratePfns::new(1)?;
+    let owner = fault.page().pagemap().owner();
+    let mut mig = MigrateVma::setup_from_fault(
+        fault,
+        addr,
+        addr + PAGE_SIZE,
+        Select::DevicePrivate.into(),
+        &mut pfns,
+    )?;
+    copy_back(&mut mig, owner)?;
+    mig.pages().finalize();
+    Ok(())
+}
+
+/// Gives every collected device page of `mig` a system page with its
+/// contents (`dmirror_devmem_fault_alloc_and_copy`).
+pub(crate) fn copy_back(mig: &mut crate::migrate::Collected<'_>, owner: &PagemapOwner) -> Result {
+    let vma = mig.vma();
+    mig.for_each_entry(|mut e| {
+        if !e.can_migrate() {
+            return Ok(());
+        }
+        let Some(src) = e.src_page() else {
+            return Ok(());
+        };
+        let Some(dpage) = DevicePage::<DmirrorMem>::from_page(&src, owner) else {
+            return Ok(());
+        };
+        let dst = crate::migrate::LockedSystemPage::alloc_for_vma(vma, e.addr())?;
+        page_ext::copy(&dst.page(), &dpage.data().backing);
+        e.set_dst(dst)
+    })
+}
+
+/// The device memory of one dmirror device.
+#[pin_data]
+pub(crate) struct DeviceMemory {
+    owner: Arc<PagemapOwner>,
+    free: Arc<FreeList>,
+    #[pin]
+    chunks: Mutex<KVec<Pin<KBox<DevicePagemap<DmirrorMem>>>>>,
+}
+
+impl DeviceMemory {
+    /// Device memory for pages owned by `owner`, without chunks yet.
+    pub(crate) fn new(owner: Arc<PagemapOwner>) -> Result<impl PinInit<Self, Error>> {
+        let free = Arc::pin_init(
+            pin_init!(FreeList {
+                inner <- new_spinlock!(FreeInner {
+                    pages: KVec::new(),
+                    calloc: 0,
+                    cfree: 0,
+                }),
+            }),
+            GFP_KERNEL,
+        )?;
+        Ok(try_pin_init!(Self {
+            owner,
+            free,
+            chunks <- new_mutex!(KVec::new()),
+        }))
+    }
+
+    /// The owner of this memory's pages.
+    pub(crate) fn owner(&self) -> &PagemapOwner {
+        &self.owner
+    }
+
+    /// `(calloc, cfree)`: pages allocated and freed so far.
+    pub(crate) fn counters(&self) -> (u64, u64) {
+        let free = self.free.inner.lock();
+        (free.calloc, free.cfree)
+    }
+
+    /// Adds one chunk of device-private memory and puts its pages on the
+    /// free list (`dmirror_allocate_chunk`).
+    pub(crate) fn add_chunk(&self) -> Result {
+        let mut chunks = self.chunks.lock();
+        let npages = CHUNK_SIZE / PAGE_SIZE;
+        // Room for the new pages on the free list first, so that
+        // `folio_free` never allocates.
+        self.free.inner.lock().pages.reserve(npages, GFP_KERNEL)?;
+        chunks.reserve(1, GFP_KERNEL)?;
+        let mem = DmirrorMem {
+            free: self.free.clone(),
+            removing: AtomicBool::new(false),
+        };
+        let pagemap = KBox::pin_init(
+            DevicePagemap::new_private(CHUNK_SIZE, self.owner.clone(), mem),
+            GFP_KERNEL,
+        )?;
+        let pages = pagemap.take_free_pages();
+        {
+            let mut free = self.free.inner.lock();
+            for page in pages {
+                let _ = free.pages.push_within_capacity(page);
+            }
+        }
+        let (first, last) = (pagemap.pfn_range().start, pagemap.pfn_range().end);
+        chunks.push(pagemap, GFP_KERNEL)?;
+        pr_info!(
+            "added new {} MB chunk (total {} chunks, {} MB) PFNs [{:#x} {:#x})\n",
+            CHUNK_SIZE >> 20,
+            chunks.len(),
+            chunks.len() * (CHUNK_SIZE >> 20),
+            first,
+            last
+        );
+        Ok(())
+    }
+
+    /// Allocates a device page carrying `data`, adding a chunk if none is
+    /// free (`dmirror_devmem_alloc_page`).
+    pub(crate) fn alloc_page(&self, data: KBox<PageData>) -> Result<LockedDevicePage<DmirrorMem>> {
+        loop {
+            let page = {
+                let mut free = self.free.inner.lock();
+                let page = free.pages.pop();
+                if page.is_some() {
+                    free.calloc += 1;
+                }
+                page
+            };
+            if let Some(page) = page {
+                return Ok(page.activate(data));
+            }
+            self.add_chunk()?;
+        }
+    }
+
+    /// Moves every page of every chunk back to system memory and removes
+    /// the chunks (`dmirror_device_remove_chunks`).
+    pub(crate) fn remove_chunks(&self) {
+        let mut chunks = self.chunks.lock();
+        for chunk in chunks.iter() {
+            chunk.data().removing.store(true, Ordering::Relaxed);
+        }
+        {
+            let mut free = self.free.inner.lock();
+            // Idle pages of the chunks being removed must not be handed out.
+            free.pages.clear();
+        }
+        // Dropping a chunk evicts its pages in use and unmaps it.
+        chunks.clear();
+    }
+}

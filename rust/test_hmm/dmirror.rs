@@ -1,0 +1,394 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The dmirror device files, `/dev/hmm_dmirror*`: each open file mirrors
+//! the opener's address space into a device page table and serves the
+//! `lib/test_hmm_uapi.h` ioctls on it.
+
+use crate::{
+    bindings::{self, hmm_dmirror_cmd},
+    devmem::{self, DeviceMemory, MirrorShared, PageData},
+    hmm::HmmPfn,
+    miscdevice_data::MiscDeviceWithData,
+    migrate::{MigratePfns, MigrateVma, Select},
+    mmu_notifier::{Mirror, MirrorGuard, MirrorOps, Perm},
+    page_ext,
+};
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::{
+    alloc::{flags::GFP_KERNEL, KBox, KVVec},
+    c_str,
+    fs::File,
+    mm::MmWithUser,
+    page::{Page, PAGE_SHIFT, PAGE_SIZE},
+    prelude::*,
+    sync::Arc,
+    types::ARef,
+    uaccess::{UserPtr, UserSlice},
+};
+
+/// Pages copied per round between the device and the user's buffer.
+const BOUNCE_PAGES: usize = 64;
+/// Pages per `migrate_vma` call (`PTRS_PER_PTE`, as test_hmm).
+const MIGRATE_PAGES: usize = 512;
+
+/// One dmirror device: `/dev/hmm_dmirror<id>`.
+#[pin_data]
+pub(crate) struct DmirrorDevice {
+    /// The device number in the node name.
+    pub(crate) id: usize,
+    /// The device's memory.
+    #[pin]
+    pub(crate) mem: DeviceMemory,
+}
+
+impl DmirrorDevice {
+    /// A device-private dmirror device, with one chunk of device memory.
+    pub(crate) fn new(id: usize) -> Result<Arc<Self>> {
+        let owner = crate::memremap::PagemapOwner::new()?;
+        let dev = Arc::pin_init(
+            try_pin_init!(Self {
+                id,
+                mem <- DeviceMemory::new(owner)?,
+            }),
+            GFP_KERNEL,
+        )?;
+        dev.mem.add_chunk()?;
+        Ok(dev)
+    }
+}
+
+/// The device page table and state of one open file (guarded by the
+/// mirror's lock).
+pub(crate) struct DmirrorState;
+
+impl MirrorOps for DmirrorState {}
+
+/// One open `/dev/hmm_dmirror*` file.
+#[pin_data]
+pub(crate) struct Dmirror {
+    device: Arc<DmirrorDevice>,
+    shared: Arc<MirrorShared>,
+    #[pin]
+    mirror: Mirror<DmirrorState>,
+}
+
+/// The file operations of the dmirror devices.
+pub(crate) struct DmirrorFile;
+
+impl MiscDeviceWithData for DmirrorFile {
+    type Data = Arc<DmirrorDevice>;
+    type Ptr = Pin<KBox<Dmirror>>;
+
+    fn open(_file: &File, device: &Arc<DmirrorDevice>) -> Result<Self::Ptr> {
+        let mm = kernel::current!().mm().ok_or(EINVAL)?;
+        let shared = Arc::new(
+            MirrorShared {
+                flags: AtomicU64::new(0),
+            },
+            GFP_KERNEL,
+        )?;
+        KBox::pin_init(
+            try_pin_init!(Dmirror {
+                device: device.clone(),
+                shared,
+                mirror <- Mirror::new(mm, device.mem.owner_arc(), Ok::<_, Error>(DmirrorState)),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    fn ioctl(this: Pin<&Dmirror>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        let user = UserSlice::new(UserPtr::from_addr(arg), size_of::<hmm_dmirror_cmd>());
+        let (mut reader, mut writer) = user.reader_writer();
+        let mut c: hmm_dmirror_cmd = reader.read()?;
+        let range = Range::from_cmd(&c)?;
+        c.cpages = 0;
+        c.faults = 0;
+        match cmd {
+            bindings::HMM_DMIRROR_READ => this.read(&range, &mut c)?,
+            bindings::HMM_DMIRROR_WRITE => this.write(&range, &mut c)?,
+            bindings::HMM_DMIRROR_MIGRATE_TO_DEV => this.migrate_to_device(&range, &mut c)?,
+            bindings::HMM_DMIRROR_MIGRATE_TO_SYS => this.migrate_to_system(&range, &mut c)?,
+            bindings::HMM_DMIRROR_RELEASE => this.device.mem.remove_chunks(),
+            bindings::HMM_DMIRROR_FLAGS => this.shared.flags.store(c.npages, Ordering::Relaxed),
+            _ => return Err(EINVAL),
+        }
+        writer.write(&c)?;
+        Ok(0)
+    }
+}
+
+/// The validated range of an ioctl: page aligned, non-empty, no overflow.
+struct Range {
+    start: usize,
+    end: usize,
+    /// The user buffer of `npages` pages (`cmd.ptr`).
+    ptr: usize,
+}
+
+impl Range {
+    fn from_cmd(c: &hmm_dmirror_cmd) -> Result<Self> {
+        let start = usize::try_from(c.addr).map_err(|_| EINVAL)?;
+        if start % PAGE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        let size = usize::try_from(c.npages)
+            .ok()
+            .and_then(|n| n.checked_mul(PAGE_SIZE))
+            .ok_or(EINVAL)?;
+        let end = start.checked_add(size).ok_or(EINVAL)?;
+        if end <= start {
+            return Err(EINVAL);
+        }
+        Ok(Self {
+            start,
+            end,
+            ptr: usize::try_from(c.ptr).map_err(|_| EINVAL)?,
+        })
+    }
+
+    fn npages(&self) -> usize {
+        (self.end - self.start) >> PAGE_SHIFT
+    }
+}
+
+/// Copies the page a device page table entry names into `buf`.
+fn read_entry_page(owner: &crate::memremap::PagemapOwner, page: &Page, buf: &mut [u8]) -> Result {
+    match crate::memremap::DevicePage::<devmem::DmirrorMem>::from_page(page, owner) {
+        Some(dpage) => page_ext::read(&dpage.data().backing, 0, buf),
+        None => page_ext::read(page, 0, buf),
+    }
+}
+
+/// As [`read_entry_page`], the other way.
+fn write_entry_page(owner: &crate::memremap::PagemapOwner, page: &Page, buf: &[u8]) -> Result {
+    match crate::memremap::DevicePage::<devmem::DmirrorMem>::from_page(page, owner) {
+        Some(dpage) => page_ext::write(&dpage.data().backing, 0, buf),
+        None => page_ext::write(page, 0, buf),
+    }
+}
+
+impl Dmirror {
+    /// The mirrored mm, with a user reference (`mmget_not_zero()`).
+    fn mm(&self, err: Error) -> Result<ARef<MmWithUser>> {
+        self.mirror.mm().mmget_not_zero().ok_or(err)
+    }
+
+    fn owner(&self) -> &crate::memremap::PagemapOwner {
+        self.device.mem.owner()
+    }
+
+    /// Stores the faulted pages in the device page table
+    /// (`dmirror_do_fault`).
+    fn store_faulted(g: &mut MirrorGuard<'_, DmirrorState>, start: usize, pfns: &[HmmPfn]) -> Result {
+        for (i, pfn) in pfns.iter().enumerate() {
+            g.pt_insert((start >> PAGE_SHIFT) + i, pfn)?;
+        }
+        Ok(())
+    }
+
+    /// Copies `[addr, end)` from the device page table into `buf`; on a
+    /// missing entry returns the address it is missing at.
+    fn read_pt(&self, addr: usize, end: usize, buf: &mut [u8]) -> Result<core::result::Result<(), usize>> {
+        let g = self.mirror.lock();
+        let mut a = addr;
+        while a < end {
+            let Some(e) = g.pt_get(a >> PAGE_SHIFT) else {
+                return Ok(Err(a));
+            };
+            let off = a - addr;
+            read_entry_page(self.owner(), e.page(), &mut buf[off..off + PAGE_SIZE])?;
+            a += PAGE_SIZE;
+        }
+        Ok(Ok(()))
+    }
+
+    /// As [`Dmirror::read_pt`], writing; an entry without write permission
+    /// counts as missing.
+    fn write_pt(&self, addr: usize, end: usize, buf: &[u8]) -> Result<core::result::Result<(), usize>> {
+        let g = self.mirror.lock();
+        let mut a = addr;
+        while a < end {
+            match g.pt_get(a >> PAGE_SHIFT) {
+                Some(e) if e.perm() == Perm::Write => {
+                    let off = a - addr;
+                    write_entry_page(self.owner(), e.page(), &buf[off..off + PAGE_SIZE])?;
+                }
+                _ => return Ok(Err(a)),
+            }
+            a += PAGE_SIZE;
+        }
+        Ok(Ok(()))
+    }
+
+    /// Faults `[addr, end)` into the device page table.
+    fn fault(&self, mm: &MmWithUser, addr: usize, end: usize, write: bool) -> Result {
+        self.mirror
+            .fault(mm, addr, end, write, |g, start, pfns| Self::store_faulted(g, start, pfns))
+    }
+
+    /// `HMM_DMIRROR_READ`: the device reads `[start, end)` into `ptr`,
+    /// faulting in what its page table lacks (`dmirror_read`).
+    fn read(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
+        let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
+        let mut out = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).writer();
+        let mut mm = None;
+        let mut addr = r.start;
+        while addr < r.end {
+            let chunk_end = r.end.min(addr + BOUNCE_PAGES * PAGE_SIZE);
+            let len = chunk_end - addr;
+            let mut cur = addr;
+            while let Err(missing) = self.read_pt(cur, chunk_end, &mut bounce[cur - addr..len])? {
+                let mm = match &mm {
+                    Some(mm) => mm,
+                    None => mm.insert(self.mm(EFAULT)?),
+                };
+                self.fault(mm, missing, r.end, false)?;
+                c.faults += 1;
+                cur = missing;
+            }
+            out.write_slice(&bounce[..len])?;
+            c.cpages += (len >> PAGE_SHIFT) as u64;
+            addr = chunk_end;
+        }
+        Ok(())
+    }
+
+    /// `HMM_DMIRROR_WRITE`: the device writes `ptr` to `[start, end)`
+    /// (`dmirror_write`).
+    fn write(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
+        let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
+        let mut input = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).reader();
+        let mut mm = None;
+        let mut addr = r.start;
+        while addr < r.end {
+            let chunk_end = r.end.min(addr + BOUNCE_PAGES * PAGE_SIZE);
+            let len = chunk_end - addr;
+            input.read_slice(&mut bounce[..len])?;
+            let mut cur = addr;
+            while let Err(missing) = self.write_pt(cur, chunk_end, &bounce[cur - addr..len])? {
+                let mm = match &mm {
+                    Some(mm) => mm,
+                    None => mm.insert(self.mm(EFAULT)?),
+                };
+                self.fault(mm, missing, r.end, true)?;
+                c.faults += 1;
+                cur = missing;
+            }
+            c.cpages += (len >> PAGE_SHIFT) as u64;
+            addr = chunk_end;
+        }
+        Ok(())
+    }
+
+    /// `HMM_DMIRROR_MIGRATE_TO_DEV`: moves `[start, end)` to device memory,
+    /// maps it in the device page table and returns its contents
+    /// (`dmirror_migrate_to_device`).
+    fn migrate_to_device(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
+        let mm = self.mm(EINVAL)?;
+        let mut pfns = MigratePfns::new(MIGRATE_PAGES)?;
+        {
+            let guard = mm.mmap_read_lock();
+            let mut addr = r.start;
+            while addr < r.end {
+                let vma = guard.vma_lookup(addr).ok_or(EINVAL)?;
+                if vma.flags() & kernel::mm::virt::flags::READ == 0 {
+                    return Err(EINVAL);
+                }
+                let next = r.end.min(addr + MIGRATE_PAGES * PAGE_SIZE).min(vma.end());
+                let mut mig = MigrateVma::setup(
+                    vma,
+                    addr,
+                    next,
+                    Select::System.into(),
+                    Some(self.owner()),
+                    &mut pfns,
+                )?;
+                mig.for_each_entry(|mut e| {
+                    if !e.can_migrate() {
+                        return Ok(());
+                    }
+                    if self.shared.take_fail_alloc() {
+                        return Ok(());
+                    }
+                    let Ok(backing) = Page::alloc_page(GFP_KERNEL | kernel::alloc::flags::__GFP_HIGHMEM) else {
+                        return Ok(());
+                    };
+                    match e.src_page() {
+                        Some(src) => page_ext::copy(&backing, &src),
+                        None => page_ext::zero(&backing)?,
+                    }
+                    let data = KBox::new(
+                        PageData {
+                            backing,
+                            mirror: self.shared.clone(),
+                        },
+                        GFP_KERNEL,
+                    )?;
+                    match self.device.mem.alloc_page(data) {
+                        Ok(dpage) => e.set_dst(dpage),
+                        // Out of device memory: this page stays put.
+                        Err(_) => Ok(()),
+                    }
+                })?;
+                let mig = mig.pages();
+                {
+                    let mut g = self.mirror.lock();
+                    for e in mig.entries() {
+                        if e.is_migrated() {
+                            let perm = if e.is_write() { Perm::Write } else { Perm::Read };
+                            g.pt_insert_migrated(&e, perm)?;
+                        }
+                    }
+                }
+                mig.finalize();
+                addr = next;
+            }
+        }
+        // Return what the device now holds, for verification.
+        let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
+        let mut out = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).writer();
+        let mut addr = r.start;
+        while addr < r.end {
+            let chunk_end = r.end.min(addr + BOUNCE_PAGES * PAGE_SIZE);
+            let len = chunk_end - addr;
+            if self.read_pt(addr, chunk_end, &mut bounce[..len])?.is_err() {
+                return Err(ENOENT);
+            }
+            out.write_slice(&bounce[..len])?;
+            c.cpages += (len >> PAGE_SHIFT) as u64;
+            addr = chunk_end;
+        }
+        Ok(())
+    }
+
+    /// `HMM_DMIRROR_MIGRATE_TO_SYS`: moves the device pages of
+    /// `[start, end)` back to system memory (`dmirror_migrate_to_system`).
+    fn migrate_to_system(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
+        let mm = self.mm(EINVAL)?;
+        let mut pfns = MigratePfns::new(MIGRATE_PAGES)?;
+        let guard = mm.mmap_read_lock();
+        let mut addr = r.start;
+        while addr < r.end {
+            let vma = guard.vma_lookup(addr).ok_or(EINVAL)?;
+            if vma.flags() & kernel::mm::virt::flags::READ == 0 {
+                return Err(EINVAL);
+            }
+            let next = r.end.min(addr + MIGRATE_PAGES * PAGE_SIZE).min(vma.end());
+            let mut mig = MigrateVma::setup(
+                vma,
+                addr,
+                next,
+                Select::DevicePrivate.into(),
+                Some(self.owner()),
+                &mut pfns,
+            )?;
+            devmem::copy_back(&mut mig, self.owner())?;
+            let mig = mig.pages();
+            c.cpages += mig.migrated_pages() as u64;
+            mig.finalize();
+            addr = next;
+        }
+        Ok(())
+    }
+}
