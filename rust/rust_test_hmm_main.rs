@@ -7,24 +7,39 @@
 //! the kernel's device-memory API (`linux/migrate.h`, `linux/memremap.h`,
 //! `linux/hmm.h`, `linux/mmu_notifier.h`), laid out as they would sit in the
 //! kernel crate; `rust/test_hmm/` holds the driver, which composes them and
-//! holds no `unsafe` code (enforced with `#[deny(unsafe_code)]` below).
+//! holds no `unsafe` code (`#[deny(unsafe_code)]` on its modules below).
 //!
 //! C header: [`lib/test_hmm_uapi.h`](srctree/lib/test_hmm_uapi.h)
 
-use kernel::prelude::*;
+use kernel::{miscdevice::MiscDeviceOptions, prelude::*};
 
 #[path = "bindings/mod.rs"]
 mod bindings;
 
 // The abstractions: would-be modules of the kernel crate.
+#[path = "kernel/hmm.rs"]
+pub mod hmm;
 #[path = "kernel/memremap.rs"]
 pub mod memremap;
 #[path = "kernel/mm/migrate.rs"]
 pub mod migrate;
 #[path = "kernel/miscdevice_data.rs"]
 pub mod miscdevice_data;
+#[path = "kernel/mmu_notifier.rs"]
+pub mod mmu_notifier;
 #[path = "kernel/page_ext.rs"]
 pub mod page_ext;
+
+// The driver.
+#[deny(unsafe_code)]
+#[path = "test_hmm/devmem.rs"]
+mod devmem;
+#[deny(unsafe_code)]
+#[path = "test_hmm/dmirror.rs"]
+mod dmirror;
+
+use dmirror::{DmirrorDevice, DmirrorFile};
+use miscdevice_data::DataRegistration;
 
 module! {
     type: RustTestHmm,
@@ -32,34 +47,50 @@ module! {
     authors: ["hmm-rs developers"],
     description: "Rust HMM mirror and device memory migration test driver",
     license: "GPL",
+    params: {
+        spm_addr_dev0: u64 {
+            default: 0,
+            description: "Start address of the special purpose memory of device 0 (device-coherent hmm_dmirror2); needs spm_addr_dev1 too",
+        },
+        spm_addr_dev1: u64 {
+            default: 0,
+            description: "Start address of the special purpose memory of device 1 (device-coherent hmm_dmirror3); needs spm_addr_dev0 too",
+        },
+    },
 }
 
+/// Names of the device nodes, `/dev/hmm_dmirror<N>`.
+const NAMES: [&CStr; 2] = [c"hmm_dmirror0", c"hmm_dmirror1"];
+
 /// The module: owns the devices for as long as it is loaded.
-struct RustTestHmm;
+struct RustTestHmm {
+    _devices: KVec<Pin<KBox<DataRegistration<DmirrorFile>>>>,
+}
 
 impl kernel::Module for RustTestHmm {
     fn init(_module: &'static ThisModule) -> Result<Self> {
+        let mut devices = KVec::with_capacity(NAMES.len(), GFP_KERNEL)?;
+        for (id, name) in NAMES.iter().enumerate() {
+            let dev = DmirrorDevice::new(id)?;
+            devices.push(
+                KBox::pin_init(
+                    DataRegistration::register(MiscDeviceOptions { name }, dev),
+                    GFP_KERNEL,
+                )?,
+                GFP_KERNEL,
+            )?;
+        }
         pr_info!(
             "loaded (bindgen: MIGRATE_PFN_VALID = {:#x}; C helper: migrate_pfn(1) = {:#x})\n",
             bindings::MIGRATE_PFN_VALID,
-            kernel_helpers::migrate_pfn(1)
+            migrate::migrate_pfn_of(1)
         );
-        Ok(RustTestHmm)
+        Ok(RustTestHmm { _devices: devices })
     }
 }
 
 impl Drop for RustTestHmm {
     fn drop(&mut self) {
         pr_info!("unloaded\n");
-    }
-}
-
-mod kernel_helpers {
-    use crate::bindings;
-
-    /// Encodes `pfn` as a valid `migrate_pfn` entry (`migrate_pfn()` in C).
-    pub(crate) fn migrate_pfn(pfn: usize) -> usize {
-        // SAFETY: `migrate_pfn()` is pure arithmetic on its argument.
-        unsafe { bindings::migrate_pfn(pfn as _) as usize }
     }
 }

@@ -139,8 +139,7 @@ unsafe impl MigrateDestination for LockedSystemPage {
         // SAFETY: `page` is a valid page (type invariant).
         let pfn = unsafe { bindings::page_to_pfn(self.page.as_ptr()) } as usize;
         core::mem::forget(self);
-        // SAFETY: Pure arithmetic.
-        unsafe { bindings::migrate_pfn(pfn as _) as usize }
+        migrate_pfn_of(pfn)
     }
 }
 
@@ -592,4 +591,10 @@ impl Drop for Migrated<'_> {
         // SAFETY: By the type invariants, `pages` ran and `finalize` has not.
         unsafe { bindings::migrate_vma_finalize(&mut self.args) };
     }
+}
+
+/// `migrate_pfn()`: the entry encoding of a valid page frame number.
+pub fn migrate_pfn_of(pfn: usize) -> usize {
+    // SAFETY: `migrate_pfn()` is pure arithmetic on its argument.
+    unsafe { bindings::migrate_pfn(pfn as _) as usize }
 }
