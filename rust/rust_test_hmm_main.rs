@@ -19,6 +19,8 @@ mod bindings;
 // The abstractions: would-be modules of the kernel crate.
 #[path = "kernel/memremap.rs"]
 pub mod memremap;
+#[path = "kernel/mmu_notifier.rs"]
+pub mod mmu_notifier;
 #[path = "kernel/page_ext.rs"]
 pub mod page_ext;
 
