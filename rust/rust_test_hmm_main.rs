@@ -17,6 +17,8 @@ use kernel::prelude::*;
 mod bindings;
 
 // The abstractions: would-be modules of the kernel crate.
+#[path = "kernel/hmm.rs"]
+pub mod hmm;
 #[path = "kernel/memremap.rs"]
 pub mod memremap;
 #[path = "kernel/mmu_notifier.rs"]

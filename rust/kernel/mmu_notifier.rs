@@ -19,7 +19,7 @@
 //!
 //! Kernel documentation: [`Documentation/mm/hmm.rst`](srctree/Documentation/mm/hmm.rst)
 
-use crate::{bindings, memremap::PagemapOwner};
+use crate::{bindings, hmm::HmmPfns, memremap::PagemapOwner};
 use core::{
     cell::UnsafeCell,
     marker::PhantomData,
@@ -445,6 +445,11 @@ impl<T: MirrorOps> Mirror<T> {
             _guard: self.lock.try_lock()?,
         })
     }
+
+    /// The raw interval notifier, for `struct hmm_range`.
+    pub(crate) fn notifier_raw(&self) -> *mut bindings::mmu_interval_notifier {
+        self.notifier.get()
+    }
 }
 
 #[pinned_drop]
@@ -563,6 +568,39 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
         if vpns.start < vpns.end {
             self.mirror.pt.clear(vpns.start, vpns.end - 1);
         }
+    }
+
+    /// Maps the page of entry `index` of `pfns` at its address, for writing if the entry is
+    /// writable and for reading otherwise.
+    ///
+    /// Fails with `EINVAL` if `pfns` comes from another mirror, if `index` is out of range, if the
+    /// entry has no page, or if it names a device-private page (whose contents the CPU cannot
+    /// reach: map its backing storage instead); and with `ENOMEM` if the page table cannot grow.
+    pub fn pt_insert(&mut self, pfns: &HmmPfns<'_>, index: usize) -> Result {
+        if !pfns.is_from(self.mirror.notifier_raw()) {
+            return Err(EINVAL);
+        }
+        let pfn = pfns.get(index).ok_or(EINVAL)?;
+        let page = pfn.mapped_page().ok_or(EINVAL)?;
+        let perm = if pfn.is_write() {
+            Perm::Write
+        } else {
+            Perm::Read
+        };
+        // INVARIANT: `pfns` was handed out by this mirror, with its lock held after a successful
+        // `mmu_interval_read_retry()`, so the page is still mapped at the entry's address; any
+        // later invalidation must take the lock held by `self` to clear the entry.
+        self.mirror.pt.store(pfns.vpn(index), page, perm)
+    }
+
+    /// Maps every entry of `pfns` as [`MirrorGuard::pt_insert()`] does (`dmirror_do_fault()`).
+    ///
+    /// Stops at the first error; the entries mapped before it stay mapped.
+    pub fn pt_insert_all(&mut self, pfns: &HmmPfns<'_>) -> Result {
+        for index in 0..pfns.len() {
+            self.pt_insert(pfns, index)?;
+        }
+        Ok(())
     }
 
     /// Maps `page` at virtual page number `vpn` with permission `perm`.
