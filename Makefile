@@ -57,7 +57,7 @@ lint: rustfmtcheck clippy checkpatch
 
 rustfmt:
 	@$(ENV) find rust -name '*.rs' -not -name '*_generated.rs' | \
-		xargs rustfmt --edition 2021 --config-path $(KSRC)/.rustfmt.toml
+		xargs rustfmt --edition 2021 --config-path $$KSRC/.rustfmt.toml
 
 rustfmtcheck:
 	@$(ENV) find rust -name '*.rs' -not -name '*_generated.rs' | \

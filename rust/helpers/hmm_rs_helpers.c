@@ -58,3 +58,63 @@ unsigned long hmm_rs_helper_page_to_pfn(struct page *page)
 {
 	return page_to_pfn(page);
 }
+
+/* linux/hmm.h */
+
+struct page *hmm_rs_helper_hmm_pfn_to_page(unsigned long hmm_pfn)
+{
+	return hmm_pfn_to_page(hmm_pfn);
+}
+
+unsigned int hmm_rs_helper_hmm_pfn_to_map_order(unsigned long hmm_pfn)
+{
+	return hmm_pfn_to_map_order(hmm_pfn);
+}
+
+/* linux/memremap.h */
+
+bool hmm_rs_helper_is_device_private_page(const struct page *page)
+{
+	return is_device_private_page(page);
+}
+
+bool hmm_rs_helper_is_device_coherent_page(const struct page *page)
+{
+	return is_device_coherent_page(page);
+}
+
+/* linux/mm.h, linux/mmzone.h */
+
+bool hmm_rs_helper_is_zero_page(const struct page *page)
+{
+	return is_zero_page(page);
+}
+
+bool hmm_rs_helper_is_zone_device_page(const struct page *page)
+{
+	return is_zone_device_page(page);
+}
+
+struct dev_pagemap *hmm_rs_helper_page_pgmap(const struct page *page)
+{
+	return page_pgmap(page);
+}
+
+/* linux/mmu_notifier.h */
+
+void hmm_rs_helper_mmu_interval_set_seq(struct mmu_interval_notifier *interval_sub,
+					unsigned long cur_seq)
+{
+	mmu_interval_set_seq(interval_sub, cur_seq);
+}
+
+bool hmm_rs_helper_mmu_interval_read_retry(struct mmu_interval_notifier *interval_sub,
+					   unsigned long seq)
+{
+	return mmu_interval_read_retry(interval_sub, seq);
+}
+
+bool hmm_rs_helper_mmu_notifier_range_blockable(const struct mmu_notifier_range *range)
+{
+	return mmu_notifier_range_blockable(range);
+}

@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Heterogeneous memory management: `hmm_range_fault()`.
+//!
+//! [`Mirror::fault()`] and [`Mirror::snapshot()`] run the `hmm_range_fault()` retry loop of
+//! `Documentation/mm/hmm.rst` (sequence, `mmap_lock`, `-EBUSY`, timeout, `read_retry` under the
+//! mirror lock) and hand the result, as [`HmmPfn`] entries, to a closure that runs with the mirror
+//! lock held and the result known to be current.
+//!
+//! C header: [`include/linux/hmm.h`](srctree/include/linux/hmm.h)
+//!
+//! Kernel documentation: [`Documentation/mm/hmm.rst`](srctree/Documentation/mm/hmm.rst)
+
+use crate::{
+    bindings,
+    memremap::PagemapOwner,
+    mmu_notifier::{Mirror, MirrorGuard, MirrorOps},
+};
+use core::{ops::Deref, ptr::NonNull};
+use kernel::{
+    error::to_result,
+    ffi::c_ulong,
+    mm::MmWithUser,
+    page::{BorrowedPage, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE},
+    prelude::*,
+    time::{Delta, Instant, Monotonic},
+};
+
+/// The number of pages [`Mirror::fault()`] and [`Mirror::snapshot()`] ask `hmm_range_fault()`
+/// for at a time (the size of the on-stack `hmm_pfns` array).
+pub const CHUNK_PAGES: usize = 64;
+
+const PFN_VALID: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_VALID as c_ulong;
+const PFN_WRITE: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_WRITE as c_ulong;
+const PFN_ERROR: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_ERROR as c_ulong;
+const PFN_REQ_FAULT: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_REQ_FAULT as c_ulong;
+const PFN_REQ_WRITE: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_REQ_WRITE as c_ulong;
+
+/// One entry of the result of `hmm_range_fault()`: the state of the CPU mapping of one page.
+///
+/// Only seen by reference, inside the closure passed to [`Mirror::fault()`] or
+/// [`Mirror::snapshot()`]; it can be neither created nor copied elsewhere, so a page it names
+/// cannot be used once the mapping may have changed.
+///
+/// # Invariants
+///
+/// A `&HmmPfn` only exists while the lock of the [`Mirror`] whose notifier produced it is held,
+/// after `mmu_interval_read_retry()` found no invalidation since the fault started. So if
+/// `HMM_PFN_VALID` is set, the pfn names a `struct page` that is mapped at the entry's address and
+/// stays so for as long as the reference lives.
+#[repr(transparent)]
+pub struct HmmPfn(c_ulong);
+
+impl HmmPfn {
+    /// The raw value (`HMM_PFN_*` flags, map order and pfn).
+    pub fn raw(&self) -> c_ulong {
+        self.0
+    }
+
+    /// Whether a page is mapped (`HMM_PFN_VALID`).
+    pub fn is_valid(&self) -> bool {
+        self.0 & PFN_VALID != 0
+    }
+
+    /// Whether the page is mapped writable (`HMM_PFN_WRITE`).
+    pub fn is_write(&self) -> bool {
+        self.0 & PFN_WRITE != 0
+    }
+
+    /// Whether the address cannot be accessed (`HMM_PFN_ERROR`): no VMA, a special mapping,
+    /// poisoned memory, ...
+    pub fn is_error(&self) -> bool {
+        self.0 & PFN_ERROR != 0
+    }
+
+    /// The order of the CPU mapping (`hmm_pfn_to_map_order()`): the page is part of a mapping of
+    /// `PAGE_SIZE << order` bytes at an address aligned to that size.
+    pub fn map_order(&self) -> u32 {
+        // SAFETY: `hmm_pfn_to_map_order()` only does arithmetic on its argument.
+        unsafe { bindings::hmm_pfn_to_map_order(self.0) }
+    }
+
+    /// The mapped `struct page`, if `HMM_PFN_VALID` is set.
+    fn raw_page(&self) -> Option<NonNull<bindings::page>> {
+        if !self.is_valid() {
+            return None;
+        }
+        // SAFETY: `HMM_PFN_VALID` is set, so the pfn has a `struct page`.
+        NonNull::new(unsafe { bindings::hmm_pfn_to_page(self.0) })
+    }
+
+    /// The mapped page, if valid and not device-private.
+    pub(crate) fn mapped_page(&self) -> Option<NonNull<bindings::page>> {
+        let page = self.raw_page()?;
+        // SAFETY: By the type invariants the page is valid while `self` is borrowed.
+        if unsafe { bindings::is_device_private_page(page.as_ptr()) } {
+            return None;
+        }
+        Some(page)
+    }
+
+    /// The mapped page, if there is one whose contents the CPU can access.
+    ///
+    /// Returns [`None`] if no page is mapped and for device-private pages, which have no
+    /// CPU-accessible contents (see [`HmmPfn::is_device_private()`]).
+    pub fn page(&self) -> Option<BorrowedPage<'_>> {
+        let page = self.mapped_page()?;
+        // SAFETY: By the type invariants the page stays mapped, hence valid, while `self` is
+        // borrowed.
+        Some(unsafe { BorrowedPage::from_raw(page) })
+    }
+
+    /// Whether the mapped page is a device-private page (`is_device_private_page()`).
+    pub fn is_device_private(&self) -> bool {
+        match self.raw_page() {
+            // SAFETY: By the type invariants the page is valid while `self` is borrowed.
+            Some(page) => unsafe { bindings::is_device_private_page(page.as_ptr()) },
+            None => false,
+        }
+    }
+
+    /// Whether the mapped page is a device-coherent page (`is_device_coherent_page()`).
+    pub fn is_device_coherent(&self) -> bool {
+        match self.raw_page() {
+            // SAFETY: By the type invariants the page is valid while `self` is borrowed.
+            Some(page) => unsafe { bindings::is_device_coherent_page(page.as_ptr()) },
+            None => false,
+        }
+    }
+
+    /// Whether the mapped page is a device page of the pagemap owned by `owner`
+    /// (`page_pgmap(page)->owner == owner`).
+    pub fn pgmap_owner_is(&self, owner: &PagemapOwner) -> bool {
+        let Some(page) = self.raw_page() else {
+            return false;
+        };
+        // SAFETY: By the type invariants the page is valid while `self` is borrowed.
+        if !unsafe { bindings::is_zone_device_page(page.as_ptr()) } {
+            return false;
+        }
+        // SAFETY: The page is a valid ZONE_DEVICE page, so it has a pagemap, which lives as long as
+        // the page is mapped.
+        owner.is(unsafe { (*bindings::page_pgmap(page.as_ptr())).owner })
+    }
+
+    /// Whether the mapped page is the shared zero page (`is_zero_page()`).
+    pub fn is_zero_page(&self) -> bool {
+        match self.raw_page() {
+            // SAFETY: By the type invariants the page is valid while `self` is borrowed.
+            Some(page) => unsafe { bindings::is_zero_page(page.as_ptr()) },
+            None => false,
+        }
+    }
+}
+
+/// The result of one chunk of [`Mirror::fault()`] or [`Mirror::snapshot()`]: one [`HmmPfn`] per
+/// page from [`HmmPfns::start()`] on (through [`Deref`] to a slice).
+///
+/// # Invariants
+///
+/// `pfns[i]` describes the page at `start + i * PAGE_SIZE` of the mm of the mirror whose
+/// notifier is `mirror`, and satisfies the invariants of [`HmmPfn`] for `'a`.
+pub struct HmmPfns<'a> {
+    mirror: *const bindings::mmu_interval_notifier,
+    start: usize,
+    pfns: &'a [HmmPfn],
+}
+
+impl HmmPfns<'_> {
+    /// The address of the first page.
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// The address just past the last page.
+    pub fn end(&self) -> usize {
+        self.start + (self.pfns.len() << PAGE_SHIFT)
+    }
+
+    /// The virtual page number (address `>> PAGE_SHIFT`) of entry `index`.
+    pub fn vpn(&self, index: usize) -> usize {
+        (self.start >> PAGE_SHIFT) + index
+    }
+
+    /// Whether these entries were produced for the mirror whose notifier is `notifier`.
+    pub(crate) fn is_from(&self, notifier: *const bindings::mmu_interval_notifier) -> bool {
+        core::ptr::eq(self.mirror, notifier)
+    }
+}
+
+impl Deref for HmmPfns<'_> {
+    type Target = [HmmPfn];
+
+    fn deref(&self) -> &[HmmPfn] {
+        self.pfns
+    }
+}
+
+impl<T: MirrorOps> Mirror<T> {
+    /// Faults in `start..end` of the mirrored mm and hands the result to `commit`.
+    ///
+    /// Like `dmirror_fault()` in `lib/test_hmm.c`: the range is faulted in chunks of
+    /// [`CHUNK_PAGES`] pages with `HMM_PFN_REQ_FAULT` (and `HMM_PFN_REQ_WRITE` if `write`), device
+    /// pages of [`Mirror::owner()`] being returned as they are. For each chunk, `commit` is called
+    /// with the mirror locked and the chunk's [`HmmPfns`], all valid (and writable if `write`);
+    /// typically it maps them with [`MirrorGuard::pt_insert_all()`]. A chunk is retried if an
+    /// invalidation raced with it, and the fault fails with `EBUSY` if a chunk cannot be faulted
+    /// within `HMM_RANGE_DEFAULT_TIMEOUT` milliseconds.
+    ///
+    /// `mm` must be the mirrored mm ([`Mirror::mm()`]), and `start` and `end` page aligned;
+    /// otherwise this fails with `EINVAL`. Errors of `hmm_range_fault()` and of `commit` are
+    /// returned as they are; chunks committed before an error stay committed.
+    ///
+    /// Must not be called with the mirror lock held.
+    pub fn fault(
+        &self,
+        mm: &MmWithUser,
+        start: usize,
+        end: usize,
+        write: bool,
+        commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+    ) -> Result {
+        let flags = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
+        self.range_fault(mm, start, end, flags, commit)
+    }
+
+    /// Takes a snapshot of the CPU mappings of `start..end` of the mirrored mm, without faulting.
+    ///
+    /// Like `dmirror_snapshot()` in `lib/test_hmm.c`: for each chunk of at most [`CHUNK_PAGES`]
+    /// pages, `f` is called with the mirror locked and the chunk's [`HmmPfns`], which may be
+    /// invalid ([`HmmPfn::is_valid()`]) or errors ([`HmmPfn::is_error()`]). Any invalidation of
+    /// the chunk, a migration by [`Mirror::owner()`] included, makes it retry.
+    ///
+    /// The arguments and errors are as for [`Mirror::fault()`]. Must not be called with the
+    /// mirror lock held; `f` must not touch user memory (copy the result out after this returns).
+    pub fn snapshot(
+        &self,
+        mm: &MmWithUser,
+        start: usize,
+        end: usize,
+        f: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+    ) -> Result {
+        self.range_fault(mm, start, end, 0, f)
+    }
+
+    fn check_range(mm: &MmWithUser, mirror: &Self, start: usize, end: usize) -> Result {
+        if !core::ptr::eq(mm.as_raw(), mirror.mm().as_raw())
+            || start & !PAGE_MASK != 0
+            || end & !PAGE_MASK != 0
+            || end < start
+        {
+            return Err(EINVAL);
+        }
+        Ok(())
+    }
+
+    /// The `hmm_range_fault()` retry loop over `start..end`, in chunks.
+    fn range_fault(
+        &self,
+        mm: &MmWithUser,
+        start: usize,
+        end: usize,
+        default_flags: c_ulong,
+        mut commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+    ) -> Result {
+        Self::check_range(mm, self, start, end)?;
+
+        let mut pfns: [c_ulong; CHUNK_PAGES] = [0; CHUNK_PAGES];
+        let mut range = bindings::hmm_range {
+            notifier: self.notifier_raw(),
+            notifier_seq: 0,
+            start: 0,
+            end: 0,
+            hmm_pfns: pfns.as_mut_ptr(),
+            default_flags,
+            pfn_flags_mask: 0,
+            dev_private_owner: self.owner().as_raw(),
+        };
+
+        let mut addr = start;
+        while addr < end {
+            let next = if end - addr > CHUNK_PAGES * PAGE_SIZE {
+                addr + CHUNK_PAGES * PAGE_SIZE
+            } else {
+                end
+            };
+            range.start = addr;
+            range.end = next;
+            self.range_fault_chunk(mm, &mut range, &mut commit)?;
+            addr = next;
+        }
+        Ok(())
+    }
+
+    /// `dmirror_range_fault()`: faults `range` until it is current, then commits it.
+    fn range_fault_chunk(
+        &self,
+        mm: &MmWithUser,
+        range: &mut bindings::hmm_range,
+        commit: &mut impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+    ) -> Result {
+        let npages = (range.end - range.start) >> PAGE_SHIFT;
+        let timeout = Delta::from_millis(bindings::HMM_RANGE_DEFAULT_TIMEOUT.into());
+        let begin = Instant::<Monotonic>::now();
+
+        loop {
+            if begin.elapsed() > timeout {
+                return Err(EBUSY);
+            }
+
+            // SAFETY: `range.notifier` is the mirror's notifier, which is inserted.
+            range.notifier_seq = unsafe { bindings::mmu_interval_read_begin(range.notifier) };
+            let ret = {
+                let _mmap = mm.mmap_read_lock();
+                // SAFETY: `range` is fully initialised: its notifier is inserted on `mm`, whose
+                // `mmap_lock` is held, and `hmm_pfns` has room for the `npages <= CHUNK_PAGES`
+                // pages of `range.start..range.end`.
+                to_result(unsafe { bindings::hmm_range_fault(range) })
+            };
+            match ret {
+                Err(e) if e == EBUSY => continue,
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            }
+
+            let mut guard = self.lock();
+            // SAFETY: `range.notifier` is inserted, and the mirror lock, which its invalidate
+            // callback holds around `mmu_interval_set_seq()`, is held.
+            if unsafe { bindings::mmu_interval_read_retry(range.notifier, range.notifier_seq) } {
+                continue;
+            }
+
+            // SAFETY: `hmm_range_fault()` filled `npages` entries of `hmm_pfns`; `HmmPfn` is a
+            // transparent wrapper of `unsigned long`. The array is not written while the slice
+            // lives.
+            let pfns = unsafe {
+                core::slice::from_raw_parts(range.hmm_pfns.cast::<HmmPfn>().cast_const(), npages)
+            };
+            // INVARIANT: The entries describe `range.start..range.end` of the mirrored mm; the
+            // mirror lock is held and no invalidation ran since `mmu_interval_read_begin()`; the
+            // entries are only lent to `commit`, which cannot keep them past the guard.
+            let pfns = HmmPfns {
+                mirror: self.notifier_raw(),
+                start: range.start,
+                pfns,
+            };
+            return commit(&mut guard, &pfns);
+        }
+    }
+}
