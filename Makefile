@@ -22,7 +22,7 @@ ENV = source $(ROOT)/scripts/lib.sh &&
 
 KDIR ?= $(shell $(ENV) DEBUG=$(DEBUG) scripts/build-kernel.sh --print-kdir)
 KMAKE = $(ENV) $(MAKE) -C $(KDIR) M=$(ROOT) LLVM=1 RUSTC=$$RUSTC \
-	RUSTDOC=$$RUSTDOC BINDGEN=$$BINDGEN
+	RUSTDOC=$$RUSTDOC BINDGEN=$$BINDGEN CLIPPY_DRIVER=$$CLIPPY_DRIVER
 
 .PHONY: all setup kernel module tests run check check-c compare lint \
 	rustfmt rustfmtcheck clippy checkpatch clean distclean

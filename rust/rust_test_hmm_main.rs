@@ -31,9 +31,11 @@ pub mod mmu_notifier;
 pub mod page_ext;
 
 // The driver.
+#[cfg(any())]
 #[deny(unsafe_code)]
 #[path = "test_hmm/devmem.rs"]
 mod devmem;
+#[cfg(any())]
 #[deny(unsafe_code)]
 #[path = "test_hmm/dmirror.rs"]
 mod dmirror;

@@ -12,7 +12,7 @@ BINDGEN_VERSION=0.73.2
 BINDGEN_ROOT=$HMM_RS_CACHE/bindgen-$BINDGEN_VERSION
 
 export PATH=/usr/lib/llvm-19/bin:$BINDGEN_ROOT/bin:$PATH
-export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc CLIPPY_DRIVER=/usr/bin/clippy-driver
 export BINDGEN=$BINDGEN_ROOT/bin/bindgen
 export LLVM=1
 

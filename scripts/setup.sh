@@ -16,7 +16,7 @@ SUDO=
 [ "$(id -u)" = 0 ] || SUDO=sudo
 
 PKGS="linux-source-$HMM_RS_KVER rustc-web rust-web-src clang-19 lld-19 llvm-19
-libclang-19-dev bc bison flex libelf-dev libssl-dev cpio rsync busybox-static
+libclang-19-dev rust-web-clippy bc bison flex libelf-dev libssl-dev cpio rsync busybox-static
 qemu-system-x86 xz-utils kmod gcc libc6-dev make"
 
 missing=

@@ -81,7 +81,7 @@ impl HmmPfn {
     }
 
     /// The mapped `struct page`, if `HMM_PFN_VALID` is set.
-    fn raw_page(&self) -> Option<NonNull<bindings::page>> {
+    pub(crate) fn raw_page(&self) -> Option<NonNull<bindings::page>> {
         if !self.is_valid() {
             return None;
         }

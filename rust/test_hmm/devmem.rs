@@ -101,7 +101,8 @@ impl DevicePagemapOps for DmirrorMem {
     }
 
     fn copy_to_ram(_src: &DevicePage<Self>, data: &PageData, dst: &Page) {
-        page_ext::copy(dst, &data.backing);
+        // Both are system pages: this cannot fail.
+        let _ = page_ext::copy(dst, &data.backing);
     }
 }
 
@@ -137,7 +138,7 @@ pub(crate) fn copy_back(mig: &mut crate::migrate::Collected<'_>, owner: &Pagemap
             return Ok(());
         };
         let dst = crate::migrate::LockedSystemPage::alloc_for_vma(vma, e.addr())?;
-        page_ext::copy(&dst.page(), &dpage.data().backing);
+        page_ext::copy(&dst.page(), &dpage.data().backing)?;
         e.set_dst(dst)
     })
 }
@@ -174,6 +175,11 @@ impl DeviceMemory {
     /// The owner of this memory's pages.
     pub(crate) fn owner(&self) -> &PagemapOwner {
         &self.owner
+    }
+
+    /// The owner of this memory's pages, shared.
+    pub(crate) fn owner_arc(&self) -> Arc<PagemapOwner> {
+        self.owner.clone()
     }
 
     /// `(calloc, cfree)`: pages allocated and freed so far.

@@ -7,10 +7,9 @@
 use crate::{
     bindings::{self, hmm_dmirror_cmd},
     devmem::{self, DeviceMemory, MirrorShared, PageData},
-    hmm::HmmPfn,
     miscdevice_data::MiscDeviceWithData,
     migrate::{MigratePfns, MigrateVma, Select},
-    mmu_notifier::{Mirror, MirrorGuard, MirrorOps, Perm},
+    mmu_notifier::{Mirror, MirrorOps, Perm},
     page_ext,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -178,15 +177,6 @@ impl Dmirror {
         self.device.mem.owner()
     }
 
-    /// Stores the faulted pages in the device page table
-    /// (`dmirror_do_fault`).
-    fn store_faulted(g: &mut MirrorGuard<'_, DmirrorState>, start: usize, pfns: &[HmmPfn]) -> Result {
-        for (i, pfn) in pfns.iter().enumerate() {
-            g.pt_insert((start >> PAGE_SHIFT) + i, pfn)?;
-        }
-        Ok(())
-    }
-
     /// Copies `[addr, end)` from the device page table into `buf`; on a
     /// missing entry returns the address it is missing at.
     fn read_pt(&self, addr: usize, end: usize, buf: &mut [u8]) -> Result<core::result::Result<(), usize>> {
@@ -224,7 +214,7 @@ impl Dmirror {
     /// Faults `[addr, end)` into the device page table.
     fn fault(&self, mm: &MmWithUser, addr: usize, end: usize, write: bool) -> Result {
         self.mirror
-            .fault(mm, addr, end, write, |g, start, pfns| Self::store_faulted(g, start, pfns))
+            .fault(mm, addr, end, write, |g, pfns| g.pt_insert_all(pfns))
     }
 
     /// `HMM_DMIRROR_READ`: the device reads `[start, end)` into `ptr`,
@@ -315,7 +305,7 @@ impl Dmirror {
                         return Ok(());
                     };
                     match e.src_page() {
-                        Some(src) => page_ext::copy(&backing, &src),
+                        Some(src) => page_ext::copy(&backing, &src)?,
                         None => page_ext::zero(&backing)?,
                     }
                     let data = KBox::new(
@@ -336,8 +326,7 @@ impl Dmirror {
                     let mut g = self.mirror.lock();
                     for e in mig.entries() {
                         if e.is_migrated() {
-                            let perm = if e.is_write() { Perm::Write } else { Perm::Read };
-                            g.pt_insert_migrated(&e, perm)?;
+                            g.pt_insert_migrated(&e)?;
                         }
                     }
                 }

@@ -488,6 +488,7 @@ pub struct Migrated<'a> {
 /// An entry of a [`Migrated`] migration.
 #[derive(Clone, Copy)]
 pub struct MigratedEntry<'m> {
+    mm: *mut bindings::mm_struct,
     index: usize,
     addr: usize,
     src: usize,
@@ -533,6 +534,19 @@ impl<'m> MigratedEntry<'m> {
         self.dst & PFN_COMPOUND != 0
     }
 
+    /// The mm the migration is in.
+    pub(crate) fn mm_raw(&self) -> *mut bindings::mm_struct {
+        self.mm
+    }
+
+    /// The destination page, if any, as a raw pointer: for device-private
+    /// destinations, whose contents [`MigratedEntry::dst_page`] users must
+    /// not touch through a kernel mapping.
+    pub(crate) fn dst_raw(&self) -> Option<NonNull<bindings::page>> {
+        // SAFETY: Pure pfn arithmetic.
+        NonNull::new(unsafe { bindings::migrate_pfn_to_page(self.dst as _) })
+    }
+
     /// The destination page, if any; it stays locked and referenced until
     /// `finalize`.
     pub fn dst_page(&self) -> Option<BorrowedPage<'m>> {
@@ -558,6 +572,8 @@ impl<'a> Migrated<'a> {
         // SAFETY: `src` and `dst` have `npages` entries (type invariant).
         let (src, dst) = unsafe { (*self.args.src.add(index), *self.args.dst.add(index)) };
         Some(MigratedEntry {
+            // SAFETY: `args.vma` is valid for `'a` (type invariant).
+            mm: unsafe { (*self.args.vma).vm_mm },
             index,
             addr: self.args.start as usize + (index << PAGE_SHIFT),
             src: src as usize,
