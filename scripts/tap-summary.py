@@ -150,9 +150,13 @@ def main(paths):
             print(f"# {impl}: {p} passed, {f} failed, {k} skipped")
 
     if splats:
-        print("#\n# kernel splats:")
-        for where, x in splats[:60]:
-            print(f"#   [{where}] {x}")
+        print("#\n# kernel splats (each distinct line once, with its count):")
+        seen = {}
+        for where, x in splats:
+            key = (where, re.sub(r"hmm-tests/\d+|#\d+", "", x))
+            seen.setdefault(key, [x, 0])[1] += 1
+        for (where, _), (x, n) in list(seen.items())[:40]:
+            print(f"#   [{where}] {x}" + (f"  (x{n})" if n > 1 else ""))
     for e in errors:
         print(f"# ERROR {e}")
 
