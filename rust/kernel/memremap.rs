@@ -28,6 +28,12 @@ pub struct PagemapOwner {
     _id: Opaque<u8>,
 }
 
+// SAFETY: A `PagemapOwner` has no contents anyone reads or writes: only its
+// address is used, which is the same on every thread.
+unsafe impl Send for PagemapOwner {}
+// SAFETY: As above.
+unsafe impl Sync for PagemapOwner {}
+
 impl PagemapOwner {
     /// Creates a new, unique owner.
     pub fn new() -> Result<Arc<Self>> {
