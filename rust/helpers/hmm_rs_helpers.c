@@ -15,7 +15,9 @@
 #include <linux/memremap.h>
 #include <linux/migrate.h>
 #include <linux/mmu_notifier.h>
+#include <linux/nodemask.h>
 #include <linux/pagemap.h>
+#include <linux/percpu-refcount.h>
 
 /* linux/migrate.h */
 
@@ -83,6 +85,27 @@ bool hmm_rs_helper_is_device_coherent_page(const struct page *page)
 	return is_device_coherent_page(page);
 }
 
+void hmm_rs_helper_zone_device_folio_init(struct folio *folio,
+					  struct dev_pagemap *pgmap,
+					  unsigned int order)
+{
+	zone_device_folio_init(folio, pgmap, order);
+}
+
+/*
+ * page->zone_device_data without the folio_*() accessors' device-private
+ * assertion: device-coherent pages carry driver data there too (test_hmm).
+ */
+void *hmm_rs_helper_page_zone_device_data(const struct page *page)
+{
+	return page->zone_device_data;
+}
+
+void hmm_rs_helper_page_set_zone_device_data(struct page *page, void *data)
+{
+	page->zone_device_data = data;
+}
+
 /* linux/mm.h, linux/mmzone.h */
 
 bool hmm_rs_helper_is_zero_page(const struct page *page)
@@ -98,6 +121,40 @@ bool hmm_rs_helper_is_zone_device_page(const struct page *page)
 struct dev_pagemap *hmm_rs_helper_page_pgmap(const struct page *page)
 {
 	return page_pgmap(page);
+}
+
+struct page *hmm_rs_helper_pfn_to_page(unsigned long pfn)
+{
+	return pfn_to_page(pfn);
+}
+
+struct folio *hmm_rs_helper_page_folio(struct page *page)
+{
+	return page_folio(page);
+}
+
+unsigned int hmm_rs_helper_page_folio_order(const struct page *page)
+{
+	return folio_order(page_folio(page));
+}
+
+/* linux/nodemask.h */
+
+bool hmm_rs_helper_node_online(int nid)
+{
+	return node_online(nid);
+}
+
+/* linux/percpu-refcount.h */
+
+void hmm_rs_helper_percpu_ref_get_many(struct percpu_ref *ref, unsigned long nr)
+{
+	percpu_ref_get_many(ref, nr);
+}
+
+void hmm_rs_helper_percpu_ref_put_many(struct percpu_ref *ref, unsigned long nr)
+{
+	percpu_ref_put_many(ref, nr);
 }
 
 /* linux/mmu_notifier.h */
