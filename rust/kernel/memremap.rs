@@ -2,11 +2,75 @@
 
 //! Device memory: `struct dev_pagemap` and `memremap_pages()`.
 //!
+//! A [`DevicePagemap`] gives a range of device memory `struct page`s
+//! (`ZONE_DEVICE`) so that anonymous memory can be migrated to it:
+//! device-private memory the CPU cannot access (`MEMORY_DEVICE_PRIVATE`) or
+//! device-coherent memory it can (`MEMORY_DEVICE_COHERENT`). The driver's
+//! callbacks are a [`DevicePagemapOps`] implementation.
+//!
+//! # Page ownership
+//!
+//! Device pages are owned through tokens, which replace the C convention
+//! of a free list threaded through `page->zone_device_data`:
+//!
+//! - [`FreeDevicePage`]: an idle page (refcount 0), owned by the driver's
+//!   allocator. [`DevicePagemap::take_free_pages`] hands out every page of a
+//!   new pagemap once; afterwards idle pages come back through
+//!   [`DevicePagemapOps::folio_free`].
+//! - [`LockedDevicePage`]: made by [`FreeDevicePage::activate`], which stores
+//!   the driver's [`DevicePagemapOps::PageData`] in the page. It holds the
+//!   page's only reference and its lock: it is a migration destination
+//!   ([`LockedDevicePage::into_migrate_pfn`]). Dropping it instead unlocks
+//!   and puts the page, which frees it back to `folio_free`.
+//! - `&`[`DevicePage`]: a borrowed page in use, with access to its data, in
+//!   callbacks and wherever the page is known to be live.
+//!
+//! When the last reference to an in-use page goes, the kernel calls
+//! `folio_free`; the abstraction takes the `PageData` back out of the page
+//! and hands both to [`DevicePagemapOps::folio_free`] with a new
+//! [`FreeDevicePage`]. If a migration does not use a destination page,
+//! `migrate_vma_finalize()` unlocks and puts it, so it too comes back
+//! through `folio_free`.
+//!
+//! # Lifetime of a pagemap
+//!
+//! Every [`FreeDevicePage`] and every in-use page holds a reference on the
+//! pagemap's `percpu_ref`, so the pagemap (and its `struct page`s) cannot go
+//! away under a token. Dropping a [`DevicePagemap`] migrates the pages still
+//! in use back to system memory ([`DevicePagemap::evict`]) and then calls
+//! `memunmap_pages()`, which *waits* until every reference is gone. Hence:
+//!
+//! - the driver must drop the [`FreeDevicePage`]s of a pagemap (e.g. remove
+//!   them from its free list) before dropping it, or the drop never returns;
+//! - pages `evict` could not migrate (locked by someone else at the time,
+//!   pinned, or not mapped anywhere but still referenced, such as a
+//!   [`LockedDevicePage`] someone holds) delay the drop until they are freed.
+//!
 //! C header: [`include/linux/memremap.h`](srctree/include/linux/memremap.h)
+//!
+//! C implementation: [`mm/memremap.c`](srctree/mm/memremap.c)
 //!
 //! Kernel documentation: [`Documentation/mm/hmm.rst`](srctree/Documentation/mm/hmm.rst)
 
-use kernel::{ffi::c_void, prelude::*, sync::Arc, types::Opaque};
+use crate::bindings;
+use core::{
+    any::TypeId,
+    marker::PhantomData,
+    mem::ManuallyDrop,
+    ops::{Deref, Range},
+    ptr::NonNull,
+    sync::atomic::{AtomicBool, Ordering},
+};
+use kernel::{
+    container_of,
+    error::from_err_ptr,
+    ffi::c_void,
+    mm::virt::VmaRef,
+    page::{BorrowedPage, Page, PAGE_SHIFT},
+    prelude::*,
+    sync::Arc,
+    types::{ForeignOwnable, Opaque},
+};
 
 /// The identity of the owner of a set of device pages.
 ///
@@ -22,7 +86,9 @@ use kernel::{ffi::c_void, prelude::*, sync::Arc, types::Opaque};
 /// # Invariants
 ///
 /// `PagemapOwner`s are only ever created inside an [`Arc`], so the address
-/// of one is stable and unique for as long as anyone can refer to it.
+/// of one is stable and unique for as long as anyone can refer to it. Only
+/// [`DevicePagemap`] registers a `dev_pagemap` with a `PagemapOwner` as its
+/// owner (other users only compare the address).
 pub struct PagemapOwner {
     // One byte, so that every owner has an address of its own.
     _id: Opaque<u8>,
@@ -54,5 +120,939 @@ impl PagemapOwner {
     /// Whether `ptr` (an owner pointer read from a C structure) is this owner.
     pub fn is(&self, ptr: *const c_void) -> bool {
         core::ptr::eq(ptr, self.as_raw())
+    }
+}
+
+/// The result of [`DevicePagemapOps::migrate_to_ram`] (a `vm_fault_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmFaultResult {
+    /// The fault was handled: the page was migrated, or there was nothing to
+    /// do (for example, another thread migrated it first). The CPU retries the
+    /// access.
+    Ok,
+    /// Out of memory (`VM_FAULT_OOM`).
+    Oom,
+    /// The access cannot be satisfied (`VM_FAULT_SIGBUS`).
+    SigBus,
+}
+
+impl VmFaultResult {
+    /// The `vm_fault_t` the C callback returns.
+    fn into_raw(self) -> bindings::vm_fault_t {
+        match self {
+            Self::Ok => 0,
+            Self::Oom => bindings::vm_fault_reason_VM_FAULT_OOM as bindings::vm_fault_t,
+            Self::SigBus => bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t,
+        }
+    }
+}
+
+/// The driver's side of a [`DevicePagemap`]: its per-pagemap data and the
+/// `struct dev_pagemap_ops` callbacks.
+///
+/// The callbacks may run on any CPU, concurrently with each other and with
+/// any method of the pagemap.
+#[vtable]
+pub trait DevicePagemapOps: Sized + Send + Sync + 'static {
+    /// What the driver keeps in each in-use device page
+    /// (`page->zone_device_data`), e.g. a `KBox` holding the system page that
+    /// backs a device-private page and the mirror that owns it.
+    type PageData: ForeignOwnable + Send + Sync + 'static;
+
+    /// The last reference to `page` was dropped (`dev_pagemap_ops::folio_free`).
+    ///
+    /// `data` is what [`FreeDevicePage::activate`] stored in the page; `page`
+    /// is the now idle page, to be put back on the driver's free list or
+    /// dropped. Called in whatever context dropped the last reference, so it
+    /// must not sleep. Not called for pages freed while the pagemap is being
+    /// dropped: their data is dropped and the page forgotten.
+    fn folio_free(pagemap: &DevicePagemap<Self>, page: FreeDevicePage<Self>, data: Self::PageData);
+
+    /// The CPU accessed a device-private page (`dev_pagemap_ops::migrate_to_ram`).
+    ///
+    /// Migrate [`DeviceFault::page`] back to system memory (with
+    /// `migrate_vma`, using [`DeviceFault::vma`] and the fault page). The
+    /// mmap lock is held for reading and the faulting page is locked, with a
+    /// reference held, for the whole call.
+    fn migrate_to_ram(fault: &DeviceFault<'_, Self>) -> VmFaultResult;
+
+    /// Copies the contents of the device page `src` to the system page `dst`.
+    ///
+    /// Used by [`DevicePagemap::evict`] (and so by the pagemap's destructor)
+    /// to move pages that are still in use back to system memory. `src` and
+    /// `dst` are both locked. May sleep.
+    fn copy_to_ram(
+        src: &DevicePage<Self>,
+        data: <Self::PageData as ForeignOwnable>::Borrowed<'_>,
+        dst: &Page,
+    );
+
+    // TODO: `folio_split` for device-private THPs. Pages are only activated
+    // as order-0 folios for now, so the core never splits one and the op
+    // stays NULL.
+}
+
+/// The `struct dev_pagemap_ops` of `T`, and its trampolines.
+struct OpsTable<T>(PhantomData<T>);
+
+impl<T: DevicePagemapOps> OpsTable<T> {
+    const OPS: bindings::dev_pagemap_ops = bindings::dev_pagemap_ops {
+        folio_free: Some(Self::folio_free),
+        migrate_to_ram: Some(Self::migrate_to_ram),
+        memory_failure: None,
+        folio_split: None,
+    };
+
+    /// # Safety
+    ///
+    /// Only to be called by the core (`free_zone_device_folio()`), for a
+    /// folio of a pagemap registered with `Self::OPS`, when its refcount
+    /// dropped to zero.
+    unsafe extern "C" fn folio_free(folio: *mut bindings::folio) {
+        // `struct folio` starts with its head page.
+        let page = folio.cast::<bindings::page>();
+        // SAFETY: The folio is a valid `ZONE_DEVICE` folio (function safety
+        // requirements).
+        let order = unsafe { bindings::page_folio_order(page) };
+        // SAFETY: As above.
+        let pgmap = unsafe { bindings::page_pgmap(page) };
+        // SAFETY: Only `DevicePagemap<T>` registers pagemaps with
+        // `OpsTable::<T>::OPS`, so `pgmap` is the `pgmap` field of a
+        // `DevicePagemap<T>`. The core puts the folio's references on the
+        // pagemap only after this returns, so it stays alive meanwhile.
+        let pagemap = unsafe { DevicePagemap::<T>::from_raw(pgmap) };
+
+        // SAFETY: `page` is valid and nobody else uses an idle page.
+        let ptr = unsafe { bindings::page_zone_device_data(page) };
+        // SAFETY: As above.
+        unsafe { bindings::page_set_zone_device_data(page, core::ptr::null_mut()) };
+        // SAFETY: A page that had references was activated by
+        // `FreeDevicePage::activate()`, which stored `into_foreign()` of a
+        // `T::PageData` here (type invariant of `DevicePage`); the refcount is
+        // zero, so no borrow of it is left, and it was cleared above so it is
+        // taken back only once.
+        let Some(data) = (unsafe { T::PageData::try_from_foreign(ptr) }) else {
+            // Unreachable (see above); leak the page rather than invent data.
+            return;
+        };
+
+        if pagemap.removing.load(Ordering::Acquire) {
+            // The pagemap is being dropped: nobody is to allocate from it.
+            drop(data);
+            return;
+        }
+
+        // SAFETY: The pagemap's `percpu_ref` is initialised and the folio's
+        // own references keep it above zero.
+        unsafe { bindings::percpu_ref_get_many(pagemap.percpu_ref(), nr_pages(order)) };
+        // INVARIANT: The page is idle and nobody else owns it; we took the
+        // pagemap references the token puts on drop.
+        let page = FreeDevicePage {
+            // SAFETY: `folio` is not null (function safety requirements).
+            page: unsafe { NonNull::new_unchecked(page) },
+            pagemap: NonNull::from(pagemap),
+            order,
+        };
+        T::folio_free(pagemap, page, data);
+    }
+
+    /// # Safety
+    ///
+    /// Only to be called by the core (`do_swap_page()`,
+    /// `do_huge_pmd_device_private()`), for a fault on a device-private page
+    /// of a pagemap registered with `Self::OPS`, with the mmap lock held for
+    /// reading and the page locked and referenced.
+    unsafe extern "C" fn migrate_to_ram(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+        // SAFETY: `vmf` is valid for the duration of this call (function
+        // safety requirements), which satisfies `DeviceFault::from_raw()`.
+        let fault = unsafe { DeviceFault::<T>::from_raw(vmf) };
+        T::migrate_to_ram(&fault).into_raw()
+    }
+}
+
+/// The name `/proc/iomem` shows for the regions of device-private pagemaps.
+const REGION_NAME: &CStr = c"rust_dev_pagemap";
+
+/// A range of physical address space claimed in `iomem_resource`.
+///
+/// # Invariants
+///
+/// `[start, start + size)` was claimed in `iomem_resource` (by
+/// `request_free_mem_region()` or `request_mem_region()`) and is released
+/// once, on drop.
+struct MemRegion {
+    start: u64,
+    size: u64,
+}
+
+impl MemRegion {
+    /// Claims a free range of `size` bytes (`request_free_mem_region()`).
+    fn request_free(size: usize) -> Result<Self> {
+        // SAFETY: `iomem_resource` is the static root of the iomem tree,
+        // which `request_free_mem_region()` locks; the name is static.
+        let res = unsafe {
+            bindings::request_free_mem_region(
+                &raw mut bindings::iomem_resource,
+                size,
+                REGION_NAME.as_char_ptr(),
+            )
+        };
+        let res = from_err_ptr(res)?;
+        if res.is_null() {
+            return Err(ENOMEM);
+        }
+        // SAFETY: `res` is the resource just inserted in the tree; it stays
+        // valid until released.
+        let (start, end) = unsafe { ((*res).start, (*res).end) };
+        // INVARIANT: The range was just claimed.
+        Ok(Self {
+            start,
+            size: end - start + 1,
+        })
+    }
+
+    /// Claims `[start, start + size)`, which must not be claimed by anyone
+    /// else (`request_mem_region()`).
+    fn request(start: u64, size: u64) -> Result<Self> {
+        // SAFETY: As in `request_free()`.
+        let res = unsafe {
+            bindings::__request_region(
+                &raw mut bindings::iomem_resource,
+                start,
+                size,
+                REGION_NAME.as_char_ptr(),
+                0,
+            )
+        };
+        if res.is_null() {
+            return Err(EBUSY);
+        }
+        // INVARIANT: The range was just claimed.
+        Ok(Self { start, size })
+    }
+}
+
+impl Drop for MemRegion {
+    fn drop(&mut self) {
+        // SAFETY: The range was claimed in `iomem_resource` and is released
+        // only here (type invariant); this is `release_mem_region()`.
+        unsafe {
+            bindings::__release_region(&raw mut bindings::iomem_resource, self.start, self.size)
+        };
+    }
+}
+
+/// Number of pages [`DevicePagemap::evict`] migrates per batch (its pfn
+/// arrays live on the stack).
+const EVICT_BATCH: usize = 32;
+
+/// Device memory registered with `memremap_pages()`: a `struct dev_pagemap`
+/// and the driver's per-pagemap data `T`.
+///
+/// See the [module documentation](self) for how its pages are owned and how
+/// it is torn down.
+///
+/// # Invariants
+///
+/// - `pgmap` was registered with `memremap_pages()` with `OpsTable::<T>::OPS`
+///   as ops, `owner` as owner and one range, `region`, and is unregistered
+///   (`memunmap_pages()`) exactly once, in `drop`.
+/// - `type_id` is `TypeId::of::<T>()`. The type is `repr(C)` and
+///   `pgmap` and `type_id` come first, so both are at the same offset in
+///   every `DevicePagemap<U>`: code that knows only the `dev_pagemap` can read
+///   which `T` the pagemap was made with.
+/// - Once `pages_taken` is set, [`FreeDevicePage`]s may exist for the
+///   pagemap's pages; before, every page is idle and unowned.
+#[repr(C)]
+#[pin_data(PinnedDrop)]
+pub struct DevicePagemap<T: DevicePagemapOps> {
+    #[pin]
+    pgmap: Opaque<bindings::dev_pagemap>,
+    type_id: TypeId,
+    region: MemRegion,
+    owner: Arc<PagemapOwner>,
+    pages_taken: AtomicBool,
+    removing: AtomicBool,
+    data: T,
+}
+
+// SAFETY: The `dev_pagemap` is used through the C API, which synchronises
+// itself, and may be unregistered from any thread; the other fields are
+// `Send` (`T: Send`).
+unsafe impl<T: DevicePagemapOps> Send for DevicePagemap<T> {}
+// SAFETY: The `&self` methods only call C functions that may run
+// concurrently (`memremap`, `percpu_ref`, `migrate_device_*`), use atomics,
+// or hand out `&T` (`T: Sync`).
+unsafe impl<T: DevicePagemapOps> Sync for DevicePagemap<T> {}
+
+impl<T: DevicePagemapOps> DevicePagemap<T> {
+    /// Registers `size` bytes of device-private memory
+    /// (`MEMORY_DEVICE_PRIVATE`) at a free physical range, on NUMA node `nid`
+    /// (`None`: the current node).
+    ///
+    /// `size` must be a multiple of `memremap_compat_align()` (2 MiB on
+    /// x86_64). Its pages are device-private: the CPU faults on them, which
+    /// calls [`DevicePagemapOps::migrate_to_ram`].
+    pub fn new_private(
+        size: usize,
+        owner: Arc<PagemapOwner>,
+        nid: Option<i32>,
+        data: T,
+    ) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            region: {
+                check_size(size as u64)?;
+                MemRegion::request_free(size)?
+            },
+            owner,
+            pgmap <- Self::register(
+                bindings::memory_type_MEMORY_DEVICE_PRIVATE,
+                region,
+                owner,
+                nid,
+            ),
+            type_id: TypeId::of::<T>(),
+            pages_taken: AtomicBool::new(false),
+            removing: AtomicBool::new(false),
+            data,
+        }? Error)
+    }
+
+    /// Registers the CPU-addressable device memory at
+    /// `[phys_start, phys_start + size)` as device-coherent
+    /// (`MEMORY_DEVICE_COHERENT`), on NUMA node `nid` (`None`: the current
+    /// node).
+    ///
+    /// The range is claimed in `iomem_resource` first, so it must not be
+    /// claimed by another driver (`EBUSY`); `memremap_pages()` refuses
+    /// ranges that overlap System RAM or another pagemap. `phys_start` and
+    /// `size` must be multiples of `memremap_compat_align()`.
+    pub fn new_coherent(
+        phys_start: u64,
+        size: usize,
+        owner: Arc<PagemapOwner>,
+        nid: Option<i32>,
+        data: T,
+    ) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            region: {
+                check_size(size as u64)?;
+                check_size(phys_start)?;
+                MemRegion::request(phys_start, size as u64)?
+            },
+            owner,
+            pgmap <- Self::register(
+                bindings::memory_type_MEMORY_DEVICE_COHERENT,
+                region,
+                owner,
+                nid,
+            ),
+            type_id: TypeId::of::<T>(),
+            pages_taken: AtomicBool::new(false),
+            removing: AtomicBool::new(false),
+            data,
+        }? Error)
+    }
+
+    /// Initialises the `dev_pagemap` and registers it (`memremap_pages()`).
+    fn register(
+        kind: bindings::memory_type,
+        region: &MemRegion,
+        owner: &PagemapOwner,
+        nid: Option<i32>,
+    ) -> impl PinInit<Opaque<bindings::dev_pagemap>, Error> {
+        let (start, size, owner) = (region.start, region.size, owner.as_raw());
+        Opaque::try_ffi_init(move |slot: *mut bindings::dev_pagemap| {
+            let nid = match nid {
+                None => bindings::NUMA_NO_NODE,
+                Some(n) if (0..bindings::MAX_NUMNODES as i32).contains(&n) => {
+                    // SAFETY: `node_online()` tests a bit of a static bitmap;
+                    // `n` is in its bounds.
+                    if !unsafe { bindings::node_online(n) } {
+                        return Err(EINVAL);
+                    }
+                    n
+                }
+                Some(_) => return Err(EINVAL),
+            };
+
+            // SAFETY: `struct dev_pagemap` is plain data (integers, pointers,
+            // an unused `percpu_ref` and `completion`), for which all zeroes
+            // is valid: it is how C drivers allocate it.
+            let mut pgmap: bindings::dev_pagemap = unsafe { core::mem::zeroed() };
+            pgmap.type_ = kind;
+            pgmap.ops = &OpsTable::<T>::OPS;
+            pgmap.owner = owner;
+            pgmap.nr_range = 1;
+            // SAFETY: `range` is the member of the union used when
+            // `nr_range == 1`; writing it is writing plain integers.
+            unsafe {
+                *pgmap.__bindgen_anon_1.range.as_mut() = bindings::range {
+                    start,
+                    end: start + size - 1,
+                }
+            };
+            // SAFETY: `slot` is valid for writes (`try_ffi_init`).
+            unsafe { slot.write(pgmap) };
+
+            // SAFETY: `slot` is an initialised `dev_pagemap` for a range this
+            // pagemap claimed, with the ops `memremap_pages()` requires for
+            // the type (both callbacks) and an owner; it is pinned, and the
+            // `DevicePagemap` it is in unregisters it before it is freed.
+            // INVARIANT: On success the pagemap is registered as documented.
+            let ret = unsafe { bindings::memremap_pages(slot, nid) };
+            // `IS_ERR_OR_NULL()`, as test_hmm checks it.
+            if from_err_ptr(ret)?.is_null() {
+                return Err(EFAULT);
+            }
+            Ok(())
+        })
+    }
+
+    /// The pagemap whose `dev_pagemap` is `pgmap`.
+    ///
+    /// # Safety
+    ///
+    /// `pgmap` must be the `pgmap` field of a live `DevicePagemap<T>` that
+    /// stays alive for `'a`.
+    unsafe fn from_raw<'a>(pgmap: *mut bindings::dev_pagemap) -> &'a Self {
+        let field = Opaque::cast_from(pgmap).cast_mut();
+        // SAFETY: `field` is the `pgmap` field of a `DevicePagemap<T>`
+        // (function safety requirements), so the container is in the same
+        // allocation.
+        let this = unsafe { container_of!(field, Self, pgmap) };
+        // SAFETY: The pagemap is alive for `'a` (function safety
+        // requirements) and only ever accessed through shared references
+        // once pinned.
+        unsafe { &*this }
+    }
+
+    /// The raw `struct dev_pagemap`.
+    pub(crate) fn as_raw(&self) -> *mut bindings::dev_pagemap {
+        self.pgmap.get()
+    }
+
+    /// The pagemap's `percpu_ref`.
+    fn percpu_ref(&self) -> *mut bindings::percpu_ref {
+        // SAFETY: The `dev_pagemap` is initialised (type invariant); this
+        // only computes a field address.
+        unsafe { &raw mut (*self.as_raw()).ref_ }
+    }
+
+    /// The driver's per-pagemap data.
+    pub fn data(&self) -> &T {
+        &self.data
+    }
+
+    /// The owner the pagemap was registered with (`dev_pagemap::owner`).
+    pub fn owner(&self) -> &Arc<PagemapOwner> {
+        &self.owner
+    }
+
+    /// Whether this is device-private memory (else device-coherent).
+    pub fn is_private(&self) -> bool {
+        // SAFETY: The `dev_pagemap` is initialised and `type` never changes
+        // after registration.
+        unsafe { (*self.as_raw()).type_ == bindings::memory_type_MEMORY_DEVICE_PRIVATE }
+    }
+
+    /// The pfns of the pagemap's pages.
+    pub fn pfn_range(&self) -> Range<usize> {
+        let start = (self.region.start >> PAGE_SHIFT) as usize;
+        start..start + self.npages()
+    }
+
+    /// The number of pages of the pagemap.
+    pub fn npages(&self) -> usize {
+        (self.region.size >> PAGE_SHIFT) as usize
+    }
+
+    /// Takes ownership of every page of the pagemap, all idle after
+    /// registration.
+    ///
+    /// Only the first call yields pages; later calls yield none. Pages the
+    /// iterator does not get to are never handed out.
+    pub fn take_free_pages(&self) -> impl Iterator<Item = FreeDevicePage<T>> + '_ {
+        let pfns = if self.pages_taken.swap(true, Ordering::AcqRel) {
+            0..0
+        } else {
+            self.pfn_range()
+        };
+        pfns.filter_map(move |pfn| {
+            // SAFETY: `pfn` is in the pagemap, whose memmap exists while it is
+            // registered (`&self`).
+            let page = NonNull::new(unsafe { bindings::pfn_to_page(pfn) })?;
+            // SAFETY: The `percpu_ref` is live: it is killed only when the
+            // pagemap is dropped.
+            unsafe { bindings::percpu_ref_get_many(self.percpu_ref(), 1) };
+            // INVARIANT: `pages_taken` was clear, so the page is idle and
+            // this is the only token for it; we took its pagemap reference.
+            Some(FreeDevicePage {
+                page,
+                pagemap: NonNull::from(self),
+                order: 0,
+            })
+        })
+    }
+
+    /// Migrates the pagemap's pages that are in use back to system memory,
+    /// copying each with [`DevicePagemapOps::copy_to_ram`].
+    ///
+    /// See [`DevicePagemap::evict_with`].
+    pub fn evict(&self) {
+        self.evict_with(T::copy_to_ram)
+    }
+
+    /// Migrates the pagemap's pages that are in use back to system memory
+    /// (`migrate_device_range()`), as test_hmm's
+    /// `dmirror_device_evict_chunk()` does.
+    ///
+    /// For each page in use, `copy` gets the locked device page, its data and
+    /// a locked, freshly allocated system page; the system page then replaces
+    /// the device page in every page table mapping it, and the device page
+    /// is freed (to [`DevicePagemapOps::folio_free`]).
+    ///
+    /// Pages that are locked by someone else at the time (e.g. a
+    /// [`LockedDevicePage`] or a concurrent migration) or that cannot be
+    /// unmapped are skipped. May sleep.
+    pub fn evict_with(
+        &self,
+        mut copy: impl FnMut(&DevicePage<T>, <T::PageData as ForeignOwnable>::Borrowed<'_>, &Page),
+    ) {
+        let range = self.pfn_range();
+        let mut pfn = range.start;
+        while pfn < range.end {
+            // TODO: align batches to the largest folio order once pages can be
+            // activated as THPs; `migrate_device_range()` skips a folio that
+            // straddles the end of a batch.
+            let n = EVICT_BATCH.min(range.end - pfn);
+            let mut src = [0usize; EVICT_BATCH];
+            let mut dst = [0usize; EVICT_BATCH];
+
+            // SAFETY: `src` has room for `n` entries; `[pfn, pfn + n)` are
+            // pages of this pagemap, which is registered (`&self`).
+            unsafe { bindings::migrate_device_range(src.as_mut_ptr(), pfn, n) };
+
+            for (s, d) in src.iter().zip(dst.iter_mut()).take(n) {
+                if *s & bindings::MIGRATE_PFN_MIGRATE as usize == 0 {
+                    continue;
+                }
+                // SAFETY: `migrate_pfn_to_page()` decodes the entry.
+                let Some(spage) = NonNull::new(unsafe { bindings::migrate_pfn_to_page(*s) }) else {
+                    continue;
+                };
+                // SAFETY: `migrate_device_range()` took a reference to the
+                // page and locked it, and keeps both until
+                // `migrate_device_finalize()` below; the page had a
+                // reference, so it is an in-use page of this pagemap.
+                let spage = unsafe { DevicePage::<T>::from_raw(spage.as_ptr()) };
+
+                // SAFETY: Allocating a page may sleep; `evict` may sleep.
+                let dpage = unsafe {
+                    bindings::alloc_pages(
+                        bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_NOFAIL,
+                        0,
+                    )
+                };
+                let Some(dpage) = NonNull::new(dpage) else {
+                    continue;
+                };
+                // SAFETY: We own the new page; nobody else can see it.
+                unsafe { bindings::lock_page(dpage.as_ptr()) };
+                // SAFETY: We own a reference to `dpage` until it is passed to
+                // the migration below; `BorrowedPage` does not free it.
+                let dst_page = unsafe { BorrowedPage::from_raw(dpage) };
+                copy(spage, spage.data(), &dst_page);
+
+                // SAFETY: `dpage` is a valid page.
+                let dpfn = unsafe { bindings::page_to_pfn(dpage.as_ptr()) };
+                // SAFETY: `migrate_pfn()` is arithmetic. Our reference and
+                // lock on `dpage` pass to the migration, which unlocks and
+                // puts it in `migrate_device_finalize()`.
+                *d = unsafe { bindings::migrate_pfn(dpfn) }
+                    | (*s & bindings::MIGRATE_PFN_WRITE as usize);
+            }
+
+            // SAFETY: `src` was filled by `migrate_device_range()` for `n`
+            // pages; `dst` holds a locked destination page for entries we
+            // migrate and 0 for the others.
+            unsafe {
+                bindings::migrate_device_pages(src.as_mut_ptr(), dst.as_mut_ptr(), n);
+                bindings::migrate_device_finalize(src.as_mut_ptr(), dst.as_mut_ptr(), n);
+            }
+            pfn += n;
+        }
+    }
+}
+
+/// The number of pages in a folio of `order` (at most `MAX_PAGE_ORDER`, so
+/// the shift cannot overflow).
+fn nr_pages(order: u32) -> usize {
+    1usize.wrapping_shl(order)
+}
+
+/// Checks that `x` is a non-zero multiple of `memremap_compat_align()`.
+fn check_size(x: u64) -> Result {
+    // SAFETY: `memremap_compat_align()` returns a constant.
+    let align = unsafe { bindings::memremap_compat_align() } as u64;
+    match x.checked_rem(align) {
+        Some(0) if x != 0 => Ok(()),
+        _ => Err(EINVAL),
+    }
+}
+
+#[pinned_drop]
+impl<T: DevicePagemapOps> PinnedDrop for DevicePagemap<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // Callbacks on other CPUs may hold `&Self` while this runs; that is
+        // allowed because `Self` is `!Unpin`, and only `&Self` is used here.
+        let this = self.into_ref().get_ref();
+        // Pages freed from now on (by the eviction below, for one) are not
+        // handed to the driver, whose free list would keep the pagemap alive.
+        this.removing.store(true, Ordering::Release);
+        this.evict();
+        // SAFETY: The pagemap is registered and this is the only place that
+        // unregisters it (type invariant). `memunmap_pages()` waits until every
+        // reference to the pagemap is gone: in-use pages and
+        // `FreeDevicePage`s, which borrow it. The claimed region is released
+        // afterwards, when the fields are dropped.
+        unsafe { bindings::memunmap_pages(this.as_raw()) };
+    }
+}
+
+/// An idle device page of a [`DevicePagemap<T>`], owned by the driver.
+///
+/// # Invariants
+///
+/// - `page` is a page of the pagemap `pagemap` with refcount 0 that nobody
+///   else owns or uses; for `order > 0` it heads `1 << order` such pages.
+/// - The token holds `1 << order` references on the pagemap's `percpu_ref`,
+///   which keep `pagemap` alive.
+pub struct FreeDevicePage<T: DevicePagemapOps> {
+    page: NonNull<bindings::page>,
+    pagemap: NonNull<DevicePagemap<T>>,
+    order: u32,
+}
+
+// SAFETY: The token is exclusive ownership of an idle page; nothing about it
+// is tied to a thread, and the pagemap it refers to is `Sync`.
+unsafe impl<T: DevicePagemapOps> Send for FreeDevicePage<T> {}
+// SAFETY: `&self` methods only read.
+unsafe impl<T: DevicePagemapOps> Sync for FreeDevicePage<T> {}
+
+impl<T: DevicePagemapOps> FreeDevicePage<T> {
+    /// The page's pfn.
+    pub fn pfn(&self) -> usize {
+        // SAFETY: The page is valid (type invariant).
+        unsafe { bindings::page_to_pfn(self.page.as_ptr()) }
+    }
+
+    /// The order of the block of pages (0: a single page).
+    pub fn order(&self) -> u32 {
+        self.order
+    }
+
+    /// The pagemap the page belongs to.
+    pub fn pagemap(&self) -> &DevicePagemap<T> {
+        // SAFETY: The token's references keep the pagemap alive (type
+        // invariant).
+        unsafe { self.pagemap.as_ref() }
+    }
+
+    /// Puts the page in use: initialises it as a folio of `order()` with one
+    /// reference (`zone_device_folio_init()`), locked, and stores `data` in
+    /// it.
+    ///
+    /// The result is a migration destination. May sleep (`lock_page()`, on a
+    /// page nobody else can see, so it does not wait).
+    pub fn activate(self, data: T::PageData) -> LockedDevicePage<T> {
+        let this = ManuallyDrop::new(self);
+        let page = this.page.as_ptr();
+        let pgmap = this.pagemap().as_raw();
+        // SAFETY: The page is an idle page of `pgmap` that we own (type
+        // invariant), so it may be initialised; our references keep `pgmap`'s
+        // `percpu_ref` above zero, so the reference the page takes succeeds.
+        unsafe { bindings::zone_device_folio_init(page.cast(), pgmap, this.order) };
+        // SAFETY: We own the page; nobody reads its data before this.
+        unsafe { bindings::page_set_zone_device_data(page, data.into_foreign()) };
+        // SAFETY: The token's references; the page now holds its own.
+        unsafe { bindings::percpu_ref_put_many(this.pagemap().percpu_ref(), nr_pages(this.order)) };
+        // INVARIANT: The page is initialised with one reference, which is
+        // ours, locked by us, and carries `data`.
+        LockedDevicePage {
+            page: this.page,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: DevicePagemapOps> Drop for FreeDevicePage<T> {
+    fn drop(&mut self) {
+        // SAFETY: The token's references (type invariant). The pagemap may be
+        // freed right after this; it is not touched again.
+        unsafe { bindings::percpu_ref_put_many(self.pagemap().percpu_ref(), nr_pages(self.order)) };
+    }
+}
+
+/// A device page just put in use: locked, with the only reference, which the
+/// token owns.
+///
+/// Pass it to a migration as a destination with
+/// [`LockedDevicePage::into_migrate_pfn`]. Dropping it unlocks and puts the
+/// page, which frees it to [`DevicePagemapOps::folio_free`] (so do not drop it
+/// while holding a lock `folio_free` takes).
+///
+/// # Invariants
+///
+/// `page` is an in-use page of a `DevicePagemap<T>` (see [`DevicePage`]),
+/// locked by us, and the token owns one reference to it.
+pub struct LockedDevicePage<T: DevicePagemapOps> {
+    page: NonNull<bindings::page>,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: A page lock and a page reference may be released on any thread.
+unsafe impl<T: DevicePagemapOps> Send for LockedDevicePage<T> {}
+// SAFETY: Shared access only reads (`&DevicePage<T>` methods).
+unsafe impl<T: DevicePagemapOps> Sync for LockedDevicePage<T> {}
+
+impl<T: DevicePagemapOps> LockedDevicePage<T> {
+    /// The `migrate_pfn()` entry for this page as a migration destination
+    /// (`migrate_vma::dst`); the caller adds `MIGRATE_PFN_WRITE` as needed.
+    ///
+    /// The page's lock and reference pass to the migration:
+    /// `migrate_vma_finalize()` unlocks and puts the page, whether it was used
+    /// (it is then mapped in its place) or not (it is then freed to
+    /// [`DevicePagemapOps::folio_free`]).
+    pub fn into_migrate_pfn(self) -> usize {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `migrate_pfn()` is arithmetic on the page's pfn.
+        unsafe { bindings::migrate_pfn(this.pfn()) }
+    }
+}
+
+impl<T: DevicePagemapOps> Deref for LockedDevicePage<T> {
+    type Target = DevicePage<T>;
+
+    fn deref(&self) -> &DevicePage<T> {
+        // SAFETY: The page is in use and we hold a reference to it for as
+        // long as `self` is borrowed (type invariant).
+        unsafe { DevicePage::from_raw(self.page.as_ptr()) }
+    }
+}
+
+impl<T: DevicePagemapOps> Drop for LockedDevicePage<T> {
+    fn drop(&mut self) {
+        // SAFETY: We locked the page and own a reference (type invariant).
+        unsafe {
+            bindings::unlock_page(self.page.as_ptr());
+            bindings::put_page(self.page.as_ptr());
+        }
+    }
+}
+
+/// A device page in use, borrowed: `&DevicePage<T>`.
+///
+/// # Invariants
+///
+/// The page is a page of a `DevicePagemap<T>` that was put in use by
+/// [`FreeDevicePage::activate`]: the head page of its folio holds in
+/// `zone_device_data` a pointer from `T::PageData::into_foreign()`. A
+/// reference to the page (or a lock that keeps one in place) is held for as
+/// long as the `&DevicePage<T>` exists, so the page is not freed, its data
+/// is not taken back, and its pagemap is alive.
+#[repr(transparent)]
+pub struct DevicePage<T: DevicePagemapOps> {
+    page: Opaque<bindings::page>,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: A `&DevicePage<T>` only reads the page through the C accessors,
+// which may run concurrently, and lends out its data as
+// `T::PageData::Borrowed`, which may be shared (`T::PageData: Sync`).
+unsafe impl<T: DevicePagemapOps> Sync for DevicePage<T> {}
+
+impl<T: DevicePagemapOps> DevicePage<T> {
+    /// Views a page as a device page of a `DevicePagemap<T>`.
+    ///
+    /// # Safety
+    ///
+    /// `page` must be an in-use page of a `DevicePagemap<T>` (i.e. it has
+    /// references, so it was activated by [`FreeDevicePage::activate`]), and
+    /// a reference to it must be held for `'a`.
+    pub(crate) unsafe fn from_raw<'a>(page: *mut bindings::page) -> &'a Self {
+        // SAFETY: `DevicePage` is a transparent wrapper of `struct page`;
+        // the invariants hold by the function safety requirements.
+        unsafe { &*page.cast() }
+    }
+
+    /// Recognises `page` as an in-use page of a `DevicePagemap<T>` registered
+    /// with `owner` (for example a device-private page an HMM mirror found in
+    /// a process's page table).
+    ///
+    /// Returns `None` if it is not a `ZONE_DEVICE` page, belongs to a
+    /// pagemap with another owner, or to one whose data type is not `T`.
+    /// The `&Page` must keep the page in use for `'a` (a reference, or the
+    /// lock under which it is known to be mapped).
+    pub fn from_page<'a>(page: &'a Page, owner: &PagemapOwner) -> Option<&'a Self> {
+        let page = page.as_ptr();
+        // SAFETY: `page` is a valid page (type invariant of `Page`).
+        if !unsafe { bindings::is_zone_device_page(page) } {
+            return None;
+        }
+        // SAFETY: A `ZONE_DEVICE` page in use: its pagemap is valid while the
+        // page is.
+        let pgmap = unsafe { bindings::page_pgmap(page) };
+        // SAFETY: As above.
+        if !owner.is(unsafe { (*pgmap).owner }) {
+            return None;
+        }
+        // The owner is a `PagemapOwner`, which only `DevicePagemap` registers
+        // pagemaps with: `pgmap` is the `pgmap` field of a `DevicePagemap<U>`
+        // for some `U`, and `type_id` is at the same offset for every `U`
+        // (type invariant of `DevicePagemap`).
+        let this = Opaque::cast_from(pgmap).cast_mut();
+        // SAFETY: `this` is the `pgmap` field of a `DevicePagemap<U>`, laid
+        // out as a `DevicePagemap<T>` up to and including `type_id`.
+        let container = unsafe { container_of!(this, DevicePagemap<T>, pgmap) };
+        // SAFETY: The pagemap is alive (the page is in use) and `type_id` is
+        // initialised and never written after initialisation.
+        let type_id = unsafe { (&raw const (*container).type_id).read() };
+        if type_id != TypeId::of::<T>() {
+            return None;
+        }
+        // SAFETY: The page is an in-use page of a `DevicePagemap<T>` (checked
+        // above), kept in use for `'a` by the caller's `&'a Page`.
+        Some(unsafe { Self::from_raw(page) })
+    }
+
+    /// The raw `struct page`.
+    pub fn as_raw(&self) -> *mut bindings::page {
+        self.page.get()
+    }
+
+    /// The page's pfn.
+    pub fn pfn(&self) -> usize {
+        // SAFETY: The page is valid (type invariant).
+        unsafe { bindings::page_to_pfn(self.as_raw()) }
+    }
+
+    /// The order of the folio the page belongs to (0 for now: pages are
+    /// activated one at a time).
+    pub fn order(&self) -> u32 {
+        // SAFETY: The page is valid (type invariant).
+        unsafe { bindings::page_folio_order(self.as_raw()) }
+    }
+
+    /// Whether the page is device-private (else device-coherent).
+    pub fn is_private(&self) -> bool {
+        // SAFETY: The page is valid (type invariant).
+        unsafe { bindings::is_device_private_page(self.as_raw()) }
+    }
+
+    /// The driver data stored in the page by [`FreeDevicePage::activate`].
+    pub fn data(&self) -> <T::PageData as ForeignOwnable>::Borrowed<'_> {
+        // SAFETY: The page is valid (type invariant).
+        let head = unsafe { bindings::page_folio(self.as_raw()) }.cast::<bindings::page>();
+        // SAFETY: `head` is the page's folio's head page, valid with it.
+        let ptr = unsafe { bindings::page_zone_device_data(head) };
+        // SAFETY: `ptr` came from `T::PageData::into_foreign()` (type
+        // invariant) and is taken back (`from_foreign()`) only once the page
+        // is freed, which cannot happen while `self` is borrowed.
+        unsafe { T::PageData::borrow(ptr) }
+    }
+
+    /// The pagemap the page belongs to.
+    pub fn pagemap(&self) -> &DevicePagemap<T> {
+        // SAFETY: The page is valid (type invariant).
+        let pgmap = unsafe { bindings::page_pgmap(self.as_raw()) };
+        // SAFETY: The page belongs to a `DevicePagemap<T>`, kept alive by the
+        // page's references while `self` is borrowed (type invariant).
+        unsafe { DevicePagemap::from_raw(pgmap) }
+    }
+
+    /// The page itself, for device-coherent pages, which the CPU can access.
+    ///
+    /// `None` for device-private pages.
+    pub fn cpu_page(&self) -> Option<BorrowedPage<'_>> {
+        if self.is_private() {
+            return None;
+        }
+        // SAFETY: The page is valid while `self` is borrowed (type
+        // invariant), and a device-coherent page is mapped in the kernel's
+        // linear map like system memory.
+        Some(unsafe { BorrowedPage::from_raw(NonNull::from(&self.page).cast()) })
+    }
+}
+
+/// A CPU fault on a device-private page: the argument of
+/// [`DevicePagemapOps::migrate_to_ram`] (`struct vm_fault`).
+///
+/// # Invariants
+///
+/// For `'a`: `vmf` is valid, the mmap lock of `vmf->vma`'s mm is held for
+/// reading, and `vmf->page` is a locked, referenced in-use page of a
+/// `DevicePagemap<T>`.
+pub struct DeviceFault<'a, T: DevicePagemapOps> {
+    vmf: NonNull<bindings::vm_fault>,
+    _p: PhantomData<(&'a bindings::vm_fault, T)>,
+}
+
+impl<'a, T: DevicePagemapOps> DeviceFault<'a, T> {
+    /// # Safety
+    ///
+    /// `vmf` must be a `migrate_to_ram()` fault on a page of a
+    /// `DevicePagemap<T>`, valid for `'a`, with the locks and reference the
+    /// core holds during the callback.
+    unsafe fn from_raw(vmf: *mut bindings::vm_fault) -> Self {
+        // INVARIANT: By the function safety requirements.
+        Self {
+            // SAFETY: `vmf` is valid, hence not null.
+            vmf: unsafe { NonNull::new_unchecked(vmf) },
+            _p: PhantomData,
+        }
+    }
+
+    /// The raw `struct vm_fault`.
+    pub(crate) fn as_raw(&self) -> *mut bindings::vm_fault {
+        self.vmf.as_ptr()
+    }
+
+    /// The faulting page, as the raw pointer `migrate_vma::fault_page` takes.
+    pub(crate) fn fault_page(&self) -> *mut bindings::page {
+        // SAFETY: `vmf` is valid (type invariant).
+        unsafe { (*self.as_raw()).page }
+    }
+
+    /// The device page the CPU faulted on.
+    pub fn page(&self) -> &DevicePage<T> {
+        // SAFETY: `vmf->page` is an in-use page of a `DevicePagemap<T>` whose
+        // reference the core holds for the whole callback (type invariant).
+        unsafe { DevicePage::from_raw(self.fault_page()) }
+    }
+
+    /// The data of the faulting page ([`DevicePage::data`]).
+    pub fn data(&self) -> <T::PageData as ForeignOwnable>::Borrowed<'_> {
+        self.page().data()
+    }
+
+    /// The pagemap of the faulting page.
+    pub fn pagemap(&self) -> &DevicePagemap<T> {
+        self.page().pagemap()
+    }
+
+    /// The faulting user address.
+    pub fn address(&self) -> usize {
+        // SAFETY: `vmf` is valid (type invariant).
+        unsafe { (*self.as_raw()).__bindgen_anon_1.address }
+    }
+
+    /// The VMA the fault is in; the mmap lock is held for reading.
+    pub fn vma(&self) -> &VmaRef {
+        // SAFETY: `vmf` is valid (type invariant).
+        let vma = unsafe { (*self.as_raw()).__bindgen_anon_1.vma };
+        // SAFETY: The VMA is valid and its mm's mmap lock is held for reading
+        // for the whole callback, which outlives the borrow of `self`.
+        unsafe { VmaRef::from_raw(vma) }
     }
 }
