@@ -30,3 +30,49 @@ const unsigned int RUST_CONST_HELPER_HMM_DMIRROR_READ_UNLOCKED = HMM_DMIRROR_REA
 
 const gfp_t RUST_CONST_HELPER_GFP_HIGHUSER_MOVABLE = GFP_HIGHUSER_MOVABLE;
 const gfp_t RUST_CONST_HELPER___GFP_NOFAIL = __GFP_NOFAIL;
+
+/*
+ * Layout checks. For the C structures whose fields Rust code reads or
+ * writes (ours and the kernel crate's), C's own offsets and sizes, which
+ * rust/kernel/layout.rs compares at compile time with the layout bindgen
+ * gave kernel::bindings. A kernel configuration that bindgen lays out
+ * differently from the C compiler then fails the build instead of reading
+ * the wrong word at run time.
+ */
+#include <linux/fs.h>
+#include <linux/miscdevice.h>
+#include <linux/sched.h>
+
+#define HMM_RS_OFF(t, f) \
+	const unsigned long RUST_CONST_HELPER_HMM_RS_OFF_##t##_##f = offsetof(struct t, f)
+#define HMM_RS_SIZE(t) \
+	const unsigned long RUST_CONST_HELPER_HMM_RS_SIZE_##t = sizeof(struct t)
+
+HMM_RS_OFF(task_struct, mm);
+HMM_RS_OFF(task_struct, pid);
+HMM_RS_OFF(task_struct, group_leader);
+HMM_RS_SIZE(vm_area_struct);
+HMM_RS_OFF(vm_area_struct, vm_mm);
+HMM_RS_OFF(vm_area_struct, vm_flags);
+HMM_RS_SIZE(vm_fault);
+HMM_RS_OFF(vm_fault, vma);
+HMM_RS_OFF(vm_fault, page);
+HMM_RS_SIZE(page);
+HMM_RS_OFF(file, private_data);
+HMM_RS_SIZE(miscdevice);
+HMM_RS_OFF(miscdevice, fops);
+HMM_RS_SIZE(dev_pagemap);
+HMM_RS_OFF(dev_pagemap, type);
+HMM_RS_OFF(dev_pagemap, ops);
+HMM_RS_OFF(dev_pagemap, owner);
+HMM_RS_OFF(dev_pagemap, nr_range);
+HMM_RS_OFF(dev_pagemap, range);
+HMM_RS_SIZE(mmu_interval_notifier);
+HMM_RS_OFF(mmu_interval_notifier, mm);
+HMM_RS_SIZE(mmu_notifier_range);
+HMM_RS_OFF(mmu_notifier_range, event);
+HMM_RS_OFF(mmu_notifier_range, owner);
+HMM_RS_SIZE(migrate_vma);
+HMM_RS_OFF(migrate_vma, fault_page);
+HMM_RS_SIZE(hmm_range);
+HMM_RS_OFF(hmm_range, dev_private_owner);

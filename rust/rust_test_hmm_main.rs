@@ -19,6 +19,8 @@ mod bindings;
 // The abstractions: would-be modules of the kernel crate.
 #[path = "kernel/hmm.rs"]
 pub mod hmm;
+#[path = "kernel/layout.rs"]
+mod layout;
 #[path = "kernel/memremap.rs"]
 pub mod memremap;
 #[path = "kernel/mm/migrate.rs"]
@@ -31,11 +33,9 @@ pub mod mmu_notifier;
 pub mod page_ext;
 
 // The driver.
-#[cfg(any())]
 #[deny(unsafe_code)]
 #[path = "test_hmm/devmem.rs"]
 mod devmem;
-#[cfg(any())]
 #[deny(unsafe_code)]
 #[path = "test_hmm/dmirror.rs"]
 mod dmirror;

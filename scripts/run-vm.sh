@@ -19,7 +19,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-PLAN= KDIR= TIMEOUT=${HMM_RS_TIMEOUT:-900} KVM=0 ICOUNT=0 SMP=2
+PLAN= KDIR= TIMEOUT=${HMM_RS_TIMEOUT:-600} KVM=0 ICOUNT=0 SMP=2
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--plan) PLAN=$2; shift ;;
@@ -52,7 +52,7 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'
 # Device-coherent memory for the hmm_dmirror2/3 devices: two 256 MiB holes
 # the kernel must not use, handed to the modules as spm_addr_dev0/1.
 MEM=6G
-KAPPEND="console=ttyS0 loglevel=4 panic=-1 nokaslr"
+KAPPEND="console=ttyS0 loglevel=${HMM_RS_LOGLEVEL:-5} panic=-1 nokaslr"
 KAPPEND="$KAPPEND memmap=256M\$0x180000000 memmap=256M\$0x190000000"
 
 module_path() {
@@ -117,7 +117,7 @@ for boot in "${boots[@]}"; do
 	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" -cpu max \
 		-smp "$SMP" -m "$MEM" -display none -monitor none -serial stdio \
 		-no-reboot -kernel "$BZIMAGE" -initrd "$dir/initramfs.cpio.gz" \
-		-append "$KAPPEND" </dev/null 2>&1 | tr -d '\r' | tee -a "$LOGS/$boot.log"
+		-append "$KAPPEND" </dev/null 2>&1 | sed -u 's/\r$//' | tee -a "$LOGS/$boot.log"
 	rc=${PIPESTATUS[0]}
 	set -e
 	echo "# hmm-rs: qemu exit $rc after $(( $(date +%s) - start )) s" | tee -a "$LOGS/$boot.log"

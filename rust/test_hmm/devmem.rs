@@ -49,8 +49,6 @@ impl MirrorShared {
 pub(crate) struct PageData {
     /// The system page holding the device page's contents.
     pub(crate) backing: Page,
-    /// The mirror that put the page on the device.
-    pub(crate) mirror: Arc<MirrorShared>,
 }
 
 /// Idle device pages and the allocation counters.
@@ -76,6 +74,7 @@ pub(crate) struct DmirrorMem {
     removing: AtomicBool,
 }
 
+#[vtable]
 impl DevicePagemapOps for DmirrorMem {
     type PageData = KBox<PageData>;
 
@@ -143,13 +142,42 @@ pub(crate) fn copy_back(mig: &mut crate::migrate::Collected<'_>, owner: &Pagemap
     })
 }
 
+/// The chunks of a device and, shared with them, its free list.
+struct Chunks {
+    pagemaps: KVec<Pin<KBox<DevicePagemap<DmirrorMem>>>>,
+    free: Arc<FreeList>,
+}
+
+impl Chunks {
+    /// Moves every page of every chunk back to system memory and removes
+    /// the chunks (`dmirror_device_remove_chunks`).
+    ///
+    /// The idle pages go first: each holds a reference on its chunk, which
+    /// `memunmap_pages()` would wait for forever.
+    fn remove_all(&mut self) {
+        for chunk in self.pagemaps.iter() {
+            chunk.data().removing.store(true, Ordering::Relaxed);
+        }
+        // Idle pages of the chunks being removed must not be handed out.
+        self.free.inner.lock().pages.clear();
+        // Dropping a chunk evicts its pages in use and unmaps it.
+        self.pagemaps.clear();
+    }
+}
+
+impl Drop for Chunks {
+    fn drop(&mut self) {
+        self.remove_all();
+    }
+}
+
 /// The device memory of one dmirror device.
 #[pin_data]
 pub(crate) struct DeviceMemory {
     owner: Arc<PagemapOwner>,
     free: Arc<FreeList>,
     #[pin]
-    chunks: Mutex<KVec<Pin<KBox<DevicePagemap<DmirrorMem>>>>>,
+    chunks: Mutex<Chunks>,
 }
 
 impl DeviceMemory {
@@ -167,8 +195,11 @@ impl DeviceMemory {
         )?;
         Ok(try_pin_init!(Self {
             owner,
+            chunks <- new_mutex!(Chunks {
+                pagemaps: KVec::new(),
+                free: free.clone(),
+            }),
             free,
-            chunks <- new_mutex!(KVec::new()),
         }))
     }
 
@@ -182,12 +213,6 @@ impl DeviceMemory {
         self.owner.clone()
     }
 
-    /// `(calloc, cfree)`: pages allocated and freed so far.
-    pub(crate) fn counters(&self) -> (u64, u64) {
-        let free = self.free.inner.lock();
-        (free.calloc, free.cfree)
-    }
-
     /// Adds one chunk of device-private memory and puts its pages on the
     /// free list (`dmirror_allocate_chunk`).
     pub(crate) fn add_chunk(&self) -> Result {
@@ -196,13 +221,13 @@ impl DeviceMemory {
         // Room for the new pages on the free list first, so that
         // `folio_free` never allocates.
         self.free.inner.lock().pages.reserve(npages, GFP_KERNEL)?;
-        chunks.reserve(1, GFP_KERNEL)?;
+        chunks.pagemaps.reserve(1, GFP_KERNEL)?;
         let mem = DmirrorMem {
             free: self.free.clone(),
             removing: AtomicBool::new(false),
         };
         let pagemap = KBox::pin_init(
-            DevicePagemap::new_private(CHUNK_SIZE, self.owner.clone(), mem),
+            DevicePagemap::new_private(CHUNK_SIZE, self.owner.clone(), None, mem),
             GFP_KERNEL,
         )?;
         let pages = pagemap.take_free_pages();
@@ -213,12 +238,12 @@ impl DeviceMemory {
             }
         }
         let (first, last) = (pagemap.pfn_range().start, pagemap.pfn_range().end);
-        chunks.push(pagemap, GFP_KERNEL)?;
+        chunks.pagemaps.push(pagemap, GFP_KERNEL)?;
         pr_info!(
             "added new {} MB chunk (total {} chunks, {} MB) PFNs [{:#x} {:#x})\n",
             CHUNK_SIZE >> 20,
-            chunks.len(),
-            chunks.len() * (CHUNK_SIZE >> 20),
+            chunks.pagemaps.len(),
+            chunks.pagemaps.len() * (CHUNK_SIZE >> 20),
             first,
             last
         );
@@ -244,19 +269,9 @@ impl DeviceMemory {
         }
     }
 
-    /// Moves every page of every chunk back to system memory and removes
-    /// the chunks (`dmirror_device_remove_chunks`).
+    /// Removes every chunk, moving its pages in use back to system memory
+    /// (`HMM_DMIRROR_RELEASE`).
     pub(crate) fn remove_chunks(&self) {
-        let mut chunks = self.chunks.lock();
-        for chunk in chunks.iter() {
-            chunk.data().removing.store(true, Ordering::Relaxed);
-        }
-        {
-            let mut free = self.free.inner.lock();
-            // Idle pages of the chunks being removed must not be handed out.
-            free.pages.clear();
-        }
-        // Dropping a chunk evicts its pages in use and unmaps it.
-        chunks.clear();
+        self.chunks.lock().remove_all();
     }
 }

@@ -15,13 +15,11 @@ use crate::{
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     alloc::{flags::GFP_KERNEL, KBox, KVVec},
-    c_str,
     fs::File,
     mm::MmWithUser,
     page::{Page, PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
-    sync::Arc,
-    types::ARef,
+    sync::{aref::ARef, Arc},
     uaccess::{UserPtr, UserSlice},
 };
 
@@ -79,7 +77,8 @@ impl MiscDeviceWithData for DmirrorFile {
     type Ptr = Pin<KBox<Dmirror>>;
 
     fn open(_file: &File, device: &Arc<DmirrorDevice>) -> Result<Self::Ptr> {
-        let mm = kernel::current!().mm().ok_or(EINVAL)?;
+        let task = kernel::current!();
+        let mm = task.mm().ok_or(EINVAL)?;
         let shared = Arc::new(
             MirrorShared {
                 flags: AtomicU64::new(0),
@@ -145,10 +144,6 @@ impl Range {
             ptr: usize::try_from(c.ptr).map_err(|_| EINVAL)?,
         })
     }
-
-    fn npages(&self) -> usize {
-        (self.end - self.start) >> PAGE_SHIFT
-    }
 }
 
 /// Copies the page a device page table entry names into `buf`.
@@ -187,7 +182,7 @@ impl Dmirror {
                 return Ok(Err(a));
             };
             let off = a - addr;
-            read_entry_page(self.owner(), e.page(), &mut buf[off..off + PAGE_SIZE])?;
+            read_entry_page(self.owner(), &e.page(), &mut buf[off..off + PAGE_SIZE])?;
             a += PAGE_SIZE;
         }
         Ok(Ok(()))
@@ -202,7 +197,7 @@ impl Dmirror {
             match g.pt_get(a >> PAGE_SHIFT) {
                 Some(e) if e.perm() == Perm::Write => {
                     let off = a - addr;
-                    write_entry_page(self.owner(), e.page(), &buf[off..off + PAGE_SIZE])?;
+                    write_entry_page(self.owner(), &e.page(), &buf[off..off + PAGE_SIZE])?;
                 }
                 _ => return Ok(Err(a)),
             }
@@ -308,13 +303,7 @@ impl Dmirror {
                         Some(src) => page_ext::copy(&backing, &src)?,
                         None => page_ext::zero(&backing)?,
                     }
-                    let data = KBox::new(
-                        PageData {
-                            backing,
-                            mirror: self.shared.clone(),
-                        },
-                        GFP_KERNEL,
-                    )?;
+                    let data = KBox::new(PageData { backing }, GFP_KERNEL)?;
                     match self.device.mem.alloc_page(data) {
                         Ok(dpage) => e.set_dst(dpage),
                         // Out of device memory: this page stays put.

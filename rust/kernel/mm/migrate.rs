@@ -23,7 +23,10 @@
 //!
 //! Kernel documentation: [`Documentation/mm/hmm.rst`](srctree/Documentation/mm/hmm.rst)
 
-use crate::{bindings, memremap::PagemapOwner};
+use crate::{
+    bindings,
+    memremap::{DeviceFault, DevicePagemapOps, LockedDevicePage, PagemapOwner},
+};
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
     alloc::{flags::GFP_KERNEL, KVec},
@@ -143,6 +146,15 @@ unsafe impl MigrateDestination for LockedSystemPage {
     }
 }
 
+// SAFETY: `LockedDevicePage::into_migrate_pfn()` returns `migrate_pfn()` of
+// its page, which `activate()` left locked with one reference, and gives
+// both up.
+unsafe impl<T: DevicePagemapOps> MigrateDestination for LockedDevicePage<T> {
+    fn into_migrate_pfn(self) -> usize {
+        LockedDevicePage::into_migrate_pfn(self)
+    }
+}
+
 /// Source and destination pfn arrays for migrations of up to `capacity`
 /// pages, allocated once and reused (no per-page allocation).
 pub struct MigratePfns {
@@ -190,24 +202,35 @@ impl MigrateVma {
         unsafe { Self::setup_raw(vma, start, end, select, owner, pfns, core::ptr::null_mut()) }
     }
 
-    /// [`MigrateVma::setup`] from a `migrate_to_ram` callback, where
-    /// `fault_page` is the locked device-private page the CPU faulted on.
-    ///
-    /// # Safety
-    ///
-    /// `fault_page` must be the `vm_fault::page` of the fault being handled,
-    /// locked by the fault path, and valid for `'a`.
-    pub(crate) unsafe fn setup_fault<'a>(
-        vma: &'a VmaRef,
+    /// [`MigrateVma::setup`] from a `migrate_to_ram` callback: migrates
+    /// `[start, end)` of the faulting VMA, which must contain the faulting
+    /// address, with the faulting device page as `fault_page` and its
+    /// pagemap's owner.
+    pub fn setup_from_fault<'a, T: DevicePagemapOps>(
+        fault: &'a DeviceFault<'a, T>,
         start: usize,
         end: usize,
         select: SelectFlags,
-        owner: &'a PagemapOwner,
         pfns: &'a mut MigratePfns,
-        fault_page: *mut bindings::page,
     ) -> Result<Collected<'a>> {
-        // SAFETY: Guaranteed by the caller.
-        unsafe { Self::setup_raw(vma, start, end, select, Some(owner), pfns, fault_page) }
+        let addr = fault.address();
+        if addr < start || addr >= end {
+            return Err(EINVAL);
+        }
+        let owner: &'a PagemapOwner = fault.pagemap().owner();
+        // SAFETY: `fault_page()` is the `vm_fault::page` of the fault being
+        // handled: locked by the fault path and valid while `fault` is.
+        unsafe {
+            Self::setup_raw(
+                fault.vma(),
+                start,
+                end,
+                select,
+                Some(owner),
+                pfns,
+                fault.fault_page(),
+            )
+        }
     }
 
     /// # Safety
