@@ -112,11 +112,7 @@ impl<T: MiscDeviceWithData> MiscDevice for Adapter<T> {
         T::release(device, file)
     }
 
-    fn mmap(
-        device: <T::Ptr as ForeignOwnable>::Borrowed<'_>,
-        file: &File,
-        vma: &VmaNew,
-    ) -> Result {
+    fn mmap(device: <T::Ptr as ForeignOwnable>::Borrowed<'_>, file: &File, vma: &VmaNew) -> Result {
         T::mmap(device, file, vma)
     }
 

@@ -624,7 +624,12 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
         // SAFETY: The destination page is locked and referenced by the migration `entry` borrows.
         let zone_device = unsafe { bindings::is_zone_device_page(page.as_ptr()) };
         // SAFETY: As above; a zone-device page has a pagemap that outlives its pages.
-        if zone_device && !self.mirror.owner().is(unsafe { (*bindings::page_pgmap(page.as_ptr())).owner }) {
+        if zone_device
+            && !self
+                .mirror
+                .owner()
+                .is(unsafe { (*bindings::page_pgmap(page.as_ptr())).owner })
+        {
             return Err(EINVAL);
         }
         let perm = if entry.is_write() {

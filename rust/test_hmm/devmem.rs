@@ -10,8 +10,8 @@
 
 use crate::{
     memremap::{
-        DeviceFault, DevicePage, DevicePagemap, DevicePagemapOps, FreeDevicePage,
-        LockedDevicePage, PagemapOwner, VmFaultResult,
+        DeviceFault, DevicePage, DevicePagemap, DevicePagemapOps, FreeDevicePage, LockedDevicePage,
+        PagemapOwner, VmFaultResult,
     },
     migrate::{MigratePfns, MigrateVma, Select},
     page_ext,

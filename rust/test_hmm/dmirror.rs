@@ -7,8 +7,8 @@
 use crate::{
     bindings::{self, hmm_dmirror_cmd},
     devmem::{self, DeviceMemory, MirrorShared, PageData},
-    miscdevice_data::MiscDeviceWithData,
     migrate::{MigratePfns, MigrateVma, Select},
+    miscdevice_data::MiscDeviceWithData,
     mmu_notifier::{Mirror, MirrorOps, Perm},
     page_ext,
 };
@@ -174,7 +174,12 @@ impl Dmirror {
 
     /// Copies `[addr, end)` from the device page table into `buf`; on a
     /// missing entry returns the address it is missing at.
-    fn read_pt(&self, addr: usize, end: usize, buf: &mut [u8]) -> Result<core::result::Result<(), usize>> {
+    fn read_pt(
+        &self,
+        addr: usize,
+        end: usize,
+        buf: &mut [u8],
+    ) -> Result<core::result::Result<(), usize>> {
         let g = self.mirror.lock();
         let mut a = addr;
         while a < end {
@@ -190,7 +195,12 @@ impl Dmirror {
 
     /// As [`Dmirror::read_pt`], writing; an entry without write permission
     /// counts as missing.
-    fn write_pt(&self, addr: usize, end: usize, buf: &[u8]) -> Result<core::result::Result<(), usize>> {
+    fn write_pt(
+        &self,
+        addr: usize,
+        end: usize,
+        buf: &[u8],
+    ) -> Result<core::result::Result<(), usize>> {
         let g = self.mirror.lock();
         let mut a = addr;
         while a < end {
@@ -296,7 +306,9 @@ impl Dmirror {
                     if self.shared.take_fail_alloc() {
                         return Ok(());
                     }
-                    let Ok(backing) = Page::alloc_page(GFP_KERNEL | kernel::alloc::flags::__GFP_HIGHMEM) else {
+                    let Ok(backing) =
+                        Page::alloc_page(GFP_KERNEL | kernel::alloc::flags::__GFP_HIGHMEM)
+                    else {
                         return Ok(());
                     };
                     match e.src_page() {

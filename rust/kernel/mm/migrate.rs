@@ -255,8 +255,8 @@ impl MigrateVma {
         if npages > pfns.capacity() {
             return Err(EINVAL);
         }
-        let wants_device = select.contains(Select::DevicePrivate)
-            || select.contains(Select::DeviceCoherent);
+        let wants_device =
+            select.contains(Select::DevicePrivate) || select.contains(Select::DeviceCoherent);
         if wants_device && owner.is_none() {
             return Err(EINVAL);
         }
