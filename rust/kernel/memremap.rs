@@ -641,10 +641,18 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
                 let Some(spage) = NonNull::new(unsafe { bindings::migrate_pfn_to_page(*s) }) else {
                     continue;
                 };
+                // A page between `zone_device_page_init()` (reference) and
+                // the end of `activate()` (data) has no data yet: leave it.
+                // This cannot race: `activate()` stores the data with the
+                // page locked, and `migrate_device_range()` holds the lock.
+                // SAFETY: `spage` is a locked, referenced page of this pagemap.
+                if unsafe { bindings::page_zone_device_data(spage.as_ptr()) }.is_null() {
+                    continue;
+                }
                 // SAFETY: `migrate_device_range()` took a reference to the
                 // page and locked it, and keeps both until
-                // `migrate_device_finalize()` below; the page had a
-                // reference, so it is an in-use page of this pagemap.
+                // `migrate_device_finalize()` below; it carries page data, so
+                // it is an in-use page of this pagemap.
                 let spage = unsafe { DevicePage::<T>::from_raw(spage.as_ptr()) };
 
                 // SAFETY: Allocating a page may sleep; `evict` may sleep.

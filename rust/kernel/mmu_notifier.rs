@@ -19,7 +19,7 @@
 //!
 //! Kernel documentation: [`Documentation/mm/hmm.rst`](srctree/Documentation/mm/hmm.rst)
 
-use crate::{bindings, hmm::HmmPfns, memremap::PagemapOwner, migrate::MigratedEntry};
+use crate::{bindings, hmm::HmmPfns, memremap::PagemapOwner};
 use core::{
     cell::UnsafeCell,
     marker::PhantomData,
@@ -609,39 +609,6 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
             self.pt_insert(pfns, index)?;
         }
         Ok(())
-    }
-
-    /// Maps the destination page of a migrated entry at its address, for writing if the
-    /// destination was made writable (`dmirror_migrate_finalize_and_map()`).
-    ///
-    /// Fails with `EINVAL` if the entry did not migrate, if the migration is of another mm, or if
-    /// the destination is another owner's device page; `ENOMEM` if the page table cannot grow.
-    pub fn pt_insert_migrated(&mut self, entry: &MigratedEntry<'_>) -> Result {
-        if !entry.is_migrated() || !core::ptr::eq(entry.mm_raw(), self.mirror.mm().as_raw()) {
-            return Err(EINVAL);
-        }
-        let page = entry.dst_raw().ok_or(EINVAL)?;
-        // SAFETY: The destination page is locked and referenced by the migration `entry` borrows.
-        let zone_device = unsafe { bindings::is_zone_device_page(page.as_ptr()) };
-        // SAFETY: As above; a zone-device page has a pagemap that outlives its pages.
-        if zone_device
-            && !self
-                .mirror
-                .owner()
-                .is(unsafe { (*bindings::page_pgmap(page.as_ptr())).owner })
-        {
-            return Err(EINVAL);
-        }
-        let perm = if entry.is_write() {
-            Perm::Write
-        } else {
-            Perm::Read
-        };
-        // INVARIANT: The entry migrated, so the destination is mapped at `entry.addr()` of this
-        // mirror's mm when the migration, which `entry` borrows and which holds the mmap lock, is
-        // finalized; an invalidation before or after that takes the lock held by `self` to clear
-        // the entry.
-        self.mirror.pt.store(entry.addr() >> PAGE_SHIFT, page, perm)
     }
 
     /// Maps `page` at virtual page number `vpn` with permission `perm`.

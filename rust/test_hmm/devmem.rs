@@ -18,7 +18,7 @@ use crate::{
 };
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
-    alloc::{flags::GFP_KERNEL, KBox, KVec},
+    alloc::{flags::GFP_KERNEL, KBox, KVVec, KVec},
     new_mutex, new_spinlock,
     page::{Page, PAGE_SIZE},
     prelude::*,
@@ -53,7 +53,9 @@ pub(crate) struct PageData {
 
 /// Idle device pages and the allocation counters.
 struct FreeInner {
-    pages: KVec<FreeDevicePage<DmirrorMem>>,
+    /// Room for every page of every chunk, so that `folio_free` never
+    /// allocates (it may run in atomic context).
+    pages: KVVec<FreeDevicePage<DmirrorMem>>,
     /// Pages handed out (`calloc`).
     calloc: u64,
     /// Pages given back (`cfree`).
@@ -85,8 +87,8 @@ impl DevicePagemapOps for DmirrorMem {
         let mut free = mem.free.inner.lock();
         free.cfree += 1;
         if !mem.removing.load(Ordering::Relaxed) {
-            // Capacity for every page of every chunk is reserved when the
-            // chunk is added, so this never allocates.
+            // The list has room for every page of every chunk (`add_chunk`),
+            // so this neither allocates nor fails.
             let _ = free.pages.push_within_capacity(page);
         }
     }
@@ -186,7 +188,7 @@ impl DeviceMemory {
         let free = Arc::pin_init(
             pin_init!(FreeList {
                 inner <- new_spinlock!(FreeInner {
-                    pages: KVec::new(),
+                    pages: KVVec::new(),
                     calloc: 0,
                     cfree: 0,
                 }),
@@ -218,9 +220,10 @@ impl DeviceMemory {
     pub(crate) fn add_chunk(&self) -> Result {
         let mut chunks = self.chunks.lock();
         let npages = CHUNK_SIZE / PAGE_SIZE;
-        // Room for the new pages on the free list first, so that
-        // `folio_free` never allocates.
-        self.free.inner.lock().pages.reserve(npages, GFP_KERNEL)?;
+        // A free list with room for every page of every chunk, the new one
+        // included, allocated before the spinlock is taken.
+        let total = (chunks.pagemaps.len() + 1) * npages;
+        let mut list = KVVec::with_capacity(total, GFP_KERNEL)?;
         chunks.pagemaps.reserve(1, GFP_KERNEL)?;
         let mem = DmirrorMem {
             free: self.free.clone(),
@@ -230,13 +233,19 @@ impl DeviceMemory {
             DevicePagemap::new_private(CHUNK_SIZE, self.owner.clone(), None, mem),
             GFP_KERNEL,
         )?;
-        let pages = pagemap.take_free_pages();
-        {
-            let mut free = self.free.inner.lock();
-            for page in pages {
-                let _ = free.pages.push_within_capacity(page);
-            }
+        for page in pagemap.take_free_pages() {
+            // Cannot fail: `list` has room for every page.
+            let _ = list.push_within_capacity(page);
         }
+        let old = {
+            let mut free = self.free.inner.lock();
+            while let Some(page) = free.pages.pop() {
+                let _ = list.push_within_capacity(page);
+            }
+            core::mem::replace(&mut free.pages, list)
+        };
+        // Freed outside the spinlock.
+        drop(old);
         let (first, last) = (pagemap.pfn_range().start, pagemap.pfn_range().end);
         chunks.pagemaps.push(pagemap, GFP_KERNEL)?;
         pr_info!(

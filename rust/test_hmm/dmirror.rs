@@ -292,7 +292,7 @@ impl Dmirror {
                 }
                 let next = r.end.min(addr + MIGRATE_PAGES * PAGE_SIZE).min(vma.end());
                 let mut mig = MigrateVma::setup(
-                    vma,
+                    &guard,
                     addr,
                     next,
                     Select::System.into(),
@@ -322,19 +322,22 @@ impl Dmirror {
                         Err(_) => Ok(()),
                     }
                 })?;
-                let mig = mig.pages();
-                {
-                    let mut g = self.mirror.lock();
-                    for e in mig.entries() {
-                        if e.is_migrated() {
-                            g.pt_insert_migrated(&e)?;
-                        }
-                    }
-                }
-                mig.finalize();
+                mig.pages().finalize();
                 addr = next;
             }
         }
+        // Map what is now on the device in the device page table, from the
+        // CPU page tables (`dmirror_migrate_finalize_and_map`): every
+        // invalidation, this migration's included, cleared the range.
+        let owner = self.owner();
+        self.mirror.snapshot(&mm, r.start, r.end, |g, pfns| {
+            for i in 0..pfns.len() {
+                if pfns[i].is_device_private() && pfns[i].pgmap_owner_is(owner) {
+                    g.pt_insert(pfns, i)?;
+                }
+            }
+            Ok(())
+        })?;
         // Return what the device now holds, for verification.
         let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
         let mut out = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).writer();
@@ -366,7 +369,7 @@ impl Dmirror {
             }
             let next = r.end.min(addr + MIGRATE_PAGES * PAGE_SIZE).min(vma.end());
             let mut mig = MigrateVma::setup(
-                vma,
+                &guard,
                 addr,
                 next,
                 Select::DevicePrivate.into(),

@@ -32,7 +32,7 @@ use kernel::{
     alloc::{flags::GFP_KERNEL, KVec},
     bits::bit_u32,
     impl_flags,
-    mm::virt::VmaRef,
+    mm::{virt::VmaRef, MmapReadGuard},
     page::{BorrowedPage, PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
 };
@@ -51,7 +51,10 @@ impl_flags!(
         DevicePrivate = bit_u32(1),
         /// Device-coherent pages of the given owner.
         DeviceCoherent = bit_u32(2),
-        /// Migrate transparent huge pages as one compound entry.
+        /// Migrate transparent huge pages as one compound entry. Not
+        /// supported yet: [`MigrateVma::setup`] refuses it (`EINVAL`) until
+        /// destinations can be checked to be compound pages of the right
+        /// order.
         Compound = bit_u32(3),
     }
 );
@@ -182,22 +185,26 @@ impl MigratePfns {
 pub struct MigrateVma;
 
 impl MigrateVma {
-    /// Collects and unmaps the pages of `[start, end)` in `vma` that `select`
-    /// and `owner` match (`migrate_vma_setup()`).
+    /// Collects and unmaps the pages of `[start, end)` that `select` and
+    /// `owner` match (`migrate_vma_setup()`), in the VMA at `start` of the mm
+    /// whose mmap lock `mmap` holds.
     ///
-    /// `start` and `end` must be page aligned, non-empty, inside `vma`, and
+    /// `start` and `end` must be page aligned, non-empty, inside one VMA, and
     /// span at most `pfns.capacity()` pages: otherwise `EINVAL`. `owner` is
     /// the owner of the device pages to collect; it is required when
     /// `select` has device pages in it and is passed to the MMU notifiers
     /// of the migration (which lets a mirror skip its own migrations).
     pub fn setup<'a>(
-        vma: &'a VmaRef,
+        mmap: &'a MmapReadGuard<'_>,
         start: usize,
         end: usize,
         select: SelectFlags,
         owner: Option<&'a PagemapOwner>,
         pfns: &'a mut MigratePfns,
     ) -> Result<Collected<'a>> {
+        // The VMA comes from the mmap lock guard: `migrate_vma_setup()`'s
+        // page walk needs the mmap lock itself, not a per-VMA lock.
+        let vma = mmap.vma_lookup(start).ok_or(EINVAL)?;
         // SAFETY: No fault page.
         unsafe { Self::setup_raw(vma, start, end, select, owner, pfns, core::ptr::null_mut()) }
     }
@@ -359,14 +366,6 @@ impl<'m> Entry<'m> {
         *self.dst = mpfn | (self.src & PFN_WRITE);
         Ok(())
     }
-
-    /// As [`Entry::set_dst`], for a compound destination covering the whole
-    /// compound source entry.
-    pub fn set_dst_compound(&mut self, dst: impl MigrateDestination) -> Result {
-        self.set_dst(dst)?;
-        *self.dst |= PFN_COMPOUND;
-        Ok(())
-    }
 }
 
 /// Drops a destination that never reached a migration: unlock and put.
@@ -385,6 +384,9 @@ fn release_mpfn(mpfn: usize) {
 
 /// A migration after `migrate_vma_setup()`: source pages are collected,
 /// locked and unmapped; the caller copies them and sets destinations.
+///
+/// Must not be leaked (`mem::forget`): the source pages would stay locked
+/// behind migration entries, and every task touching them would hang.
 ///
 /// # Invariants
 ///
@@ -511,7 +513,6 @@ pub struct Migrated<'a> {
 /// An entry of a [`Migrated`] migration.
 #[derive(Clone, Copy)]
 pub struct MigratedEntry<'m> {
-    mm: *mut bindings::mm_struct,
     index: usize,
     addr: usize,
     src: usize,
@@ -557,19 +558,6 @@ impl<'m> MigratedEntry<'m> {
         self.dst & PFN_COMPOUND != 0
     }
 
-    /// The mm the migration is in.
-    pub(crate) fn mm_raw(&self) -> *mut bindings::mm_struct {
-        self.mm
-    }
-
-    /// The destination page, if any, as a raw pointer: for device-private
-    /// destinations, whose contents [`MigratedEntry::dst_page`] users must
-    /// not touch through a kernel mapping.
-    pub(crate) fn dst_raw(&self) -> Option<NonNull<bindings::page>> {
-        // SAFETY: Pure pfn arithmetic.
-        NonNull::new(unsafe { bindings::migrate_pfn_to_page(self.dst as _) })
-    }
-
     /// The destination page, if any; it stays locked and referenced until
     /// `finalize`.
     pub fn dst_page(&self) -> Option<BorrowedPage<'m>> {
@@ -595,8 +583,6 @@ impl<'a> Migrated<'a> {
         // SAFETY: `src` and `dst` have `npages` entries (type invariant).
         let (src, dst) = unsafe { (*self.args.src.add(index), *self.args.dst.add(index)) };
         Some(MigratedEntry {
-            // SAFETY: `args.vma` is valid for `'a` (type invariant).
-            mm: unsafe { (*self.args.vma).vm_mm },
             index,
             addr: self.args.start as usize + (index << PAGE_SHIFT),
             src: src as usize,
