@@ -112,7 +112,7 @@ impl LockedSystemPage {
         // fault); `alloc_page_vma()` may sleep, which callers of this
         // allocating function expect.
         let page = unsafe {
-            bindings::alloc_page_vma(bindings::GFP_HIGHUSER_MOVABLE as _, vma.as_ptr(), addr)
+            bindings::alloc_page_vma(bindings::GFP_HIGHUSER_MOVABLE, vma.as_ptr(), addr)
         };
         let page = NonNull::new(page).ok_or(ENOMEM)?;
         // SAFETY: We hold the only reference to the new page.
@@ -143,7 +143,7 @@ impl Drop for LockedSystemPage {
 unsafe impl MigrateDestination for LockedSystemPage {
     fn into_migrate_pfn(self) -> usize {
         // SAFETY: `page` is a valid page (type invariant).
-        let pfn = unsafe { bindings::page_to_pfn(self.page.as_ptr()) } as usize;
+        let pfn = unsafe { bindings::page_to_pfn(self.page.as_ptr()) };
         core::mem::forget(self);
         migrate_pfn_of(pfn)
     }
@@ -274,10 +274,10 @@ impl MigrateVma {
             vma: vma.as_ptr(),
             dst: pfns.dst.as_mut_ptr().cast(),
             src: pfns.src.as_mut_ptr().cast(),
-            start: start as _,
-            end: end as _,
+            start,
+            end,
             pgmap_owner: owner.map_or(core::ptr::null_mut(), |o| o.as_raw()),
-            flags: u32::from(select) as _,
+            flags: u32::from(select) as usize,
             fault_page,
             ..Default::default()
         };
@@ -338,7 +338,7 @@ impl<'m> Entry<'m> {
             return None;
         }
         // SAFETY: Pure pfn arithmetic on a valid entry.
-        let page = unsafe { bindings::migrate_pfn_to_page(self.src as _) };
+        let page = unsafe { bindings::migrate_pfn_to_page(self.src) };
         // SAFETY: A valid source entry names a page that `migrate_vma_setup()`
         // locked and holds a reference to until `finalize`, which cannot run
         // while `'m` borrows the migration.
@@ -371,7 +371,7 @@ impl<'m> Entry<'m> {
 /// Drops a destination that never reached a migration: unlock and put.
 fn release_mpfn(mpfn: usize) {
     // SAFETY: Pure pfn arithmetic.
-    let page = unsafe { bindings::migrate_pfn_to_page(mpfn as _) };
+    let page = unsafe { bindings::migrate_pfn_to_page(mpfn) };
     if !page.is_null() {
         // SAFETY: The `MigrateDestination` contract gave us the lock and a
         // reference to this page.
@@ -401,22 +401,22 @@ pub struct Collected<'a> {
 impl<'a> Collected<'a> {
     /// Number of entries (pages) in the range.
     pub fn npages(&self) -> usize {
-        self.args.npages as usize
+        self.args.npages
     }
 
     /// Number of entries collected for migration.
     pub fn cpages(&self) -> usize {
-        self.args.cpages as usize
+        self.args.cpages
     }
 
     /// Start of the range.
     pub fn start(&self) -> usize {
-        self.args.start as usize
+        self.args.start
     }
 
     /// End of the range.
     pub fn end(&self) -> usize {
-        self.args.end as usize
+        self.args.end
     }
 
     /// The VMA being migrated.
@@ -562,7 +562,7 @@ impl<'m> MigratedEntry<'m> {
     /// `finalize`.
     pub fn dst_page(&self) -> Option<BorrowedPage<'m>> {
         // SAFETY: Pure pfn arithmetic.
-        let page = unsafe { bindings::migrate_pfn_to_page(self.dst as _) };
+        let page = unsafe { bindings::migrate_pfn_to_page(self.dst) };
         // SAFETY: The destination is locked and referenced until
         // `migrate_vma_finalize()`, which cannot run during `'m`.
         NonNull::new(page).map(|p| unsafe { BorrowedPage::from_raw(p) })
@@ -572,7 +572,7 @@ impl<'m> MigratedEntry<'m> {
 impl<'a> Migrated<'a> {
     /// Number of entries.
     pub fn npages(&self) -> usize {
-        self.args.npages as usize
+        self.args.npages
     }
 
     /// The entry at `index`, `None` past the end.
@@ -584,9 +584,9 @@ impl<'a> Migrated<'a> {
         let (src, dst) = unsafe { (*self.args.src.add(index), *self.args.dst.add(index)) };
         Some(MigratedEntry {
             index,
-            addr: self.args.start as usize + (index << PAGE_SHIFT),
-            src: src as usize,
-            dst: dst as usize,
+            addr: self.args.start + (index << PAGE_SHIFT),
+            src,
+            dst,
             _m: PhantomData,
         })
     }
@@ -621,5 +621,5 @@ impl Drop for Migrated<'_> {
 /// `migrate_pfn()`: the entry encoding of a valid page frame number.
 pub fn migrate_pfn_of(pfn: usize) -> usize {
     // SAFETY: `migrate_pfn()` is pure arithmetic on its argument.
-    unsafe { bindings::migrate_pfn(pfn as _) as usize }
+    unsafe { bindings::migrate_pfn(pfn) }
 }
