@@ -111,9 +111,8 @@ impl LockedSystemPage {
         // SAFETY: `vma` is valid (it is borrowed from an mmap lock guard or a
         // fault); `alloc_page_vma()` may sleep, which callers of this
         // allocating function expect.
-        let page = unsafe {
-            bindings::alloc_page_vma(bindings::GFP_HIGHUSER_MOVABLE, vma.as_ptr(), addr)
-        };
+        let page =
+            unsafe { bindings::alloc_page_vma(bindings::GFP_HIGHUSER_MOVABLE, vma.as_ptr(), addr) };
         let page = NonNull::new(page).ok_or(ENOMEM)?;
         // SAFETY: We hold the only reference to the new page.
         unsafe { bindings::lock_page(page.as_ptr()) };
