@@ -44,7 +44,7 @@ tests: setup
 run: module tests
 	@scripts/run-vm.sh --plan scripts/plans/demo --kdir $(KDIR)
 
-check: module tests
+check: module tests lint
 	@scripts/run-vm.sh --plan scripts/plans/check --kdir $(KDIR)
 
 check-c: kernel tests
