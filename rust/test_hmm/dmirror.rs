@@ -7,7 +7,7 @@
 use crate::{
     bindings::{self, hmm_dmirror_cmd},
     devmem::{self, DeviceMemory, MirrorShared, PageData},
-    migrate::{MigratePfns, MigrateVma, Select},
+    migrate::{Collected, MigratePfns, MigrateVma, Select},
     miscdevice_data::MiscDeviceWithData,
     mmu_notifier::{Mirror, MirrorOps, Perm},
     page_ext,
@@ -276,56 +276,70 @@ impl Dmirror {
         Ok(())
     }
 
+    /// Migrates `[start, end)` in chunks of at most [`MIGRATE_PAGES`] within
+    /// one VMA each, under the mmap lock: `copy` gives the collected entries
+    /// their destinations. Returns the number of pages that moved.
+    fn migrate_range(
+        &self,
+        mm: &MmWithUser,
+        r: &Range,
+        select: Select,
+        mut copy: impl FnMut(&mut Collected<'_>) -> Result,
+    ) -> Result<u64> {
+        let mut pfns = MigratePfns::new(MIGRATE_PAGES)?;
+        let guard = mm.mmap_read_lock();
+        let mut moved = 0;
+        let mut addr = r.start;
+        while addr < r.end {
+            let vma = guard.vma_lookup(addr).ok_or(EINVAL)?;
+            if vma.flags() & kernel::mm::virt::flags::READ == 0 {
+                return Err(EINVAL);
+            }
+            let next = r.end.min(addr + MIGRATE_PAGES * PAGE_SIZE).min(vma.end());
+            let mut mig = MigrateVma::setup(
+                &guard,
+                addr,
+                next,
+                select.into(),
+                Some(self.owner()),
+                &mut pfns,
+            )?;
+            copy(&mut mig)?;
+            let mig = mig.pages();
+            moved += mig.migrated_pages() as u64;
+            mig.finalize();
+            addr = next;
+        }
+        Ok(moved)
+    }
+
     /// `HMM_DMIRROR_MIGRATE_TO_DEV`: moves `[start, end)` to device memory,
     /// maps it in the device page table and returns its contents
     /// (`dmirror_migrate_to_device`).
     fn migrate_to_device(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         let mm = self.mm(EINVAL)?;
-        let mut pfns = MigratePfns::new(MIGRATE_PAGES)?;
-        {
-            let guard = mm.mmap_read_lock();
-            let mut addr = r.start;
-            while addr < r.end {
-                let vma = guard.vma_lookup(addr).ok_or(EINVAL)?;
-                if vma.flags() & kernel::mm::virt::flags::READ == 0 {
-                    return Err(EINVAL);
+        self.migrate_range(&mm, r, Select::System, |mig| {
+            mig.for_each_entry(|mut e| {
+                if !e.can_migrate() || self.shared.take_fail_alloc() {
+                    return Ok(());
                 }
-                let next = r.end.min(addr + MIGRATE_PAGES * PAGE_SIZE).min(vma.end());
-                let mut mig = MigrateVma::setup(
-                    &guard,
-                    addr,
-                    next,
-                    Select::System.into(),
-                    Some(self.owner()),
-                    &mut pfns,
-                )?;
-                mig.for_each_entry(|mut e| {
-                    if !e.can_migrate() {
-                        return Ok(());
-                    }
-                    if self.shared.take_fail_alloc() {
-                        return Ok(());
-                    }
-                    let Ok(backing) =
-                        Page::alloc_page(GFP_KERNEL | kernel::alloc::flags::__GFP_HIGHMEM)
-                    else {
-                        return Ok(());
-                    };
-                    match e.src_page() {
-                        Some(src) => page_ext::copy(&backing, &src)?,
-                        None => page_ext::zero(&backing)?,
-                    }
-                    let data = KBox::new(PageData { backing }, GFP_KERNEL)?;
-                    match self.device.mem.alloc_page(data) {
-                        Ok(dpage) => e.set_dst(dpage),
-                        // Out of device memory: this page stays put.
-                        Err(_) => Ok(()),
-                    }
-                })?;
-                mig.pages().finalize();
-                addr = next;
-            }
-        }
+                let Ok(backing) =
+                    Page::alloc_page(GFP_KERNEL | kernel::alloc::flags::__GFP_HIGHMEM)
+                else {
+                    return Ok(());
+                };
+                match e.src_page() {
+                    Some(src) => page_ext::copy(&backing, &src)?,
+                    None => page_ext::zero(&backing)?,
+                }
+                let data = KBox::new(PageData { backing }, GFP_KERNEL)?;
+                match self.device.mem.alloc_page(data) {
+                    Ok(dpage) => e.set_dst(dpage),
+                    // Out of device memory: this page stays put.
+                    Err(_) => Ok(()),
+                }
+            })
+        })?;
         // Map what is now on the device in the device page table, from the
         // CPU page tables (`dmirror_migrate_finalize_and_map`): every
         // invalidation, this migration's included, cleared the range.
@@ -359,29 +373,9 @@ impl Dmirror {
     /// `[start, end)` back to system memory (`dmirror_migrate_to_system`).
     fn migrate_to_system(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         let mm = self.mm(EINVAL)?;
-        let mut pfns = MigratePfns::new(MIGRATE_PAGES)?;
-        let guard = mm.mmap_read_lock();
-        let mut addr = r.start;
-        while addr < r.end {
-            let vma = guard.vma_lookup(addr).ok_or(EINVAL)?;
-            if vma.flags() & kernel::mm::virt::flags::READ == 0 {
-                return Err(EINVAL);
-            }
-            let next = r.end.min(addr + MIGRATE_PAGES * PAGE_SIZE).min(vma.end());
-            let mut mig = MigrateVma::setup(
-                &guard,
-                addr,
-                next,
-                Select::DevicePrivate.into(),
-                Some(self.owner()),
-                &mut pfns,
-            )?;
-            devmem::copy_back(&mut mig, self.owner())?;
-            let mig = mig.pages();
-            c.cpages += mig.migrated_pages() as u64;
-            mig.finalize();
-            addr = next;
-        }
+        c.cpages = self.migrate_range(&mm, r, Select::DevicePrivate, |mig| {
+            devmem::copy_back(mig, self.owner())
+        })?;
         Ok(())
     }
 }
