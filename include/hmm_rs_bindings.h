@@ -76,3 +76,7 @@ HMM_RS_SIZE(migrate_vma);
 HMM_RS_OFF(migrate_vma, fault_page);
 HMM_RS_SIZE(hmm_range);
 HMM_RS_OFF(hmm_range, dev_private_owner);
+
+/* Page table geometry, for HMM_DMIRROR_PROT_PMD/PUD. */
+const unsigned int RUST_CONST_HELPER_HMM_RS_PMD_SHIFT = PMD_SHIFT;
+const unsigned int RUST_CONST_HELPER_HMM_RS_PUD_SHIFT = PUD_SHIFT;

@@ -7,6 +7,7 @@
 use crate::{
     bindings::{self, hmm_dmirror_cmd},
     devmem::{self, DeviceMemory, MirrorShared, PageData},
+    hmm::{self, HmmPfn},
     migrate::{Collected, MigratePfns, MigrateVma, Select},
     miscdevice_data::MiscDeviceWithData,
     mmu_notifier::{Mirror, MirrorOps, Perm},
@@ -14,14 +15,21 @@ use crate::{
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
-    alloc::{flags::GFP_KERNEL, KBox, KVVec},
+    alloc::{
+        flags::{__GFP_ZERO, GFP_KERNEL},
+        KBox, KVVec,
+    },
     fs::File,
-    mm::MmWithUser,
+    mm::{virt::VmaNew, MmWithUser},
     page::{Page, PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     sync::{aref::ARef, Arc},
     uaccess::{UserPtr, UserSlice},
 };
+
+/// `PMD_SHIFT` and `PUD_SHIFT`.
+const PMD_SHIFT: usize = bindings::HMM_RS_PMD_SHIFT as usize;
+const PUD_SHIFT: usize = bindings::HMM_RS_PUD_SHIFT as usize;
 
 /// Pages copied per round between the device and the user's buffer.
 const BOUNCE_PAGES: usize = 64;
@@ -95,6 +103,20 @@ impl MiscDeviceWithData for DmirrorFile {
         )
     }
 
+    /// Maps zeroed pages into the whole VMA, so that user space has a
+    /// `VM_MIXEDMAP` mapping to show the device (`dmirror_fops_mmap`).
+    fn mmap(_this: Pin<&Dmirror>, _file: &File, vma: &VmaNew) -> Result {
+        let vma = vma.set_mixedmap();
+        let mut addr = vma.start();
+        while addr < vma.end() {
+            let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+            // The mapping takes its own reference; ours goes with `page`.
+            vma.vm_insert_page(addr, &page)?;
+            addr += PAGE_SIZE;
+        }
+        Ok(())
+    }
+
     fn ioctl(this: Pin<&Dmirror>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         let user = UserSlice::new(UserPtr::from_addr(arg), size_of::<hmm_dmirror_cmd>());
         let (mut reader, mut writer) = user.reader_writer();
@@ -107,6 +129,7 @@ impl MiscDeviceWithData for DmirrorFile {
             bindings::HMM_DMIRROR_WRITE => this.write(&range, &mut c)?,
             bindings::HMM_DMIRROR_MIGRATE_TO_DEV => this.migrate_to_device(&range, &mut c)?,
             bindings::HMM_DMIRROR_MIGRATE_TO_SYS => this.migrate_to_system(&range, &mut c)?,
+            bindings::HMM_DMIRROR_SNAPSHOT => this.snapshot(&range, &mut c)?,
             bindings::HMM_DMIRROR_RELEASE => this.device.mem.remove_chunks(),
             bindings::HMM_DMIRROR_FLAGS => this.shared.flags.store(c.npages, Ordering::Relaxed),
             _ => return Err(EINVAL),
@@ -274,6 +297,71 @@ impl Dmirror {
             addr = chunk_end;
         }
         Ok(())
+    }
+
+    /// `HMM_DMIRROR_SNAPSHOT`: what the CPU page tables map in
+    /// `[start, end)`, one `HMM_DMIRROR_PROT_*` byte per page, without
+    /// faulting anything in (`dmirror_snapshot`).
+    fn snapshot(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
+        let mm = self.mm(EINVAL)?;
+        let mut out = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).writer();
+        let mut perm = [0u8; hmm::CHUNK_PAGES];
+        let mut addr = r.start;
+        while addr < r.end {
+            let next = r.end.min(addr + hmm::CHUNK_PAGES * PAGE_SIZE);
+            let n = (next - addr) >> PAGE_SHIFT;
+            // The closure runs with the mirror locked: no user access in it.
+            self.mirror.snapshot(&mm, addr, next, |_g, pfns| {
+                for (p, pfn) in perm.iter_mut().zip(pfns.iter()) {
+                    *p = self.prot(pfn);
+                }
+                Ok(())
+            })?;
+            out.write_slice(&perm[..n])?;
+            c.cpages += n as u64;
+            addr = next;
+        }
+        Ok(())
+    }
+
+    /// The `HMM_DMIRROR_PROT_*` encoding of one snapshot entry
+    /// (`dmirror_mkentry`).
+    fn prot(&self, pfn: &HmmPfn) -> u8 {
+        if pfn.is_error() {
+            return bindings::HMM_DMIRROR_PROT_ERROR as u8;
+        }
+        if !pfn.is_valid() {
+            return bindings::HMM_DMIRROR_PROT_NONE as u8;
+        }
+        let local = pfn.pgmap_owner_is(self.owner());
+        let mut prot = if pfn.is_device_private() {
+            if local {
+                bindings::HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL
+            } else {
+                bindings::HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE
+            }
+        } else if pfn.is_device_coherent() {
+            if local {
+                bindings::HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL
+            } else {
+                bindings::HMM_DMIRROR_PROT_DEV_COHERENT_REMOTE
+            }
+        } else if pfn.is_zero_page() {
+            bindings::HMM_DMIRROR_PROT_ZERO
+        } else {
+            bindings::HMM_DMIRROR_PROT_NONE
+        };
+        prot |= if pfn.is_write() {
+            bindings::HMM_DMIRROR_PROT_WRITE
+        } else {
+            bindings::HMM_DMIRROR_PROT_READ
+        };
+        match pfn.map_order() as usize + PAGE_SHIFT {
+            PMD_SHIFT => prot |= bindings::HMM_DMIRROR_PROT_PMD,
+            PUD_SHIFT => prot |= bindings::HMM_DMIRROR_PROT_PUD,
+            _ => {}
+        }
+        prot as u8
     }
 
     /// Migrates `[start, end)` in chunks of at most [`MIGRATE_PAGES`] within
