@@ -23,7 +23,7 @@ use kernel::{
     mm::MmWithUser,
     page::{BorrowedPage, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
-    time::{Delta, Instant, Monotonic},
+    time::{msecs_to_jiffies, Delta, Instant, Monotonic},
 };
 
 /// The number of pages [`Mirror::fault()`] and [`Mirror::snapshot()`] ask `hmm_range_fault()`
@@ -221,7 +221,30 @@ impl<T: MirrorOps> Mirror<T> {
         commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let flags = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
-        self.range_fault(mm, start, end, flags, commit)
+        self.range_fault(mm, start, end, flags, None, commit)
+    }
+
+    /// As [`Mirror::fault()`], but with `hmm_range_fault_unlocked_timeout()`: the mmap lock is
+    /// taken inside and may be dropped while a fault is handled, so that faults which need it
+    /// released (userfaultfd) can make progress (`HMM_DMIRROR_READ_UNLOCKED`).
+    ///
+    /// `timeout` bounds the retries after invalidations (`EBUSY` once it expires); `None`
+    /// retries until a fatal signal (`EINTR`).
+    pub fn fault_unlocked(
+        &self,
+        mm: &MmWithUser,
+        start: usize,
+        end: usize,
+        write: bool,
+        timeout: Option<Delta>,
+        commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+    ) -> Result {
+        let flags = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
+        // `0` means "no timeout" to the C function: round a zero timeout up.
+        let jiffies = timeout.map_or(0, |t| {
+            msecs_to_jiffies(u32::try_from(t.as_millis()).unwrap_or(u32::MAX)).max(1)
+        });
+        self.range_fault(mm, start, end, flags, Some(jiffies), commit)
     }
 
     /// Takes a snapshot of the CPU mappings of `start..end` of the mirrored mm, without faulting.
@@ -240,7 +263,7 @@ impl<T: MirrorOps> Mirror<T> {
         end: usize,
         f: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
-        self.range_fault(mm, start, end, 0, f)
+        self.range_fault(mm, start, end, 0, None, f)
     }
 
     fn check_range(mm: &MmWithUser, mirror: &Self, start: usize, end: usize) -> Result {
@@ -261,6 +284,7 @@ impl<T: MirrorOps> Mirror<T> {
         start: usize,
         end: usize,
         default_flags: c_ulong,
+        unlocked: Option<c_ulong>,
         mut commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         Self::check_range(mm, self, start, end)?;
@@ -286,7 +310,12 @@ impl<T: MirrorOps> Mirror<T> {
             };
             range.start = addr;
             range.end = next;
-            self.range_fault_chunk(mm, &mut range, &mut commit)?;
+            match unlocked {
+                None => self.range_fault_chunk(mm, &mut range, &mut commit)?,
+                Some(jiffies) => {
+                    self.range_fault_chunk_unlocked(&mut range, jiffies, &mut commit)?
+                }
+            }
             addr = next;
         }
         Ok(())
@@ -323,28 +352,60 @@ impl<T: MirrorOps> Mirror<T> {
                 Ok(()) => {}
             }
 
-            let mut guard = self.lock();
-            // SAFETY: `range.notifier` is inserted, and the mirror lock, which its invalidate
-            // callback holds around `mmu_interval_set_seq()`, is held.
-            if unsafe { bindings::mmu_interval_read_retry(range.notifier, range.notifier_seq) } {
-                continue;
+            if let Some(ret) = self.commit_if_current(range, npages, commit) {
+                return ret;
             }
-
-            // SAFETY: `hmm_range_fault()` filled `npages` entries of `hmm_pfns`; `HmmPfn` is a
-            // transparent wrapper of `unsigned long`. The array is not written while the slice
-            // lives.
-            let pfns = unsafe {
-                core::slice::from_raw_parts(range.hmm_pfns.cast::<HmmPfn>().cast_const(), npages)
-            };
-            // INVARIANT: The entries describe `range.start..range.end` of the mirrored mm; the
-            // mirror lock is held and no invalidation ran since `mmu_interval_read_begin()`; the
-            // entries are only lent to `commit`, which cannot keep them past the guard.
-            let pfns = HmmPfns {
-                mirror: self.notifier_raw(),
-                start: range.start,
-                pfns,
-            };
-            return commit(&mut guard, &pfns);
         }
+    }
+
+    /// `dmirror_range_fault_unlocked()`: as [`Mirror::range_fault_chunk()`] with
+    /// `hmm_range_fault_unlocked_timeout()`, which takes the mmap lock itself.
+    fn range_fault_chunk_unlocked(
+        &self,
+        range: &mut bindings::hmm_range,
+        jiffies: c_ulong,
+        commit: &mut impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+    ) -> Result {
+        let npages = (range.end - range.start) >> PAGE_SHIFT;
+        loop {
+            // SAFETY: `range` is fully initialised: its notifier is inserted on the mirrored mm,
+            // whose `mmap_lock` the caller does not hold (`&self` methods never return with it
+            // held), and `hmm_pfns` has room for the `npages <= CHUNK_PAGES` pages.
+            to_result(unsafe { bindings::hmm_range_fault_unlocked_timeout(range, jiffies) })?;
+            if let Some(ret) = self.commit_if_current(range, npages, commit) {
+                return ret;
+            }
+        }
+    }
+
+    /// Takes the mirror lock and, unless an invalidation raced with the fault of `range`
+    /// (`mmu_interval_read_retry()`, then `None`: fault again), hands its entries to `commit`.
+    fn commit_if_current(
+        &self,
+        range: &bindings::hmm_range,
+        npages: usize,
+        commit: &mut impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+    ) -> Option<Result> {
+        let mut guard = self.lock();
+        // SAFETY: `range.notifier` is inserted, and the mirror lock, which its invalidate
+        // callback holds around `mmu_interval_set_seq()`, is held.
+        if unsafe { bindings::mmu_interval_read_retry(range.notifier, range.notifier_seq) } {
+            return None;
+        }
+
+        // SAFETY: The fault filled `npages` entries of `hmm_pfns`; `HmmPfn` is a transparent
+        // wrapper of `unsigned long`. The array is not written while the slice lives.
+        let pfns = unsafe {
+            core::slice::from_raw_parts(range.hmm_pfns.cast::<HmmPfn>().cast_const(), npages)
+        };
+        // INVARIANT: The entries describe `range.start..range.end` of the mirrored mm; the
+        // mirror lock is held and no invalidation ran since `mmu_interval_read_begin()`; the
+        // entries are only lent to `commit`, which cannot keep them past the guard.
+        let pfns = HmmPfns {
+            mirror: self.notifier_raw(),
+            start: range.start,
+            pfns,
+        };
+        Some(commit(&mut guard, &pfns))
     }
 }

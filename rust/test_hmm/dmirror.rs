@@ -130,6 +130,7 @@ impl MiscDeviceWithData for DmirrorFile {
             bindings::HMM_DMIRROR_MIGRATE_TO_DEV => this.migrate_to_device(&range, &mut c)?,
             bindings::HMM_DMIRROR_MIGRATE_TO_SYS => this.migrate_to_system(&range, &mut c)?,
             bindings::HMM_DMIRROR_SNAPSHOT => this.snapshot(&range, &mut c)?,
+            bindings::HMM_DMIRROR_READ_UNLOCKED => this.read_unlocked(&range, &mut c)?,
             bindings::HMM_DMIRROR_RELEASE => this.device.mem.remove_chunks(),
             bindings::HMM_DMIRROR_FLAGS => this.shared.flags.store(c.npages, Ordering::Relaxed),
             _ => return Err(EINVAL),
@@ -248,6 +249,18 @@ impl Dmirror {
     /// `HMM_DMIRROR_READ`: the device reads `[start, end)` into `ptr`,
     /// faulting in what its page table lacks (`dmirror_read`).
     fn read(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
+        self.read_with(r, c, false)
+    }
+
+    /// `HMM_DMIRROR_READ_UNLOCKED`: as `HMM_DMIRROR_READ`, faulting with
+    /// `hmm_range_fault_unlocked_timeout()` and no timeout, so that a
+    /// userfaultfd handler can resolve the faults (`dmirror_read_unlocked`).
+    fn read_unlocked(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
+        self.read_with(r, c, true)
+    }
+
+    /// The body of [`Dmirror::read`] and [`Dmirror::read_unlocked`].
+    fn read_with(&self, r: &Range, c: &mut hmm_dmirror_cmd, unlocked: bool) -> Result {
         let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
         let mut out = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).writer();
         let mut mm = None;
@@ -261,7 +274,14 @@ impl Dmirror {
                     Some(mm) => mm,
                     None => mm.insert(self.mm(EFAULT)?),
                 };
-                self.fault(mm, missing, r.end, false)?;
+                if unlocked {
+                    self.mirror
+                        .fault_unlocked(mm, missing, r.end, false, None, |g, pfns| {
+                            g.pt_insert_all(pfns)
+                        })?;
+                } else {
+                    self.fault(mm, missing, r.end, false)?;
+                }
                 c.faults += 1;
                 cur = missing;
             }
