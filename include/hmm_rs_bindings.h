@@ -13,6 +13,7 @@
 #include <linux/memremap.h>
 #include <linux/migrate.h>
 #include <linux/mmu_notifier.h>
+#include <linux/rmap.h>
 
 #include "test_hmm_uapi.h"
 
@@ -69,6 +70,7 @@ HMM_RS_OFF(dev_pagemap, nr_range);
 HMM_RS_OFF(dev_pagemap, range);
 HMM_RS_SIZE(mmu_interval_notifier);
 HMM_RS_OFF(mmu_interval_notifier, mm);
+HMM_RS_OFF(mmu_interval_notifier, invalidate_seq);
 HMM_RS_SIZE(mmu_notifier_range);
 HMM_RS_OFF(mmu_notifier_range, event);
 HMM_RS_OFF(mmu_notifier_range, owner);

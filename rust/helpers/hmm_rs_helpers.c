@@ -51,6 +51,11 @@ void hmm_rs_helper_lock_page(struct page *page)
 	lock_page(page);
 }
 
+void hmm_rs_helper_folio_put(struct folio *folio)
+{
+	folio_put(folio);
+}
+
 void hmm_rs_helper_put_page(struct page *page)
 {
 	put_page(page);

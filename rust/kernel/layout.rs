@@ -49,6 +49,7 @@ check_offset! {
     dev_pagemap.nr_range => HMM_RS_OFF_dev_pagemap_nr_range,
     dev_pagemap.__bindgen_anon_1 => HMM_RS_OFF_dev_pagemap_range,
     mmu_interval_notifier.mm => HMM_RS_OFF_mmu_interval_notifier_mm,
+    mmu_interval_notifier.invalidate_seq => HMM_RS_OFF_mmu_interval_notifier_invalidate_seq,
     mmu_notifier_range.event => HMM_RS_OFF_mmu_notifier_range_event,
     mmu_notifier_range.owner => HMM_RS_OFF_mmu_notifier_range_owner,
     migrate_vma.fault_page => HMM_RS_OFF_migrate_vma_fault_page,

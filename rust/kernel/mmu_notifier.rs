@@ -25,11 +25,12 @@ use core::{
     marker::PhantomData,
     ops::{Deref, DerefMut, Range},
     ptr::NonNull,
+    sync::atomic::{AtomicUsize, Ordering},
 };
 use kernel::{
     error::to_result,
     ffi::{c_ulong, c_void},
-    mm::{Mm, MmWithUser},
+    mm::{Mm, MmWithUser, MmapReadGuard},
     new_mutex,
     page::{BorrowedPage, Page, PAGE_MASK, PAGE_SHIFT},
     prelude::*,
@@ -128,6 +129,12 @@ impl InvalidateRange {
     pub fn is_blockable(&self) -> bool {
         // SAFETY: By the type invariants the range is valid.
         unsafe { bindings::mmu_notifier_range_blockable(self.0.get()) }
+    }
+
+    /// Whether this invalidation comes from `make_device_exclusive()` on behalf of `owner`.
+    pub fn is_exclusive_by(&self, owner: &PagemapOwner) -> bool {
+        let range = self.raw();
+        range.event == bindings::mmu_notifier_event_MMU_NOTIFY_EXCLUSIVE && owner.is(range.owner)
     }
 
     /// Whether this invalidation comes from a migration of the pages of `owner`: the event is
@@ -359,6 +366,13 @@ pub struct Mirror<T: MirrorOps> {
     #[pin]
     pt: PageTable,
     owner: Arc<PagemapOwner>,
+    /// Serialises [`Mirror::make_exclusive()`], so that `excl_seq` belongs
+    /// to the one conversion in flight.
+    #[pin]
+    excl: Mutex<()>,
+    /// The notifier's sequence when our own `make_device_exclusive()`
+    /// converted its page (recorded by the invalidate callback).
+    excl_seq: AtomicUsize,
     #[pin]
     notifier: Opaque<bindings::mmu_interval_notifier>,
 }
@@ -392,6 +406,8 @@ impl<T: MirrorOps> Mirror<T> {
             data <- UnsafeCell::pin_init(data),
             pt <- PageTable::new(),
             owner,
+            excl <- new_mutex!(()),
+            excl_seq: AtomicUsize::new(0),
             // The notifier comes last: its callback may run as soon as it is inserted, and it
             // uses all the other fields.
             notifier <- Opaque::try_ffi_init(move |slot: *mut bindings::mmu_interval_notifier| {
@@ -450,7 +466,69 @@ impl<T: MirrorOps> Mirror<T> {
     pub(crate) fn notifier_raw(&self) -> *mut bindings::mmu_interval_notifier {
         self.notifier.get()
     }
+
+    /// Makes the page at `addr` of the mirrored mm exclusive to the device
+    /// (`make_device_exclusive()`: the CPU faults it back on access) and maps
+    /// it in the device page table with [`Perm::Atomic`] (`dmirror_exclusive()`).
+    ///
+    /// `mmap` must be the mmap lock of the mirrored mm (else `EINVAL`). Only
+    /// anonymous, non-hugetlb pages can be made exclusive; other errors of
+    /// `make_device_exclusive()` are returned as they are.
+    pub fn make_exclusive(&self, mmap: &MmapReadGuard<'_>, addr: usize) -> Result {
+        let vma = mmap.vma_lookup(addr).ok_or(EINVAL)?;
+        if !core::ptr::eq(vma.mm().as_raw(), self.mm().as_raw()) {
+            return Err(EINVAL);
+        }
+        let notifier = self.notifier_raw();
+        let _excl = self.excl.lock();
+        // An invalidation between the conversion and the insertion below
+        // (`MADV_DONTNEED` needs only the mmap read lock) would leave a stale
+        // entry: compare with the sequence the conversion saw. Others' faults
+        // can undo the conversion each time; give up after a few rounds.
+        for _ in 0..EXCLUSIVE_TRIES {
+            let mut folio: *mut bindings::folio = core::ptr::null_mut();
+            // SAFETY: The mm is the mirrored one, whose mmap lock `mmap` holds; `folio` is
+            // valid for writes. The owner makes our own invalidate callback record the sequence
+            // instead of invalidating (see `OpsTable::invalidate`).
+            let page = unsafe {
+                bindings::make_device_exclusive(
+                    vma.mm().as_raw(),
+                    addr & PAGE_MASK,
+                    self.owner.as_raw(),
+                    &mut folio,
+                )
+            };
+            let page = kernel::error::from_err_ptr(page)?;
+            let stored = {
+                let guard = self.lock();
+                let seq = self.excl_seq.load(Ordering::Acquire);
+                // SAFETY: The notifier is inserted and the mirror lock is held.
+                if unsafe { bindings::mmu_interval_read_retry(notifier, seq) } {
+                    None
+                } else {
+                    // INVARIANT: No invalidation of the mm ran since the conversion (ours is
+                    // the only one in flight, `excl`), so the page is mapped (as a
+                    // device-exclusive entry) at `addr`; a later invalidation takes the lock
+                    // held here to clear the entry.
+                    NonNull::new(page)
+                        .map(|p| guard.mirror.pt.store(addr >> PAGE_SHIFT, p, Perm::Atomic))
+                }
+            };
+            // SAFETY: `make_device_exclusive()` returned the folio locked and referenced.
+            unsafe {
+                bindings::folio_unlock(folio);
+                bindings::folio_put(folio);
+            }
+            if let Some(ret) = stored {
+                return ret;
+            }
+        }
+        Err(EBUSY)
+    }
 }
+
+/// Rounds [`Mirror::make_exclusive()`] tries before `EBUSY`.
+const EXCLUSIVE_TRIES: usize = 8;
 
 #[pinned_drop]
 impl<T: MirrorOps> PinnedDrop for Mirror<T> {
@@ -492,6 +570,20 @@ impl<T: MirrorOps> OpsTable<T> {
         let mirror = unsafe { &*kernel::container_of!(notifier, Mirror<T>, notifier) };
         // SAFETY: The C side passes a valid range that does not change during the callback.
         let range = unsafe { InvalidateRange::from_raw(range) };
+
+        // The mirror's own `make_device_exclusive()` replaces a PTE by a
+        // device-exclusive entry for the same page: the entries stay valid,
+        // and `Mirror::make_exclusive()` relies on this event not bumping the
+        // sequence. Every other invalidation clears.
+        if range.is_exclusive_by(&mirror.owner) {
+            // SAFETY: `interval_sub` is valid; the field is only written by
+            // `mmu_interval_set_seq()`, under the mirror lock, hence the
+            // volatile read (`READ_ONCE()` in `mmu_interval_read_retry()`).
+            let seq =
+                unsafe { core::ptr::addr_of!((*interval_sub).invalidate_seq).read_volatile() };
+            mirror.excl_seq.store(seq, Ordering::Release);
+            return true;
+        }
 
         let mut guard = if range.is_blockable() {
             mirror.lock()

@@ -131,6 +131,8 @@ impl MiscDeviceWithData for DmirrorFile {
             bindings::HMM_DMIRROR_MIGRATE_TO_SYS => this.migrate_to_system(&range, &mut c)?,
             bindings::HMM_DMIRROR_SNAPSHOT => this.snapshot(&range, &mut c)?,
             bindings::HMM_DMIRROR_READ_UNLOCKED => this.read_unlocked(&range, &mut c)?,
+            bindings::HMM_DMIRROR_EXCLUSIVE => this.exclusive(&range, &mut c)?,
+            bindings::HMM_DMIRROR_CHECK_EXCLUSIVE => this.check_exclusive(&range)?,
             bindings::HMM_DMIRROR_RELEASE => this.device.mem.remove_chunks(),
             bindings::HMM_DMIRROR_FLAGS => this.shared.flags.store(c.npages, Ordering::Relaxed),
             _ => return Err(EINVAL),
@@ -319,6 +321,55 @@ impl Dmirror {
         Ok(())
     }
 
+    /// `HMM_DMIRROR_EXCLUSIVE`: makes `[start, end)` exclusive to the device
+    /// and returns its contents (`dmirror_exclusive`).
+    fn exclusive(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
+        let mm = self.mm(EINVAL)?;
+        {
+            let guard = mm.mmap_read_lock();
+            let mut addr = r.start;
+            while addr < r.end {
+                self.mirror.make_exclusive(&guard, addr)?;
+                addr += PAGE_SIZE;
+            }
+        }
+        self.copy_out_pt(r, c)
+    }
+
+    /// `HMM_DMIRROR_CHECK_EXCLUSIVE`: `EPERM` if the device still holds a
+    /// page of `[start, end)` exclusively (`dmirror_check_atomic`).
+    fn check_exclusive(&self, r: &Range) -> Result {
+        let g = self.mirror.lock();
+        let mut vpn = r.start >> PAGE_SHIFT;
+        while vpn < r.end >> PAGE_SHIFT {
+            if g.pt_get(vpn).is_some_and(|e| e.perm() == Perm::Atomic) {
+                return Err(EPERM);
+            }
+            vpn += 1;
+        }
+        Ok(())
+    }
+
+    /// Copies what the device page table maps of `[start, end)` to the
+    /// user's buffer, `ENOENT` if a page is not mapped: what a migration or
+    /// `EXCLUSIVE` returns for verification.
+    fn copy_out_pt(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
+        let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
+        let mut out = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).writer();
+        let mut addr = r.start;
+        while addr < r.end {
+            let chunk_end = r.end.min(addr + BOUNCE_PAGES * PAGE_SIZE);
+            let len = chunk_end - addr;
+            if self.read_pt(addr, chunk_end, &mut bounce[..len])?.is_err() {
+                return Err(ENOENT);
+            }
+            out.write_slice(&bounce[..len])?;
+            c.cpages += (len >> PAGE_SHIFT) as u64;
+            addr = chunk_end;
+        }
+        Ok(())
+    }
+
     /// `HMM_DMIRROR_SNAPSHOT`: what the CPU page tables map in
     /// `[start, end)`, one `HMM_DMIRROR_PROT_*` byte per page, without
     /// faulting anything in (`dmirror_snapshot`).
@@ -461,20 +512,7 @@ impl Dmirror {
             Ok(())
         })?;
         // Return what the device now holds, for verification.
-        let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
-        let mut out = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).writer();
-        let mut addr = r.start;
-        while addr < r.end {
-            let chunk_end = r.end.min(addr + BOUNCE_PAGES * PAGE_SIZE);
-            let len = chunk_end - addr;
-            if self.read_pt(addr, chunk_end, &mut bounce[..len])?.is_err() {
-                return Err(ENOENT);
-            }
-            out.write_slice(&bounce[..len])?;
-            c.cpages += (len >> PAGE_SHIFT) as u64;
-            addr = chunk_end;
-        }
-        Ok(())
+        self.copy_out_pt(r, c)
     }
 
     /// `HMM_DMIRROR_MIGRATE_TO_SYS`: moves the device pages of
