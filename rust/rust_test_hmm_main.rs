@@ -40,6 +40,7 @@ mod devmem;
 #[path = "test_hmm/dmirror.rs"]
 mod dmirror;
 
+use devmem::MemKind;
 use dmirror::{DmirrorDevice, DmirrorFile};
 use miscdevice_data::DataRegistration;
 
@@ -62,7 +63,12 @@ module! {
 }
 
 /// Names of the device nodes, `/dev/hmm_dmirror<N>`.
-const NAMES: [&CStr; 2] = [c"hmm_dmirror0", c"hmm_dmirror1"];
+const NAMES: [&CStr; 4] = [
+    c"hmm_dmirror0",
+    c"hmm_dmirror1",
+    c"hmm_dmirror2",
+    c"hmm_dmirror3",
+];
 
 /// The module: owns the devices for as long as it is loaded.
 struct RustTestHmm {
@@ -71,9 +77,22 @@ struct RustTestHmm {
 
 impl kernel::Module for RustTestHmm {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let mut devices = KVec::with_capacity(NAMES.len(), GFP_KERNEL)?;
-        for (id, name) in NAMES.iter().enumerate() {
-            let dev = DmirrorDevice::new(id)?;
+        // Two device-private devices, and two device-coherent ones if both
+        // special purpose memory ranges are given (as test_hmm.c).
+        let spm = [
+            module_parameters::spm_addr_dev0.value(),
+            module_parameters::spm_addr_dev1.value(),
+        ];
+        let kinds = [
+            MemKind::Private,
+            MemKind::Private,
+            MemKind::Coherent(spm[0]),
+            MemKind::Coherent(spm[1]),
+        ];
+        let ndevices = if spm[0] != 0 && spm[1] != 0 { 4 } else { 2 };
+        let mut devices = KVec::with_capacity(ndevices, GFP_KERNEL)?;
+        for (id, (name, kind)) in NAMES.iter().zip(kinds).take(ndevices).enumerate() {
+            let dev = DmirrorDevice::new(id, kind)?;
             devices.push(
                 KBox::pin_init(
                     DataRegistration::register(MiscDeviceOptions { name }, dev),

@@ -47,8 +47,34 @@ impl MirrorShared {
 
 /// What a device page in use carries.
 pub(crate) struct PageData {
-    /// The system page holding the device page's contents.
-    pub(crate) backing: Page,
+    /// The system page holding a device-private page's contents; `None`
+    /// for device-coherent pages, which hold their contents themselves.
+    pub(crate) backing: Option<Page>,
+}
+
+/// Runs `f` on the page that holds the contents of `dpage`: its backing
+/// page if device-private, the page itself if device-coherent.
+pub(crate) fn with_contents<R>(
+    dpage: &DevicePage<DmirrorMem>,
+    f: impl FnOnce(&Page) -> Result<R>,
+) -> Result<R> {
+    if let Some(page) = dpage.cpu_page() {
+        return f(&page);
+    }
+    match &dpage.data().backing {
+        Some(backing) => f(backing),
+        None => Err(EINVAL),
+    }
+}
+
+/// What memory a dmirror device has.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemKind {
+    /// Device-private chunks, allocated as needed (`MEMORY_DEVICE_PRIVATE`).
+    Private,
+    /// One chunk of device-coherent memory at this physical address
+    /// (`MEMORY_DEVICE_COHERENT`, `spm_addr_dev*`).
+    Coherent(u64),
 }
 
 /// Idle device pages and the allocation counters.
@@ -101,9 +127,9 @@ impl DevicePagemapOps for DmirrorMem {
         }
     }
 
-    fn copy_to_ram(_src: &DevicePage<Self>, data: &PageData, dst: &Page) {
-        // Both are system pages: this cannot fail.
-        let _ = page_ext::copy(dst, &data.backing);
+    fn copy_to_ram(src: &DevicePage<Self>, _data: &PageData, dst: &Page) {
+        // Both are CPU-accessible pages: this cannot fail.
+        let _ = with_contents(src, |page| page_ext::copy(dst, page));
     }
 }
 
@@ -139,7 +165,7 @@ pub(crate) fn copy_back(mig: &mut crate::migrate::Collected<'_>, owner: &Pagemap
             return Ok(());
         };
         let dst = crate::migrate::LockedSystemPage::alloc_for_vma(vma, e.addr())?;
-        page_ext::copy(&dst.page(), &dpage.data().backing)?;
+        with_contents(dpage, |page| page_ext::copy(&dst.page(), page))?;
         e.set_dst(dst)
     })
 }
@@ -176,6 +202,7 @@ impl Drop for Chunks {
 /// The device memory of one dmirror device.
 #[pin_data]
 pub(crate) struct DeviceMemory {
+    kind: MemKind,
     owner: Arc<PagemapOwner>,
     free: Arc<FreeList>,
     #[pin]
@@ -184,7 +211,10 @@ pub(crate) struct DeviceMemory {
 
 impl DeviceMemory {
     /// Device memory for pages owned by `owner`, without chunks yet.
-    pub(crate) fn new(owner: Arc<PagemapOwner>) -> Result<impl PinInit<Self, Error>> {
+    pub(crate) fn new(
+        kind: MemKind,
+        owner: Arc<PagemapOwner>,
+    ) -> Result<impl PinInit<Self, Error>> {
         let free = Arc::pin_init(
             pin_init!(FreeList {
                 inner <- new_spinlock!(FreeInner {
@@ -196,6 +226,7 @@ impl DeviceMemory {
             GFP_KERNEL,
         )?;
         Ok(try_pin_init!(Self {
+            kind,
             owner,
             chunks <- new_mutex!(Chunks {
                 pagemaps: KVec::new(),
@@ -210,13 +241,20 @@ impl DeviceMemory {
         &self.owner
     }
 
+    /// What memory this is.
+    pub(crate) fn kind(&self) -> MemKind {
+        self.kind
+    }
+
     /// The owner of this memory's pages, shared.
     pub(crate) fn owner_arc(&self) -> Arc<PagemapOwner> {
         self.owner.clone()
     }
 
-    /// Adds one chunk of device-private memory and puts its pages on the
-    /// free list (`dmirror_allocate_chunk`).
+    /// Adds one chunk of device memory and puts its pages on the free list
+    /// (`dmirror_allocate_chunk`). A device-coherent device has exactly one
+    /// chunk, its special purpose memory: asking for a second is `ENOMEM`
+    /// (where test_hmm.c remaps the same range, WARNs and later Oopses).
     pub(crate) fn add_chunk(&self) -> Result {
         let mut chunks = self.chunks.lock();
         let npages = CHUNK_SIZE / PAGE_SIZE;
@@ -229,10 +267,17 @@ impl DeviceMemory {
             free: self.free.clone(),
             removing: AtomicBool::new(false),
         };
-        let pagemap = KBox::pin_init(
-            DevicePagemap::new_private(CHUNK_SIZE, self.owner.clone(), None, mem),
-            GFP_KERNEL,
-        )?;
+        let pagemap = match self.kind {
+            MemKind::Private => KBox::pin_init(
+                DevicePagemap::new_private(CHUNK_SIZE, self.owner.clone(), None, mem),
+                GFP_KERNEL,
+            )?,
+            MemKind::Coherent(_) if !chunks.pagemaps.is_empty() => return Err(ENOMEM),
+            MemKind::Coherent(phys) => KBox::pin_init(
+                DevicePagemap::new_coherent(phys, CHUNK_SIZE, self.owner.clone(), None, mem),
+                GFP_KERNEL,
+            )?,
+        };
         for page in pagemap.take_free_pages() {
             // Cannot fail: `list` has room for every page.
             let _ = list.push_within_capacity(page);

@@ -6,7 +6,7 @@
 
 use crate::{
     bindings::{self, hmm_dmirror_cmd},
-    devmem::{self, DeviceMemory, MirrorShared, PageData},
+    devmem::{self, DeviceMemory, MemKind, MirrorShared, PageData},
     hmm::{self, HmmPfn},
     migrate::{Collected, MigratePfns, MigrateVma, Select},
     miscdevice_data::MiscDeviceWithData,
@@ -47,13 +47,13 @@ pub(crate) struct DmirrorDevice {
 }
 
 impl DmirrorDevice {
-    /// A device-private dmirror device, with one chunk of device memory.
-    pub(crate) fn new(id: usize) -> Result<Arc<Self>> {
+    /// A dmirror device with memory of `kind`, and its first chunk of it.
+    pub(crate) fn new(id: usize, kind: MemKind) -> Result<Arc<Self>> {
         let owner = crate::memremap::PagemapOwner::new()?;
         let dev = Arc::pin_init(
             try_pin_init!(Self {
                 id,
-                mem <- DeviceMemory::new(owner)?,
+                mem <- DeviceMemory::new(kind, owner)?,
             }),
             GFP_KERNEL,
         )?;
@@ -175,7 +175,7 @@ impl Range {
 /// Copies the page a device page table entry names into `buf`.
 fn read_entry_page(owner: &crate::memremap::PagemapOwner, page: &Page, buf: &mut [u8]) -> Result {
     match crate::memremap::DevicePage::<devmem::DmirrorMem>::from_page(page, owner) {
-        Some(dpage) => page_ext::read(&dpage.data().backing, 0, buf),
+        Some(dpage) => devmem::with_contents(dpage, |p| page_ext::read(p, 0, buf)),
         None => page_ext::read(page, 0, buf),
     }
 }
@@ -183,7 +183,7 @@ fn read_entry_page(owner: &crate::memremap::PagemapOwner, page: &Page, buf: &mut
 /// As [`read_entry_page`], the other way.
 fn write_entry_page(owner: &crate::memremap::PagemapOwner, page: &Page, buf: &[u8]) -> Result {
     match crate::memremap::DevicePage::<devmem::DmirrorMem>::from_page(page, owner) {
-        Some(dpage) => page_ext::write(&dpage.data().backing, 0, buf),
+        Some(dpage) => devmem::with_contents(dpage, |p| page_ext::write(p, 0, buf)),
         None => page_ext::write(page, 0, buf),
     }
 }
@@ -482,30 +482,42 @@ impl Dmirror {
                 if !e.can_migrate() || self.shared.take_fail_alloc() {
                     return Ok(());
                 }
-                let Ok(backing) =
-                    Page::alloc_page(GFP_KERNEL | kernel::alloc::flags::__GFP_HIGHMEM)
-                else {
-                    return Ok(());
+                let copy_into = |dst: &Page| match e.src_page() {
+                    Some(src) => page_ext::copy(dst, &src),
+                    None => page_ext::zero(dst),
                 };
-                match e.src_page() {
-                    Some(src) => page_ext::copy(&backing, &src)?,
-                    None => page_ext::zero(&backing)?,
-                }
+                let backing = match self.device.mem.kind() {
+                    // Private: the contents go to a system page first.
+                    MemKind::Private => {
+                        let Ok(page) = Page::alloc_page(GFP_KERNEL | __GFP_HIGHMEM) else {
+                            return Ok(());
+                        };
+                        copy_into(&page)?;
+                        Some(page)
+                    }
+                    MemKind::Coherent(_) => None,
+                };
                 let data = KBox::new(PageData { backing }, GFP_KERNEL)?;
-                match self.device.mem.alloc_page(data) {
-                    Ok(dpage) => e.set_dst(dpage),
+                let dpage = match self.device.mem.alloc_page(data) {
+                    Ok(dpage) => dpage,
                     // Out of device memory: this page stays put.
-                    Err(_) => Ok(()),
+                    Err(_) => return Ok(()),
+                };
+                // Coherent: straight into the device page.
+                if let Some(page) = dpage.cpu_page() {
+                    copy_into(&page)?;
                 }
+                e.set_dst(dpage)
             })
         })?;
-        // Map what is now on the device in the device page table, from the
+        // Map what is now on the device (pages of our pagemaps, private or
+        // coherent) in the device page table, from the
         // CPU page tables (`dmirror_migrate_finalize_and_map`): every
         // invalidation, this migration's included, cleared the range.
         let owner = self.owner();
         self.mirror.snapshot(&mm, r.start, r.end, |g, pfns| {
             for i in 0..pfns.len() {
-                if pfns[i].is_device_private() && pfns[i].pgmap_owner_is(owner) {
+                if pfns[i].pgmap_owner_is(owner) {
                     g.pt_insert(pfns, i)?;
                 }
             }
@@ -519,9 +531,12 @@ impl Dmirror {
     /// `[start, end)` back to system memory (`dmirror_migrate_to_system`).
     fn migrate_to_system(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         let mm = self.mm(EINVAL)?;
-        c.cpages = self.migrate_range(&mm, r, Select::DevicePrivate, |mig| {
-            devmem::copy_back(mig, self.owner())
-        })?;
+        let select = match self.device.mem.kind() {
+            MemKind::Private => Select::DevicePrivate,
+            MemKind::Coherent(_) => Select::DeviceCoherent,
+        };
+        c.cpages =
+            self.migrate_range(&mm, r, select, |mig| devmem::copy_back(mig, self.owner()))?;
         Ok(())
     }
 }
