@@ -43,8 +43,15 @@ while IFS='|' read -r name mod args cmd; do
 	(cd /tmp && sh -c "$cmd") </dev/null
 	rc=$?
 	if [ -n "$mod" ]; then
-		rmmod "$mod"
-		rmmod_rc=$?
+		# A test the harness killed may still be exiting (its files
+		# hold the module): give it up to 30 s before calling it a leak.
+		for _ in $(seq 30); do
+			rmmod "$mod" 2>/dev/null && break
+			sleep 1
+		done
+		rmmod "$mod" 2>/dev/null
+		grep -q "^$mod " /proc/modules
+		rmmod_rc=$((1 - $?))
 	fi
 	dump_dmesg
 	echo "# hmm-rs: suite $name end rc=$rc rmmod=$rmmod_rc"

@@ -399,23 +399,17 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         nid: Option<i32>,
         data: T,
     ) -> impl PinInit<Self, Error> {
-        try_pin_init!(Self {
-            region: {
-                check_size(size as u64)?;
-                MemRegion::request_free(size)?
-            },
+        let region = move || {
+            check_size(size as u64)?;
+            MemRegion::request_free(size)
+        };
+        Self::new_in(
+            bindings::memory_type_MEMORY_DEVICE_PRIVATE,
+            region,
             owner,
-            pgmap <- Self::register(
-                bindings::memory_type_MEMORY_DEVICE_PRIVATE,
-                region,
-                owner,
-                nid,
-            ),
-            type_id: TypeId::of::<T>(),
-            pages_taken: AtomicBool::new(false),
-            removing: AtomicBool::new(false),
+            nid,
             data,
-        }? Error)
+        )
     }
 
     /// Registers the CPU-addressable device memory at
@@ -434,19 +428,32 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         nid: Option<i32>,
         data: T,
     ) -> impl PinInit<Self, Error> {
-        try_pin_init!(Self {
-            region: {
-                check_size(size as u64)?;
-                check_size(phys_start)?;
-                MemRegion::request(phys_start, size as u64)?
-            },
+        let region = move || {
+            check_size(size as u64)?;
+            check_size(phys_start)?;
+            MemRegion::request(phys_start, size as u64)
+        };
+        Self::new_in(
+            bindings::memory_type_MEMORY_DEVICE_COHERENT,
+            region,
             owner,
-            pgmap <- Self::register(
-                bindings::memory_type_MEMORY_DEVICE_COHERENT,
-                region,
-                owner,
-                nid,
-            ),
+            nid,
+            data,
+        )
+    }
+
+    /// Claims the region `region` returns and registers it as `kind`.
+    fn new_in(
+        kind: bindings::memory_type,
+        region: impl FnOnce() -> Result<MemRegion>,
+        owner: Arc<PagemapOwner>,
+        nid: Option<i32>,
+        data: T,
+    ) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            region: region()?,
+            owner,
+            pgmap <- Self::register(kind, region, owner, nid),
             type_id: TypeId::of::<T>(),
             pages_taken: AtomicBool::new(false),
             removing: AtomicBool::new(false),
