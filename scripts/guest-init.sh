@@ -57,6 +57,12 @@ while IFS='|' read -r name mod args cmd; do
 	echo "# hmm-rs: suite $name end rc=$rc rmmod=$rmmod_rc"
 done </plan
 
+# Debug kernels: a last kmemleak scan, its reports as kernel log lines.
+if [ -w /sys/kernel/debug/kmemleak ]; then
+	echo scan > /sys/kernel/debug/kmemleak
+	sed 's/^/# kmemleak: /' /sys/kernel/debug/kmemleak
+fi
+
 echo "# hmm-rs: done"
 sync
 reboot -f
