@@ -60,6 +60,7 @@ done </plan
 # Debug kernels: a last kmemleak scan, its reports as kernel log lines.
 if [ -w /sys/kernel/debug/kmemleak ]; then
 	echo scan > /sys/kernel/debug/kmemleak
+	echo "# hmm-rs: kmemleak scan: $(grep -c 'unreferenced object' /sys/kernel/debug/kmemleak) report(s)"
 	sed 's/^/# kmemleak: /' /sys/kernel/debug/kmemleak
 fi
 
