@@ -12,6 +12,9 @@ BINDGEN_VERSION=0.73.2
 BINDGEN_ROOT=$HMM_RS_CACHE/bindgen-$BINDGEN_VERSION
 
 export PATH=/usr/lib/llvm-19/bin:$BINDGEN_ROOT/bin:$PATH
+# rustfmt and cargo come from the machine's rustup toolchain (never rustc:
+# that one has no rust-src; RUSTC below is Debian's).
+case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) [ -d "$HOME/.cargo/bin" ] && PATH=$PATH:$HOME/.cargo/bin ;; esac
 export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc CLIPPY_DRIVER=/usr/bin/clippy-driver
 export BINDGEN=$BINDGEN_ROOT/bin/bindgen
 export LLVM=1
