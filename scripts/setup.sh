@@ -17,7 +17,7 @@ SUDO=
 
 PKGS="linux-source-$HMM_RS_KVER rustc-web rust-web-src clang-19 lld-19 llvm-19
 libclang-19-dev rust-web-clippy bc bison flex libelf-dev libssl-dev cpio rsync busybox-static
-qemu-system-x86 xz-utils kmod gcc libc6-dev make"
+qemu-system-x86 xz-utils kmod gcc libc6-dev make python3"
 
 missing=
 for p in $PKGS; do
