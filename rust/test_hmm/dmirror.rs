@@ -7,10 +7,10 @@
 use crate::{
     bindings::{self, hmm_dmirror_cmd},
     devmem::{self, DeviceMemory, MemKind, MirrorShared, PageData},
-    hmm::{self, HmmPfn},
+    hmm::{self, HmmPfn, HmmPfns},
     migrate::{Collected, MigratePfns, MigrateVma, Select},
     miscdevice_data::MiscDeviceWithData,
-    mmu_notifier::{Mirror, MirrorOps, Perm},
+    mmu_notifier::{Mirror, MirrorGuard, MirrorOps, Perm},
     page_ext,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -242,10 +242,29 @@ impl Dmirror {
         Ok(Ok(()))
     }
 
-    /// Faults `[addr, end)` into the device page table.
-    fn fault(&self, mm: &MmWithUser, addr: usize, end: usize, write: bool) -> Result {
-        self.mirror
-            .fault(mm, addr, end, write, |g, pfns| g.pt_insert_all(pfns))
+    /// Faults `[addr, end)` into the device page table, with
+    /// `hmm_range_fault_unlocked_timeout()` if `unlocked`. Takes a user
+    /// reference on the mirrored mm the first time (`mm`).
+    fn fault(
+        &self,
+        mm: &mut Option<ARef<MmWithUser>>,
+        addr: usize,
+        end: usize,
+        write: bool,
+        unlocked: bool,
+    ) -> Result {
+        let mm = match mm {
+            Some(mm) => mm,
+            None => mm.insert(self.mm(EFAULT)?),
+        };
+        let commit =
+            |g: &mut MirrorGuard<'_, DmirrorState>, pfns: &HmmPfns<'_>| g.pt_insert_all(pfns);
+        if unlocked {
+            self.mirror
+                .fault_unlocked(mm, addr, end, write, None, commit)
+        } else {
+            self.mirror.fault(mm, addr, end, write, commit)
+        }
     }
 
     /// `HMM_DMIRROR_READ`: the device reads `[start, end)` into `ptr`,
@@ -272,18 +291,7 @@ impl Dmirror {
             let len = chunk_end - addr;
             let mut cur = addr;
             while let Err(missing) = self.read_pt(cur, chunk_end, &mut bounce[cur - addr..len])? {
-                let mm = match &mm {
-                    Some(mm) => mm,
-                    None => mm.insert(self.mm(EFAULT)?),
-                };
-                if unlocked {
-                    self.mirror
-                        .fault_unlocked(mm, missing, r.end, false, None, |g, pfns| {
-                            g.pt_insert_all(pfns)
-                        })?;
-                } else {
-                    self.fault(mm, missing, r.end, false)?;
-                }
+                self.fault(&mut mm, missing, r.end, false, unlocked)?;
                 c.faults += 1;
                 cur = missing;
             }
@@ -307,11 +315,7 @@ impl Dmirror {
             input.read_slice(&mut bounce[..len])?;
             let mut cur = addr;
             while let Err(missing) = self.write_pt(cur, chunk_end, &bounce[cur - addr..len])? {
-                let mm = match &mm {
-                    Some(mm) => mm,
-                    None => mm.insert(self.mm(EFAULT)?),
-                };
-                self.fault(mm, missing, r.end, true)?;
+                self.fault(&mut mm, missing, r.end, true, false)?;
                 c.faults += 1;
                 cur = missing;
             }
