@@ -31,6 +31,8 @@ const unsigned int RUST_CONST_HELPER_HMM_DMIRROR_READ_UNLOCKED = HMM_DMIRROR_REA
 
 const gfp_t RUST_CONST_HELPER_GFP_HIGHUSER_MOVABLE = GFP_HIGHUSER_MOVABLE;
 const gfp_t RUST_CONST_HELPER___GFP_NOFAIL = __GFP_NOFAIL;
+const gfp_t RUST_CONST_HELPER_GFP_HIGHUSER = GFP_HIGHUSER;
+const gfp_t RUST_CONST_HELPER___GFP_RETRY_MAYFAIL = __GFP_RETRY_MAYFAIL;
 
 /*
  * Layout checks. For the C structures whose fields Rust code reads or
@@ -82,3 +84,5 @@ HMM_RS_OFF(hmm_range, dev_private_owner);
 /* Page table geometry, for HMM_DMIRROR_PROT_PMD/PUD. */
 const unsigned int RUST_CONST_HELPER_HMM_RS_PMD_SHIFT = PMD_SHIFT;
 const unsigned int RUST_CONST_HELPER_HMM_RS_PUD_SHIFT = PUD_SHIFT;
+/* The order of a PMD-mapped THP: what MIGRATE_PFN_COMPOUND entries span. */
+const unsigned int RUST_CONST_HELPER_HMM_RS_HPAGE_PMD_ORDER = HPAGE_PMD_ORDER;

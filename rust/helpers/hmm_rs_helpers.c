@@ -46,6 +46,32 @@ struct page *hmm_rs_helper_alloc_page_vma(gfp_t gfp, struct vm_area_struct *vma,
 	return alloc_page_vma(gfp, vma, addr);
 }
 
+struct page *hmm_rs_helper_vma_alloc_folio(gfp_t gfp, unsigned int order,
+					   struct vm_area_struct *vma, unsigned long addr)
+{
+	struct folio *folio = vma_alloc_folio(gfp, order, vma, addr);
+
+	return folio ? &folio->page : NULL;
+}
+
+struct page *hmm_rs_helper_folio_alloc(gfp_t gfp, unsigned int order)
+{
+	struct folio *folio = folio_alloc(gfp, order);
+
+	return folio ? &folio->page : NULL;
+}
+
+/* A physically contiguous block of order-0 pages (no __GFP_COMP). */
+struct page *hmm_rs_helper_alloc_pages_block(gfp_t gfp, unsigned int order)
+{
+	return alloc_pages(gfp & ~__GFP_COMP, order);
+}
+
+void hmm_rs_helper_free_pages_block(struct page *page, unsigned int order)
+{
+	__free_pages(page, order);
+}
+
 void hmm_rs_helper_lock_page(struct page *page)
 {
 	lock_page(page);
@@ -111,7 +137,24 @@ void hmm_rs_helper_page_set_zone_device_data(struct page *page, void *data)
 	page->zone_device_data = data;
 }
 
+/*
+ * What the core does for a split device-private folio when the pagemap has
+ * no folio_split op (zone_device_private_split_cb()): the new folio
+ * inherits the pagemap and the anon mapping.
+ */
+void hmm_rs_helper_folio_split_inherit(struct folio *orig, struct folio *new_folio)
+{
+	new_folio->pgmap = orig->pgmap;
+	new_folio->page.mapping = orig->page.mapping;
+}
+
 /* linux/mm.h, linux/mmzone.h */
+
+/* Whether a fault is on a PTE (else on a PMD) mapping. */
+bool hmm_rs_helper_vm_fault_is_pte(const struct vm_fault *vmf)
+{
+	return vmf->pte != NULL;
+}
 
 bool hmm_rs_helper_is_zero_page(const struct page *page)
 {

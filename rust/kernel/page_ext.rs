@@ -58,3 +58,73 @@ pub fn copy(dst: &Page, src: &Page) -> Result {
     unsafe { bindings::copy_highpage(dst.as_ptr(), src.as_ptr()) };
     Ok(())
 }
+
+/// A physically contiguous block of `1 << order` order-0 system pages,
+/// allocated and freed together (`alloc_pages()` without `__GFP_COMP`).
+///
+/// What holds the contents of a large device-private folio: one allocation
+/// instead of one per page.
+///
+/// # Invariants
+///
+/// `first` is the first page of a block of `1 << order` pages allocated by
+/// `alloc_pages()` with that order and without `__GFP_COMP`, owned by this
+/// object and freed with `__free_pages()` on drop.
+pub struct PageBlock {
+    first: core::ptr::NonNull<bindings::page>,
+    order: u32,
+}
+
+// SAFETY: The block is plain memory owned by this object; it may be used and
+// freed on any thread.
+unsafe impl Send for PageBlock {}
+// SAFETY: `&self` methods only hand out borrowed pages, whose byte accessors
+// are safe to call concurrently (see the module doc on races).
+unsafe impl Sync for PageBlock {}
+
+impl PageBlock {
+    /// Allocates a block of `1 << order` pages with `GFP_HIGHUSER`
+    /// (`__GFP_NOWARN | __GFP_RETRY_MAYFAIL` for `order > 0`: large blocks
+    /// are an optimisation the caller can do without).
+    pub fn alloc(order: u32) -> Result<Self> {
+        if order > bindings::MAX_PAGE_ORDER {
+            return Err(EINVAL);
+        }
+        let mut gfp = bindings::GFP_HIGHUSER;
+        if order > 0 {
+            gfp |= bindings::__GFP_NOWARN | bindings::__GFP_RETRY_MAYFAIL;
+        }
+        // SAFETY: `alloc_pages_block()` may be called with any flags and an
+        // order up to `MAX_PAGE_ORDER`; it may sleep, as callers expect.
+        let first = unsafe { bindings::alloc_pages_block(gfp, order) };
+        let first = core::ptr::NonNull::new(first).ok_or(ENOMEM)?;
+        // INVARIANT: Just allocated with `order`, without `__GFP_COMP`.
+        Ok(Self { first, order })
+    }
+
+    /// The number of pages in the block.
+    pub fn nr_pages(&self) -> usize {
+        1 << self.order
+    }
+
+    /// Page `i` of the block; `None` past its end.
+    pub fn page(&self, i: usize) -> Option<kernel::page::BorrowedPage<'_>> {
+        if i >= self.nr_pages() {
+            return None;
+        }
+        // SAFETY: The block's pages are contiguous in the memmap (one
+        // allocation), so `first + i` is page `i` of it.
+        let page = unsafe { bindings::pfn_to_page(bindings::page_to_pfn(self.first.as_ptr()) + i) };
+        // SAFETY: The page is owned by the block and stays allocated while
+        // `self` is borrowed (type invariant); `BorrowedPage` does not free it.
+        Some(unsafe { kernel::page::BorrowedPage::from_raw(core::ptr::NonNull::new(page)?) })
+    }
+}
+
+impl Drop for PageBlock {
+    fn drop(&mut self) {
+        // SAFETY: The block was allocated with this order and is freed only
+        // here (type invariant).
+        unsafe { bindings::free_pages_block(self.first.as_ptr(), self.order) };
+    }
+}
