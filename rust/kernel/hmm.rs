@@ -36,6 +36,41 @@ const PFN_ERROR: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_ERROR as c_ulong;
 const PFN_REQ_FAULT: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_REQ_FAULT as c_ulong;
 const PFN_REQ_WRITE: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_REQ_WRITE as c_ulong;
 
+/// Corrects the pfns `hmm_range_fault()` reports for device-private pages mapped by a PMD.
+///
+/// In 7.3, `hmm_vma_handle_absent_pmd()` numbers them from the folio's head pfn at the start of
+/// the walk, not at the start of the PMD (as `hmm_vma_handle_pmd()` does for a present THP): for
+/// a range that begins inside such a mapping, every pfn is off by the offset of the range's
+/// start in the PMD. The page at an address is page `address / PAGE_SIZE % HPAGE_PMD_NR` of the
+/// folio, which is what this writes, right with the bug and without it.
+///
+/// Must run with the mirror lock held and the fault current (`mmu_interval_read_retry()` false),
+/// so that the folios are still mapped.
+fn fix_device_pmd_pfns(range: &bindings::hmm_range, npages: usize) {
+    const PMD_ORDER: u32 = bindings::HMM_RS_HPAGE_PMD_ORDER;
+    const FLAGS: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_FLAGS as c_ulong;
+    // SAFETY: The fault filled `npages` entries of `hmm_pfns`, which nothing else accesses now.
+    let pfns = unsafe { core::slice::from_raw_parts_mut(range.hmm_pfns, npages) };
+    for (i, p) in pfns.iter_mut().enumerate() {
+        // SAFETY: `hmm_pfn_to_map_order()` only does arithmetic on its argument.
+        if *p & PFN_VALID == 0 || unsafe { bindings::hmm_pfn_to_map_order(*p) } != PMD_ORDER {
+            continue;
+        }
+        // SAFETY: `HMM_PFN_VALID` is set, so the pfn has a `struct page`; it is mapped (see
+        // above), so it and its folio are valid.
+        let head = unsafe {
+            let page = bindings::hmm_pfn_to_page(*p);
+            if !bindings::is_device_private_page(page) {
+                continue;
+            }
+            bindings::page_to_pfn(bindings::page_folio(page).cast())
+        };
+        let vpn = (range.start >> PAGE_SHIFT) + i;
+        let pfn = head + (vpn & ((1 << PMD_ORDER) - 1));
+        *p = (*p & FLAGS) | pfn as c_ulong;
+    }
+}
+
 /// One entry of the result of `hmm_range_fault()`: the state of the CPU mapping of one page.
 ///
 /// Only seen by reference, inside the closure passed to [`Mirror::fault()`] or
@@ -392,6 +427,7 @@ impl<T: MirrorOps> Mirror<T> {
         if unsafe { bindings::mmu_interval_read_retry(range.notifier, range.notifier_seq) } {
             return None;
         }
+        fix_device_pmd_pfns(range, npages);
 
         // SAFETY: The fault filled `npages` entries of `hmm_pfns`; `HmmPfn` is a transparent
         // wrapper of `unsigned long`. The array is not written while the slice lives.
