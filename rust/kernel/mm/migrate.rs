@@ -25,7 +25,7 @@
 
 use crate::{
     bindings,
-    memremap::{DeviceFault, DevicePagemapOps, LockedDevicePage, PagemapOwner},
+    memremap::{DeviceFault, DevicePage, DevicePagemapOps, LockedDevicePage, PagemapOwner},
 };
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
@@ -51,10 +51,9 @@ impl_flags!(
         DevicePrivate = bit_u32(1),
         /// Device-coherent pages of the given owner.
         DeviceCoherent = bit_u32(2),
-        /// Migrate transparent huge pages as one compound entry. Not
-        /// supported yet: [`MigrateVma::setup`] refuses it (`EINVAL`) until
-        /// destinations can be checked to be compound pages of the right
-        /// order.
+        /// Collect a PMD-mapped transparent huge page (or a PMD-sized hole),
+        /// when the range covers all of it, as one compound entry of
+        /// `1 << HPAGE_PMD_ORDER` pages (see [`Entry::is_compound`]).
         Compound = bit_u32(3),
     }
 );
@@ -78,6 +77,9 @@ const PFN_MIGRATE: usize = bindings::MIGRATE_PFN_MIGRATE as usize;
 const PFN_WRITE: usize = bindings::MIGRATE_PFN_WRITE as usize;
 const PFN_COMPOUND: usize = bindings::MIGRATE_PFN_COMPOUND as usize;
 
+/// The order of a compound entry: a PMD-mapped transparent huge page.
+pub const HPAGE_PMD_ORDER: u32 = bindings::HMM_RS_HPAGE_PMD_ORDER;
+
 /// Something a migration can move a page to.
 ///
 /// Implemented by the locked destination page types: a device page
@@ -86,23 +88,28 @@ const PFN_COMPOUND: usize = bindings::MIGRATE_PFN_COMPOUND as usize;
 ///
 /// # Safety
 ///
-/// [`MigrateDestination::into_migrate_pfn`] must return `migrate_pfn()` of a
-/// page that is locked, holds one reference, and whose lock and reference
-/// the implementer gives up: `migrate_vma_finalize()` unlocks and puts it.
+/// [`MigrateDestination::into_migrate_pfn`] must return `migrate_pfn()` of
+/// the head page of a folio of order [`MigrateDestination::order`] that is
+/// locked, holds one reference, and whose lock and reference the implementer
+/// gives up: `migrate_vma_finalize()` unlocks and puts it.
 pub unsafe trait MigrateDestination {
+    /// The order of the destination folio (0: a single page).
+    fn order(&self) -> u32;
+
     /// Gives up the page and returns its `migrate_pfn()` encoding.
     fn into_migrate_pfn(self) -> usize;
 }
 
-/// A freshly allocated, locked system page: a destination for migrations
-/// from device memory back to system memory.
+/// A freshly allocated, locked system page or folio: a destination for
+/// migrations from device memory back to system memory.
 ///
 /// # Invariants
 ///
-/// `page` points to a page this object holds one reference to and has
-/// locked.
+/// `page` is the head of a folio of order `order` this object holds one
+/// reference to and has locked.
 pub struct LockedSystemPage {
     page: NonNull<bindings::page>,
+    order: u32,
 }
 
 impl LockedSystemPage {
@@ -113,17 +120,50 @@ impl LockedSystemPage {
         // allocating function expect.
         let page =
             unsafe { bindings::alloc_page_vma(bindings::GFP_HIGHUSER_MOVABLE, vma.as_ptr(), addr) };
+        Self::lock_new(page, 0)
+    }
+
+    /// Allocates a folio of `order` for user memory at `addr` in `vma`
+    /// (`vma_alloc_folio()`) and locks it: the destination of a compound
+    /// entry. `addr` must be aligned to the folio's size (`EINVAL`);
+    /// `ENOMEM` if no such folio is free, without warning or retrying hard:
+    /// the caller can fall back to single pages ([`Entry::set_dst_at`]).
+    pub fn alloc_folio_for_vma(vma: &VmaRef, addr: usize, order: u32) -> Result<Self> {
+        if order > HPAGE_PMD_ORDER || addr % (PAGE_SIZE << order) != 0 {
+            return Err(EINVAL);
+        }
+        let gfp = bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_NOWARN;
+        // SAFETY: As in `alloc_for_vma()`; the order is at most
+        // `HPAGE_PMD_ORDER`.
+        let page = unsafe { bindings::vma_alloc_folio(gfp, order, vma.as_ptr(), addr) };
+        Self::lock_new(page, order)
+    }
+
+    /// Takes over a newly allocated folio of `order` (`NULL`: `ENOMEM`)
+    /// and locks it.
+    fn lock_new(page: *mut bindings::page, order: u32) -> Result<Self> {
         let page = NonNull::new(page).ok_or(ENOMEM)?;
         // SAFETY: We hold the only reference to the new page.
         unsafe { bindings::lock_page(page.as_ptr()) };
         // INVARIANT: One reference from the allocation, locked just above.
-        Ok(Self { page })
+        Ok(Self { page, order })
     }
 
-    /// Borrows the page, e.g. to copy data into it.
+    /// Borrows the (head) page, e.g. to copy data into it.
     pub fn page(&self) -> BorrowedPage<'_> {
         // SAFETY: The page stays valid while `self` holds its reference.
         unsafe { BorrowedPage::from_raw(self.page) }
+    }
+
+    /// Page `i` of the folio; `None` past its end.
+    pub fn subpage(&self, i: usize) -> Option<BorrowedPage<'_>> {
+        if i >= 1 << self.order {
+            return None;
+        }
+        // SAFETY: The folio's pages are contiguous in the memmap.
+        let page = unsafe { bindings::pfn_to_page(bindings::page_to_pfn(self.page.as_ptr()) + i) };
+        // SAFETY: Page `i` of our folio, valid while `self` holds the folio.
+        Some(unsafe { BorrowedPage::from_raw(NonNull::new(page)?) })
     }
 }
 
@@ -137,9 +177,13 @@ impl Drop for LockedSystemPage {
     }
 }
 
-// SAFETY: `migrate_pfn()` of our locked, referenced page; `forget` gives up
-// both to the migration.
+// SAFETY: `migrate_pfn()` of our locked, referenced folio of `order`;
+// `forget` gives up both to the migration.
 unsafe impl MigrateDestination for LockedSystemPage {
+    fn order(&self) -> u32 {
+        self.order
+    }
+
     fn into_migrate_pfn(self) -> usize {
         // SAFETY: `page` is a valid page (type invariant).
         let pfn = unsafe { bindings::page_to_pfn(self.page.as_ptr()) };
@@ -149,9 +193,13 @@ unsafe impl MigrateDestination for LockedSystemPage {
 }
 
 // SAFETY: `LockedDevicePage::into_migrate_pfn()` returns `migrate_pfn()` of
-// its page, which `activate()` left locked with one reference, and gives
-// both up.
+// its page, the head of a folio of `order()`, which `activate()` left locked
+// with one reference, and gives both up.
 unsafe impl<T: DevicePagemapOps> MigrateDestination for LockedDevicePage<T> {
+    fn order(&self) -> u32 {
+        DevicePage::order(self)
+    }
+
     fn into_migrate_pfn(self) -> usize {
         LockedDevicePage::into_migrate_pfn(self)
     }
@@ -294,12 +342,24 @@ impl MigrateVma {
     }
 }
 
-/// A collected source entry and its destination slot.
+/// A collected source entry and its destination slots.
+///
+/// An entry is one page, or for a compound entry ([`Entry::is_compound`])
+/// the `1 << HPAGE_PMD_ORDER` pages of a transparent huge page (or of a
+/// PMD-sized hole) collected as one. A compound entry migrates either whole,
+/// to a destination folio of the same order ([`Entry::set_dst`]), or page by
+/// page, to one order-0 destination per page ([`Entry::set_dst_at`]): the
+/// core then splits the source folio, or populates the hole with small
+/// pages. A split entry migrates only if every one of its pages got a
+/// destination; otherwise [`Collected::pages`] releases them and none of its
+/// pages moves.
 pub struct Entry<'m> {
     index: usize,
     addr: usize,
     src: usize,
-    dst: &'m mut usize,
+    /// The destination slots of the entry's pages: one, or for a compound
+    /// entry as many as it has pages (fewer only if the range ends early).
+    dst: &'m mut [usize],
     _page: PhantomData<&'m bindings::page>,
 }
 
@@ -325,45 +385,100 @@ impl<'m> Entry<'m> {
         self.src & PFN_WRITE != 0
     }
 
-    /// Whether the source is a compound (huge) page collected as one entry.
+    /// Whether the entry is compound: a transparent huge page (or a
+    /// PMD-sized hole) collected as one entry, with [`Select::Compound`].
     pub fn is_compound(&self) -> bool {
         self.src & PFN_COMPOUND != 0
     }
 
-    /// The source page: `None` for an address with nothing mapped yet (or the
-    /// shared zero page), which a destination populates.
+    /// The order of the entry: [`HPAGE_PMD_ORDER`] if compound, else 0.
+    pub fn order(&self) -> u32 {
+        if self.is_compound() {
+            HPAGE_PMD_ORDER
+        } else {
+            0
+        }
+    }
+
+    /// The number of pages the entry covers.
+    pub fn nr_pages(&self) -> usize {
+        self.dst.len()
+    }
+
+    /// The source page (the head page of a compound entry): `None` for an
+    /// address with nothing mapped yet (or the shared zero page), which a
+    /// destination populates.
     pub fn src_page(&self) -> Option<BorrowedPage<'m>> {
-        if self.src & PFN_VALID == 0 {
+        self.src_subpage(0)
+    }
+
+    /// Page `i` of the source (`i < nr_pages()`), as [`Entry::src_page`].
+    pub fn src_subpage(&self, i: usize) -> Option<BorrowedPage<'m>> {
+        if self.src & PFN_VALID == 0 || i >= self.nr_pages() {
             return None;
         }
-        // SAFETY: Pure pfn arithmetic on a valid entry.
-        let page = unsafe { bindings::migrate_pfn_to_page(self.src) };
-        // SAFETY: A valid source entry names a page that `migrate_vma_setup()`
-        // locked and holds a reference to until `finalize`, which cannot run
-        // while `'m` borrows the migration.
+        // SAFETY: Pure pfn arithmetic on a valid entry; a compound source
+        // is a folio of `nr_pages()` pages, contiguous in the memmap.
+        let page = unsafe { bindings::pfn_to_page((self.src >> bindings::MIGRATE_PFN_SHIFT) + i) };
+        // SAFETY: A valid source entry names a folio that
+        // `migrate_vma_setup()` locked and holds a reference to until
+        // `finalize`, which cannot run while `'m` borrows the migration.
         NonNull::new(page).map(|p| unsafe { BorrowedPage::from_raw(p) })
     }
 
-    /// Whether a destination was given.
+    /// Whether any destination was given.
     pub fn has_dst(&self) -> bool {
-        *self.dst & PFN_VALID != 0
+        self.dst.iter().any(|d| d & PFN_VALID != 0)
     }
 
-    /// Gives the entry a destination, which the migration takes over: on
-    /// success it replaces the source, otherwise `finalize` releases it.
+    /// Gives the entry a destination of the entry's order (a folio of
+    /// [`HPAGE_PMD_ORDER`] for a compound entry, else a page), which the
+    /// migration takes over: on success it replaces the source, otherwise
+    /// `finalize` releases it.
     ///
     /// The destination is mapped writable if the source was. `EINVAL` if the
-    /// entry cannot migrate or already has a destination (the page is then
-    /// released right away).
+    /// entry cannot migrate, already has a destination, or the order does
+    /// not match (the destination is then released right away).
     pub fn set_dst(&mut self, dst: impl MigrateDestination) -> Result {
+        let order = dst.order();
         let mpfn = dst.into_migrate_pfn();
-        if !self.can_migrate() || self.has_dst() {
+        if !self.can_migrate() || self.has_dst() || order != self.order() {
             // Hand it straight to the kernel's release path.
             release_mpfn(mpfn);
             return Err(EINVAL);
         }
-        *self.dst = mpfn | (self.src & PFN_WRITE);
+        let compound = if order > 0 { PFN_COMPOUND } else { 0 };
+        self.dst[0] = mpfn | (self.src & PFN_WRITE) | compound;
         Ok(())
+    }
+
+    /// Gives page `i` of the entry an order-0 destination. For a compound
+    /// entry, this migrates it page by page (see [`Entry`]); for another,
+    /// `set_dst_at(0, dst)` is `set_dst(dst)`.
+    ///
+    /// `EINVAL` (and the destination released) if the entry cannot migrate,
+    /// `i` is out of range, page `i` already has a destination, the entry
+    /// has a compound destination, or `dst` is not a single page.
+    pub fn set_dst_at(&mut self, i: usize, dst: impl MigrateDestination) -> Result {
+        let order = dst.order();
+        let mpfn = dst.into_migrate_pfn();
+        let whole = self.dst[0] & PFN_COMPOUND != 0;
+        let taken = self.dst.get(i).is_none_or(|d| d & PFN_VALID != 0);
+        if !self.can_migrate() || order != 0 || whole || taken {
+            release_mpfn(mpfn);
+            return Err(EINVAL);
+        }
+        self.dst[i] = mpfn | (self.src & PFN_WRITE);
+        Ok(())
+    }
+}
+
+/// The number of pages the entry `src` covers.
+fn entry_pages(src: usize) -> usize {
+    if src & PFN_COMPOUND != 0 {
+        1 << HPAGE_PMD_ORDER
+    } else {
+        1
     }
 }
 
@@ -424,42 +539,72 @@ impl<'a> Collected<'a> {
         unsafe { VmaRef::from_raw(self.args.vma) }
     }
 
-    /// The entry at `index`, `None` past the end.
-    pub fn entry(&mut self, index: usize) -> Option<Entry<'_>> {
-        if index >= self.npages() {
-            return None;
-        }
-        // SAFETY: `src` and `dst` have `npages` entries (type invariant),
-        // `unsigned long` has the layout of `usize`, and `&mut self` gives
-        // exclusive access to them.
-        let (src, dst) = unsafe {
+    /// The source and destination arrays.
+    fn arrays(&mut self) -> (&[usize], &mut [usize]) {
+        let n = self.npages();
+        // SAFETY: `src` and `dst` have `npages` entries and are borrowed for
+        // `'a` (type invariant), `unsigned long` has the layout of `usize`,
+        // and `&mut self` gives exclusive access to them.
+        unsafe {
             (
-                *self.args.src.cast::<usize>().add(index),
-                &mut *self.args.dst.cast::<usize>().add(index),
+                core::slice::from_raw_parts(self.args.src.cast::<usize>(), n),
+                core::slice::from_raw_parts_mut(self.args.dst.cast::<usize>(), n),
             )
-        };
+        }
+    }
+
+    /// The entry at `index`, `None` past the end. The index of a page inside
+    /// a compound entry (other than its first) gives an entry that cannot
+    /// migrate.
+    pub fn entry(&mut self, index: usize) -> Option<Entry<'_>> {
+        let start = self.start();
+        let (src, dst) = self.arrays();
+        let s = *src.get(index)?;
+        let n = entry_pages(s).min(dst.len() - index);
         Some(Entry {
             index,
-            addr: self.start() + (index << PAGE_SHIFT),
-            src,
-            dst,
+            addr: start + (index << PAGE_SHIFT),
+            src: s,
+            dst: &mut dst[index..index + n],
             _page: PhantomData,
         })
     }
 
-    /// Runs `f` on every entry, in order.
+    /// Runs `f` on every entry, in order (once per compound entry).
     pub fn for_each_entry(&mut self, mut f: impl FnMut(Entry<'_>) -> Result) -> Result {
-        for i in 0..self.npages() {
-            if let Some(e) = self.entry(i) {
-                f(e)?;
-            }
+        let mut i = 0;
+        while let Some(e) = self.entry(i) {
+            i += e.nr_pages();
+            f(e)?;
         }
         Ok(())
+    }
+
+    /// Enforces what [`Entry`] documents of split compound entries: one
+    /// whose pages did not all get a destination migrates none of them.
+    /// (`migrate_vma_pages()` would otherwise map a hole's missing pages
+    /// from a null destination.)
+    fn check_split_entries(&mut self) {
+        let (src, dst) = self.arrays();
+        let mut i = 0;
+        while i < src.len() {
+            let n = entry_pages(src[i]).min(src.len() - i);
+            let d = &mut dst[i..i + n];
+            let whole = d[0] & PFN_COMPOUND != 0;
+            if n > 1 && !whole && d.iter().any(|x| x & PFN_VALID == 0) {
+                for x in d.iter_mut() {
+                    release_mpfn(*x);
+                    *x = 0;
+                }
+            }
+            i += n;
+        }
     }
 
     /// Moves the collected pages to their destinations
     /// (`migrate_vma_pages()`).
     pub fn pages(mut self) -> Migrated<'a> {
+        self.check_split_entries();
         // SAFETY: By the type invariants, `setup` succeeded and `pages` has
         // not run; the destinations are locked, referenced pages
         // (`MigrateDestination`).
@@ -547,6 +692,12 @@ impl<'m> MigratedEntry<'m> {
         self.outcome() == Outcome::Migrated
     }
 
+    /// The number of pages the entry covers: more than one for a compound
+    /// entry that migrated (or stayed) whole.
+    pub fn nr_pages(&self) -> usize {
+        entry_pages(self.src)
+    }
+
     /// Whether the destination was mapped writable.
     pub fn is_write(&self) -> bool {
         self.dst & PFN_WRITE != 0
@@ -590,17 +741,24 @@ impl<'a> Migrated<'a> {
         })
     }
 
-    /// Iterates over the entries.
+    /// Iterates over the entries (once per compound entry).
     pub fn entries(&self) -> impl Iterator<Item = MigratedEntry<'_>> + '_ {
-        (0..self.npages()).filter_map(move |i| self.entry(i))
+        let mut i = 0;
+        core::iter::from_fn(move || {
+            let e = self.entry(i)?;
+            i += e.nr_pages();
+            Some(e)
+        })
     }
 
-    /// Number of pages that moved (`MIGRATE_PFN_VALID` and
-    /// `MIGRATE_PFN_MIGRATE` still set in the source entry).
+    /// Number of source pages that moved (`MIGRATE_PFN_VALID` and
+    /// `MIGRATE_PFN_MIGRATE` still set in the source entry; holes that were
+    /// populated do not count).
     pub fn migrated_pages(&self) -> usize {
         self.entries()
             .filter(|e| e.src & PFN_VALID != 0 && e.src & PFN_MIGRATE != 0)
-            .count()
+            .map(|e| e.nr_pages())
+            .sum()
     }
 
     /// Restores or replaces the CPU mappings and releases the pages
