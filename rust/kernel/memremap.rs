@@ -25,6 +25,18 @@
 //! - `&`[`DevicePage`]: a borrowed page in use, with access to its data, in
 //!   callbacks and wherever the page is known to be live.
 //!
+//! # Large folios
+//!
+//! Pages can be handed out and put in use as naturally aligned blocks of
+//! `1 << order` pages ([`DevicePagemap::take_free_pages`],
+//! [`FreeDevicePage::split`]): large device folios, which a migration maps
+//! with one PMD. The driver's data is per folio, in its head page. When the
+//! core splits a device-private folio (a partial unmap, a migration that
+//! falls back to single pages), [`DevicePagemapOps::folio_split`] gives each
+//! new folio its data. The core calls that op for device-private folios
+//! only, so only device-private pagemaps whose driver implements it hand
+//! out large blocks.
+//!
 //! When the last reference to an in-use page goes, the kernel calls
 //! `folio_free`; the abstraction takes the `PageData` back out of the page
 //! and hands both to [`DevicePagemapOps::folio_free`] with a new
@@ -60,6 +72,11 @@ use core::{
     ops::{Deref, Range},
     ptr::NonNull,
     sync::atomic::{AtomicBool, Ordering},
+};
+use kernel::{
+    alloc::{flags::GFP_KERNEL, KVec},
+    new_mutex,
+    sync::Mutex,
 };
 use kernel::{
     container_of,
@@ -187,9 +204,24 @@ pub trait DevicePagemapOps: Sized + Send + Sync + 'static {
         dst: &Page,
     );
 
-    // TODO: `folio_split` for device-private THPs. Pages are only activated
-    // as order-0 folios for now, so the core never splits one and the op
-    // stays NULL.
+    /// A large folio of the pagemap is being split
+    /// (`dev_pagemap_ops::folio_split`): returns the data of the new folio
+    /// of `1 << order` pages that starts `offset` pages into the old one.
+    ///
+    /// `data` is the old folio's, which its first page keeps (the old folio
+    /// becomes the first of the new ones). Called once per new folio but the
+    /// first, with the folio frozen and locked, possibly under spinlocks: it
+    /// must neither sleep nor fail (e.g. share the data by reference count
+    /// instead of allocating). Only device-private pagemaps whose driver
+    /// implements this op hand out large blocks of pages.
+    fn folio_split(
+        data: <Self::PageData as ForeignOwnable>::Borrowed<'_>,
+        offset: usize,
+        order: u32,
+    ) -> Self::PageData {
+        let _ = (data, offset, order);
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
 }
 
 /// The `struct dev_pagemap_ops` of `T`, and its trampolines.
@@ -200,7 +232,11 @@ impl<T: DevicePagemapOps> OpsTable<T> {
         folio_free: Some(Self::folio_free),
         migrate_to_ram: Some(Self::migrate_to_ram),
         memory_failure: None,
-        folio_split: None,
+        folio_split: if T::HAS_FOLIO_SPLIT {
+            Some(Self::folio_split)
+        } else {
+            None
+        },
     };
 
     /// # Safety
@@ -254,6 +290,39 @@ impl<T: DevicePagemapOps> OpsTable<T> {
             order,
         };
         T::folio_free(pagemap, page, data);
+    }
+
+    /// # Safety
+    ///
+    /// Only to be called by the core (`zone_device_private_split_cb()`), for
+    /// an in-use device-private folio `head` of a pagemap registered with
+    /// `Self::OPS` that is being split, frozen and locked: once for every new
+    /// folio `tail` but the first, then with `tail` null.
+    unsafe extern "C" fn folio_split(head: *mut bindings::folio, tail: *mut bindings::folio) {
+        if tail.is_null() {
+            // The first new folio keeps the old one's page and data.
+            return;
+        }
+        // SAFETY: Both folios are valid (function safety requirements).
+        unsafe { bindings::folio_split_inherit(head, tail) };
+        let (head, tail) = (head.cast::<bindings::page>(), tail.cast::<bindings::page>());
+        // SAFETY: As above; a folio starts with its head page.
+        let (hpfn, tpfn, order) = unsafe {
+            (
+                bindings::page_to_pfn(head),
+                bindings::page_to_pfn(tail),
+                bindings::page_folio_order(tail),
+            )
+        };
+        // SAFETY: `head` is in use, so it carries the `into_foreign()` data
+        // `activate()` (or an earlier split) stored (type invariant of
+        // `DevicePage`); the folio is frozen and locked for this call, so the
+        // data cannot be taken back meanwhile.
+        let data = unsafe { T::PageData::borrow(bindings::page_zone_device_data(head)) };
+        let new = T::folio_split(data, tpfn - hpfn, order);
+        // SAFETY: `tail` heads a new folio nobody else uses yet; from now on
+        // it carries its own data, taken back by `folio_free` as any other.
+        unsafe { bindings::page_set_zone_device_data(tail, new.into_foreign()) };
     }
 
     /// # Safety
@@ -342,9 +411,9 @@ impl Drop for MemRegion {
     }
 }
 
-/// Number of pages [`DevicePagemap::evict`] migrates per batch (its pfn
-/// arrays live on the stack).
-const EVICT_BATCH: usize = 32;
+/// Number of pages [`DevicePagemap::evict`] migrates per batch: the
+/// largest folio it can migrate whole (`HPAGE_PMD_NR`).
+const EVICT_BATCH: usize = 1 << bindings::HMM_RS_HPAGE_PMD_ORDER;
 
 /// Device memory registered with `memremap_pages()`: a `struct dev_pagemap`
 /// and the driver's per-pagemap data `T`.
@@ -373,6 +442,9 @@ pub struct DevicePagemap<T: DevicePagemapOps> {
     owner: Arc<PagemapOwner>,
     pages_taken: AtomicBool,
     removing: AtomicBool,
+    /// The pfn arrays of [`DevicePagemap::evict_with`]: `2 * EVICT_BATCH`.
+    #[pin]
+    evict_buf: Mutex<KVec<usize>>,
     data: T,
 }
 
@@ -457,6 +529,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
             type_id: TypeId::of::<T>(),
             pages_taken: AtomicBool::new(false),
             removing: AtomicBool::new(false),
+            evict_buf <- new_mutex!(evict_buf()?),
             data,
         }? Error)
     }
@@ -574,32 +647,60 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         (self.region.size >> PAGE_SHIFT) as usize
     }
 
+    /// Whether the pagemap hands out blocks of `order` (see the
+    /// [module documentation](self#large-folios)): 0 always; larger orders
+    /// up to `MAX_PAGE_ORDER` for device-private memory whose driver
+    /// implements [`DevicePagemapOps::folio_split`].
+    pub fn supports_order(&self, order: u32) -> bool {
+        order == 0 || (order <= bindings::MAX_PAGE_ORDER && self.is_private() && T::HAS_FOLIO_SPLIT)
+    }
+
     /// Takes ownership of every page of the pagemap, all idle after
-    /// registration.
+    /// registration, as naturally aligned blocks of `order` where they fit
+    /// and single pages elsewhere. `EINVAL` if the pagemap does not support
+    /// `order` ([`DevicePagemap::supports_order`]).
     ///
     /// Only the first call yields pages; later calls yield none. Pages the
     /// iterator does not get to are never handed out.
-    pub fn take_free_pages(&self) -> impl Iterator<Item = FreeDevicePage<T>> + '_ {
-        let pfns = if self.pages_taken.swap(true, Ordering::AcqRel) {
+    pub fn take_free_pages(
+        &self,
+        order: u32,
+    ) -> Result<impl Iterator<Item = FreeDevicePage<T>> + '_> {
+        if !self.supports_order(order) {
+            return Err(EINVAL);
+        }
+        let range = if self.pages_taken.swap(true, Ordering::AcqRel) {
             0..0
         } else {
             self.pfn_range()
         };
-        pfns.filter_map(move |pfn| {
+        let mut pfn = range.start;
+        Ok(core::iter::from_fn(move || {
+            if pfn >= range.end {
+                return None;
+            }
+            let n = nr_pages(order);
+            let order = if pfn % n == 0 && range.end - pfn >= n {
+                order
+            } else {
+                0
+            };
             // SAFETY: `pfn` is in the pagemap, whose memmap exists while it is
             // registered (`&self`).
             let page = NonNull::new(unsafe { bindings::pfn_to_page(pfn) })?;
+            pfn += nr_pages(order);
             // SAFETY: The `percpu_ref` is live: it is killed only when the
             // pagemap is dropped.
-            unsafe { bindings::percpu_ref_get_many(self.percpu_ref(), 1) };
-            // INVARIANT: `pages_taken` was clear, so the page is idle and
-            // this is the only token for it; we took its pagemap reference.
+            unsafe { bindings::percpu_ref_get_many(self.percpu_ref(), nr_pages(order)) };
+            // INVARIANT: `pages_taken` was clear, so the pages are idle and
+            // this is the only token for them; we took their pagemap
+            // references. A block of `order` is only made where supported.
             Some(FreeDevicePage {
                 page,
                 pagemap: NonNull::from(self),
-                order: 0,
+                order,
             })
-        })
+        }))
     }
 
     /// Migrates the pagemap's pages that are in use back to system memory,
@@ -626,71 +727,27 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         &self,
         mut copy: impl FnMut(&DevicePage<T>, <T::PageData as ForeignOwnable>::Borrowed<'_>, &Page),
     ) {
+        // Allocated with the pagemap, so that dropping it cannot fail.
+        let mut buf = self.evict_buf.lock();
+        let (src, dst) = buf.split_at_mut(EVICT_BATCH);
         let range = self.pfn_range();
         let mut pfn = range.start;
         while pfn < range.end {
-            // TODO: align batches to the largest folio order once pages can be
-            // activated as THPs; `migrate_device_range()` skips a folio that
-            // straddles the end of a batch.
-            let n = EVICT_BATCH.min(range.end - pfn);
-            let mut src = [0usize; EVICT_BATCH];
-            let mut dst = [0usize; EVICT_BATCH];
-
+            // Batches end on multiples of `EVICT_BATCH` pages, so that no
+            // folio (naturally aligned, at most that large) straddles two:
+            // `migrate_device_range()` would skip it.
+            let n = (EVICT_BATCH - pfn % EVICT_BATCH).min(range.end - pfn);
+            src[..n].fill(0);
+            dst[..n].fill(0);
             // SAFETY: `src` has room for `n` entries; `[pfn, pfn + n)` are
             // pages of this pagemap, which is registered (`&self`).
             unsafe { bindings::migrate_device_range(src.as_mut_ptr(), pfn, n) };
-
-            for (s, d) in src.iter().zip(dst.iter_mut()).take(n) {
-                if *s & bindings::MIGRATE_PFN_MIGRATE as usize == 0 {
-                    continue;
-                }
-                // SAFETY: `migrate_pfn_to_page()` decodes the entry.
-                let Some(spage) = NonNull::new(unsafe { bindings::migrate_pfn_to_page(*s) }) else {
-                    continue;
-                };
-                // A page between `zone_device_page_init()` (reference) and
-                // the end of `activate()` (data) has no data yet: leave it.
-                // This cannot race: `activate()` stores the data with the
-                // page locked, and `migrate_device_range()` holds the lock.
-                // SAFETY: `spage` is a locked, referenced page of this pagemap.
-                if unsafe { bindings::page_zone_device_data(spage.as_ptr()) }.is_null() {
-                    continue;
-                }
-                // SAFETY: `migrate_device_range()` took a reference to the
-                // page and locked it, and keeps both until
-                // `migrate_device_finalize()` below; it carries page data, so
-                // it is an in-use page of this pagemap.
-                let spage = unsafe { DevicePage::<T>::from_raw(spage.as_ptr()) };
-
-                // SAFETY: Allocating a page may sleep; `evict` may sleep.
-                let dpage = unsafe {
-                    bindings::alloc_pages(
-                        bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_NOFAIL,
-                        0,
-                    )
-                };
-                let Some(dpage) = NonNull::new(dpage) else {
-                    continue;
-                };
-                // SAFETY: We own the new page; nobody else can see it.
-                unsafe { bindings::lock_page(dpage.as_ptr()) };
-                // SAFETY: We own a reference to `dpage` until it is passed to
-                // the migration below; `BorrowedPage` does not free it.
-                let dst_page = unsafe { BorrowedPage::from_raw(dpage) };
-                copy(spage, spage.data(), &dst_page);
-
-                // SAFETY: `dpage` is a valid page.
-                let dpfn = unsafe { bindings::page_to_pfn(dpage.as_ptr()) };
-                // SAFETY: `migrate_pfn()` is arithmetic. Our reference and
-                // lock on `dpage` pass to the migration, which unlocks and
-                // puts it in `migrate_device_finalize()`.
-                *d = unsafe { bindings::migrate_pfn(dpfn) }
-                    | (*s & bindings::MIGRATE_PFN_WRITE as usize);
+            for i in 0..n {
+                dst[i] = self.evict_one(src[i], &mut copy);
             }
-
             // SAFETY: `src` was filled by `migrate_device_range()` for `n`
-            // pages; `dst` holds a locked destination page for entries we
-            // migrate and 0 for the others.
+            // pages; `dst` holds a locked destination folio of the source's
+            // order for the entries we migrate, 0 for the others.
             unsafe {
                 bindings::migrate_device_pages(src.as_mut_ptr(), dst.as_mut_ptr(), n);
                 bindings::migrate_device_finalize(src.as_mut_ptr(), dst.as_mut_ptr(), n);
@@ -698,12 +755,93 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
             pfn += n;
         }
     }
+
+    /// The destination entry for the source entry `s` of an eviction: a
+    /// locked system folio of the source's order holding its contents, or 0
+    /// to leave it.
+    fn evict_one(
+        &self,
+        s: usize,
+        copy: &mut impl FnMut(&DevicePage<T>, <T::PageData as ForeignOwnable>::Borrowed<'_>, &Page),
+    ) -> usize {
+        if s & bindings::MIGRATE_PFN_MIGRATE as usize == 0 {
+            return 0;
+        }
+        // SAFETY: `migrate_pfn_to_page()` decodes the entry.
+        let Some(spage) = NonNull::new(unsafe { bindings::migrate_pfn_to_page(s) }) else {
+            return 0;
+        };
+        // A page between `zone_device_page_init()` (reference) and the end
+        // of `activate()` (data) has no data yet: leave it. This cannot
+        // race: `activate()` stores the data with the page locked, and
+        // `migrate_device_range()` holds the lock.
+        // SAFETY: `spage` is a locked, referenced page of this pagemap.
+        if unsafe { bindings::page_zone_device_data(spage.as_ptr()) }.is_null() {
+            return 0;
+        }
+        // SAFETY: `migrate_device_range()` took a reference to the folio and
+        // locked it, and keeps both until `migrate_device_finalize()`; it
+        // carries page data, so it is an in-use folio of this pagemap.
+        let spage = unsafe { DevicePage::<T>::from_raw(spage.as_ptr()) };
+        let order = spage.order();
+        let dpage = if order == 0 {
+            // SAFETY: Allocating may sleep; `evict` may sleep.
+            unsafe {
+                bindings::alloc_pages(bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_NOFAIL, 0)
+            }
+        } else {
+            // `__GFP_NOFAIL` is not for large folios: without one, this
+            // folio stays (it cannot be split without a VMA).
+            let gfp = bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_RETRY_MAYFAIL;
+            // SAFETY: As above; the order is a folio's.
+            unsafe { bindings::folio_alloc(gfp, order) }
+        };
+        let Some(dpage) = NonNull::new(dpage) else {
+            return 0;
+        };
+        // SAFETY: We own the new folio; nobody else can see it.
+        unsafe { bindings::lock_page(dpage.as_ptr()) };
+        // SAFETY: `dpage` is a valid page.
+        let dpfn = unsafe { bindings::page_to_pfn(dpage.as_ptr()) };
+        for i in 0..nr_pages(order) {
+            // SAFETY: Page `i` of the two folios, both of `order` pages and
+            // contiguous in the memmap; both stay locked and referenced
+            // until `migrate_device_finalize()`, after `copy` returns.
+            let (sub, dsub) = unsafe {
+                (
+                    DevicePage::<T>::from_raw(bindings::pfn_to_page(spage.pfn() + i)),
+                    NonNull::new_unchecked(bindings::pfn_to_page(dpfn + i)),
+                )
+            };
+            // SAFETY: We own a reference to the destination folio until it
+            // is passed to the migration; `BorrowedPage` does not free it.
+            let dsub = unsafe { BorrowedPage::from_raw(dsub) };
+            copy(sub, spage.data(), &dsub);
+        }
+        let compound = if order > 0 {
+            bindings::MIGRATE_PFN_COMPOUND as usize
+        } else {
+            0
+        };
+        // SAFETY: `migrate_pfn()` is arithmetic. Our reference and lock on
+        // `dpage` pass to the migration, which unlocks and puts it in
+        // `migrate_device_finalize()`.
+        let mpfn = unsafe { bindings::migrate_pfn(dpfn) };
+        mpfn | (s & bindings::MIGRATE_PFN_WRITE as usize) | compound
+    }
 }
 
 /// The number of pages in a folio of `order` (at most `MAX_PAGE_ORDER`, so
 /// the shift cannot overflow).
 fn nr_pages(order: u32) -> usize {
     1usize.wrapping_shl(order)
+}
+
+/// The pfn arrays of [`DevicePagemap::evict_with`], zeroed.
+fn evict_buf() -> Result<KVec<usize>> {
+    let mut buf = KVec::with_capacity(2 * EVICT_BATCH, GFP_KERNEL)?;
+    buf.resize(2 * EVICT_BATCH, 0, GFP_KERNEL)?;
+    Ok(buf)
 }
 
 /// Checks that `x` is a non-zero multiple of `memremap_compat_align()`.
@@ -740,7 +878,9 @@ impl<T: DevicePagemapOps> PinnedDrop for DevicePagemap<T> {
 /// # Invariants
 ///
 /// - `page` is a page of the pagemap `pagemap` with refcount 0 that nobody
-///   else owns or uses; for `order > 0` it heads `1 << order` such pages.
+///   else owns or uses; for `order > 0` it heads `1 << order` such pages,
+///   naturally aligned, and the pagemap supports `order`
+///   ([`DevicePagemap::supports_order`]).
 /// - The token holds `1 << order` references on the pagemap's `percpu_ref`,
 ///   which keep `pagemap` alive.
 pub struct FreeDevicePage<T: DevicePagemapOps> {
@@ -772,6 +912,19 @@ impl<T: DevicePagemapOps> FreeDevicePage<T> {
         // SAFETY: The token's references keep the pagemap alive (type
         // invariant).
         unsafe { self.pagemap.as_ref() }
+    }
+
+    /// Splits an idle block into tokens for each of its pages.
+    ///
+    /// Pages the iterator is not driven to are released with it.
+    pub fn split(self) -> SplitPages<T> {
+        let this = ManuallyDrop::new(self);
+        // INVARIANT: The block's references pass to the iterator.
+        SplitPages {
+            next: this.pfn(),
+            end: this.pfn() + nr_pages(this.order),
+            pagemap: this.pagemap,
+        }
     }
 
     /// Puts the page in use: initialises it as a folio of `order()` with one
@@ -806,6 +959,52 @@ impl<T: DevicePagemapOps> Drop for FreeDevicePage<T> {
         // SAFETY: The token's references (type invariant). The pagemap may be
         // freed right after this; it is not touched again.
         unsafe { bindings::percpu_ref_put_many(self.pagemap().percpu_ref(), nr_pages(self.order)) };
+    }
+}
+
+/// The pages of a split [`FreeDevicePage`] block: [`FreeDevicePage::split`].
+///
+/// # Invariants
+///
+/// `[next, end)` are idle pages of `pagemap` that nobody else owns, and the
+/// iterator holds one pagemap reference for each.
+pub struct SplitPages<T: DevicePagemapOps> {
+    next: usize,
+    end: usize,
+    pagemap: NonNull<DevicePagemap<T>>,
+}
+
+impl<T: DevicePagemapOps> Iterator for SplitPages<T> {
+    type Item = FreeDevicePage<T>;
+
+    fn next(&mut self) -> Option<FreeDevicePage<T>> {
+        if self.next >= self.end {
+            return None;
+        }
+        // SAFETY: `next` is a pfn of the pagemap, which our references keep
+        // registered (type invariant).
+        let page = NonNull::new(unsafe { bindings::pfn_to_page(self.next) })?;
+        self.next += 1;
+        // INVARIANT: The page and its reference pass from the iterator to
+        // the token.
+        Some(FreeDevicePage {
+            page,
+            pagemap: self.pagemap,
+            order: 0,
+        })
+    }
+}
+
+impl<T: DevicePagemapOps> Drop for SplitPages<T> {
+    fn drop(&mut self) {
+        let left = self.end.saturating_sub(self.next);
+        if left > 0 {
+            // SAFETY: Our references keep the pagemap alive (type invariant).
+            let pagemap = unsafe { self.pagemap.as_ref() };
+            // SAFETY: The references of the pages not handed out (type
+            // invariant); the pagemap may go away right after.
+            unsafe { bindings::percpu_ref_put_many(pagemap.percpu_ref(), left) };
+        }
     }
 }
 
@@ -952,8 +1151,7 @@ impl<T: DevicePagemapOps> DevicePage<T> {
         unsafe { bindings::page_to_pfn(self.as_raw()) }
     }
 
-    /// The order of the folio the page belongs to (0 for now: pages are
-    /// activated one at a time).
+    /// The order of the folio the page belongs to.
     pub fn order(&self) -> u32 {
         // SAFETY: The page is valid (type invariant).
         unsafe { bindings::page_folio_order(self.as_raw()) }
@@ -963,6 +1161,20 @@ impl<T: DevicePagemapOps> DevicePage<T> {
     pub fn is_private(&self) -> bool {
         // SAFETY: The page is valid (type invariant).
         unsafe { bindings::is_device_private_page(self.as_raw()) }
+    }
+
+    /// Page `i` of the folio the page belongs to; `None` past its end.
+    pub fn folio_page(&self, i: usize) -> Option<&DevicePage<T>> {
+        if i >= nr_pages(self.order()) {
+            return None;
+        }
+        // SAFETY: The page is valid (type invariant).
+        let head = unsafe { bindings::page_folio(self.as_raw()) }.cast::<bindings::page>();
+        // SAFETY: A folio's pages are contiguous in the memmap; `i` is in it.
+        let page = unsafe { bindings::pfn_to_page(bindings::page_to_pfn(head) + i) };
+        // SAFETY: A page of the same in-use folio, kept in use by what keeps
+        // `self` in use for the borrow.
+        Some(unsafe { Self::from_raw(page) })
     }
 
     /// The driver data stored in the page by [`FreeDevicePage::activate`].
@@ -1054,6 +1266,14 @@ impl<'a, T: DevicePagemapOps> DeviceFault<'a, T> {
     /// The pagemap of the faulting page.
     pub fn pagemap(&self) -> &DevicePagemap<T> {
         self.page().pagemap()
+    }
+
+    /// Whether the faulting page is mapped by a PMD (a large folio mapped
+    /// whole) rather than a PTE: only then can the fault migrate the whole
+    /// folio; a PTE-mapped large folio is being split.
+    pub fn is_pmd_mapped(&self) -> bool {
+        // SAFETY: `vmf` is valid (type invariant).
+        !unsafe { bindings::vm_fault_is_pte(self.as_raw()) }
     }
 
     /// The faulting user address.

@@ -1,20 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Device memory of a dmirror device: device-private chunks of 256 MiB
-//! (`DevicePagemap`), the free list of idle device pages, and the callbacks
-//! the kernel makes into it (`folio_free`, `migrate_to_ram`).
+//! (`DevicePagemap`), the free lists of idle device pages and of idle
+//! PMD-sized blocks (for THPs), and the callbacks the kernel makes into it
+//! (`folio_free`, `migrate_to_ram`, `folio_split`).
 //!
 //! A device-private page has no memory of its own (the "device" is fake):
-//! each page in use carries a [`PageData`] with the system page that backs
-//! it. Locking: the chunk list mutex is taken before the free-list spinlock.
+//! each folio in use carries a [`PageData`] with the block of system pages
+//! that backs it. Locking: the chunk list mutex is taken before the
+//! free-list spinlock.
 
 use crate::{
     memremap::{
         DeviceFault, DevicePage, DevicePagemap, DevicePagemapOps, FreeDevicePage, LockedDevicePage,
         PagemapOwner, VmFaultResult,
     },
-    migrate::{MigratePfns, MigrateVma, Select},
-    page_ext,
+    migrate::{Collected, LockedSystemPage, MigratePfns, MigrateVma, Select, HPAGE_PMD_ORDER},
+    page_ext::{self, PageBlock},
 };
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
@@ -22,7 +24,7 @@ use kernel::{
     new_mutex, new_spinlock,
     page::{Page, PAGE_SIZE},
     prelude::*,
-    sync::{Arc, Mutex, SpinLock},
+    sync::{Arc, ArcBorrow, Mutex, SpinLock, UniqueArc},
 };
 
 /// Size of one chunk of device memory (`DEVMEM_CHUNK_SIZE`).
@@ -45,11 +47,17 @@ impl MirrorShared {
     }
 }
 
-/// What a device page in use carries.
+/// What a device folio in use carries. Shared (`Arc`) by the folios a large
+/// folio is split into, so that a split neither allocates nor copies.
 pub(crate) struct PageData {
-    /// The system page holding a device-private page's contents; `None`
-    /// for device-coherent pages, which hold their contents themselves.
-    pub(crate) backing: Option<Page>,
+    /// The mirror that migrated the folio (its `HMM_DMIRROR_FLAGS`).
+    pub(crate) mirror: Arc<MirrorShared>,
+    /// The system pages holding a device-private folio's contents: page `i`
+    /// of the block backs the device page at pfn `base_pfn + i`. `None` for
+    /// device-coherent pages, which hold their contents themselves.
+    backing: Option<PageBlock>,
+    /// The pfn of the first device page the block backs.
+    base_pfn: usize,
 }
 
 /// Runs `f` on the page that holds the contents of `dpage`: its backing
@@ -61,10 +69,12 @@ pub(crate) fn with_contents<R>(
     if let Some(page) = dpage.cpu_page() {
         return f(&page);
     }
-    match &dpage.data().backing {
-        Some(backing) => f(backing),
-        None => Err(EINVAL),
-    }
+    let data = dpage.data();
+    let backing = data.backing.as_ref().ok_or(EINVAL)?;
+    let page = backing
+        .page(dpage.pfn().wrapping_sub(data.base_pfn))
+        .ok_or(EINVAL)?;
+    f(&page)
 }
 
 /// What memory a dmirror device has.
@@ -79,9 +89,12 @@ pub(crate) enum MemKind {
 
 /// Idle device pages and the allocation counters.
 struct FreeInner {
-    /// Room for every page of every chunk, so that `folio_free` never
-    /// allocates (it may run in atomic context).
+    /// Idle single pages. Room for every page of every chunk, so that
+    /// `folio_free` never allocates (it may run in atomic context).
     pages: KVVec<FreeDevicePage<DmirrorMem>>,
+    /// Idle blocks of `HPAGE_PMD_ORDER` pages, for THPs (device-private
+    /// memory only). Room for every block of every chunk.
+    folios: KVVec<FreeDevicePage<DmirrorMem>>,
     /// Pages handed out (`calloc`).
     calloc: u64,
     /// Pages given back (`cfree`).
@@ -102,21 +115,63 @@ pub(crate) struct DmirrorMem {
     removing: AtomicBool,
 }
 
+impl FreeInner {
+    /// Puts an idle page or block back on its list. The lists have room for
+    /// every page and block of every chunk (`add_chunk`), so this neither
+    /// allocates nor fails.
+    fn put(&mut self, page: FreeDevicePage<DmirrorMem>) {
+        match page.order() {
+            0 => {
+                let _ = self.pages.push_within_capacity(page);
+            }
+            HPAGE_PMD_ORDER => {
+                let _ = self.folios.push_within_capacity(page);
+            }
+            _ => {
+                for p in page.split() {
+                    let _ = self.pages.push_within_capacity(p);
+                }
+            }
+        }
+    }
+
+    /// Takes an idle block of `order` (0 or `HPAGE_PMD_ORDER`); a single
+    /// page is split off a block if none is left.
+    fn take(&mut self, order: u32) -> Option<FreeDevicePage<DmirrorMem>> {
+        let page = match order {
+            0 => self.pages.pop().or_else(|| {
+                let mut pages = self.folios.pop()?.split();
+                let first = pages.next();
+                for p in pages {
+                    let _ = self.pages.push_within_capacity(p);
+                }
+                first
+            }),
+            _ => self.folios.pop(),
+        }?;
+        self.calloc += 1 << page.order();
+        Some(page)
+    }
+}
+
 #[vtable]
 impl DevicePagemapOps for DmirrorMem {
-    type PageData = KBox<PageData>;
+    type PageData = Arc<PageData>;
 
-    fn folio_free(pagemap: &DevicePagemap<Self>, page: FreeDevicePage<Self>, data: KBox<PageData>) {
-        // Frees the backing page.
+    fn folio_free(pagemap: &DevicePagemap<Self>, page: FreeDevicePage<Self>, data: Arc<PageData>) {
+        // Frees the backing block once no folio shares it.
         drop(data);
         let mem = pagemap.data();
         let mut free = mem.free.inner.lock();
-        free.cfree += 1;
+        free.cfree += 1 << page.order();
         if !mem.removing.load(Ordering::Relaxed) {
-            // The list has room for every page of every chunk (`add_chunk`),
-            // so this neither allocates nor fails.
-            let _ = free.pages.push_within_capacity(page);
+            free.put(page);
         }
+    }
+
+    fn folio_split(data: ArcBorrow<'_, PageData>, _offset: usize, _order: u32) -> Arc<PageData> {
+        // The new folio shares the block: its pages' pfns index it as before.
+        data.into()
     }
 
     fn migrate_to_ram(fault: &DeviceFault<'_, Self>) -> VmFaultResult {
@@ -127,32 +182,45 @@ impl DevicePagemapOps for DmirrorMem {
         }
     }
 
-    fn copy_to_ram(src: &DevicePage<Self>, _data: &PageData, dst: &Page) {
+    fn copy_to_ram(src: &DevicePage<Self>, _data: ArcBorrow<'_, PageData>, dst: &Page) {
         // Both are CPU-accessible pages: this cannot fail.
         let _ = with_contents(src, |page| page_ext::copy(dst, page));
     }
 }
 
-/// The CPU touched a device page: bring it back (`dmirror_devmem_fault`).
+/// The CPU touched a device page: bring it back (`dmirror_devmem_fault`),
+/// the whole folio if it is mapped whole (by a PMD), else the one page.
 fn fault_to_ram(fault: &DeviceFault<'_, DmirrorMem>) -> Result {
-    let addr = fault.address() & !(PAGE_SIZE - 1);
-    let mut pfns = MigratePfns::new(1)?;
-    let owner = fault.page().pagemap().owner();
-    let mut mig = MigrateVma::setup_from_fault(
-        fault,
-        addr,
-        addr + PAGE_SIZE,
-        Select::DevicePrivate.into(),
-        &mut pfns,
-    )?;
-    copy_back(&mut mig, owner)?;
+    let order = if fault.is_pmd_mapped() {
+        fault.page().order()
+    } else {
+        0
+    };
+    let size = PAGE_SIZE << order;
+    let start = fault.address() & !(size - 1);
+    let mut pfns = MigratePfns::new(1 << order)?;
+    let mut select = Select::DevicePrivate.into();
+    if order > 0 {
+        select |= Select::Compound;
+    }
+    let owner = fault.pagemap().owner();
+    let mirror = fault.data().mirror.clone();
+    let mut mig = MigrateVma::setup_from_fault(fault, start, start + size, select, &mut pfns)?;
+    copy_back(&mut mig, owner, &mirror)?;
     mig.pages().finalize();
     Ok(())
 }
 
-/// Gives every collected device page of `mig` a system page with its
-/// contents (`dmirror_devmem_fault_alloc_and_copy`).
-pub(crate) fn copy_back(mig: &mut crate::migrate::Collected<'_>, owner: &PagemapOwner) -> Result {
+/// Gives every collected device page of `mig` system memory with its
+/// contents (`dmirror_devmem_fault_alloc_and_copy`): a device THP moves to
+/// a system THP, or page by page if none is free or `mirror` has
+/// `HMM_DMIRROR_FLAG_FAIL_ALLOC` set (consumed; for a single page, that
+/// page stays on the device).
+pub(crate) fn copy_back(
+    mig: &mut Collected<'_>,
+    owner: &PagemapOwner,
+    mirror: &MirrorShared,
+) -> Result {
     let vma = mig.vma();
     mig.for_each_entry(|mut e| {
         if !e.can_migrate() {
@@ -164,9 +232,28 @@ pub(crate) fn copy_back(mig: &mut crate::migrate::Collected<'_>, owner: &Pagemap
         let Some(dpage) = DevicePage::<DmirrorMem>::from_page(&src, owner) else {
             return Ok(());
         };
-        let dst = crate::migrate::LockedSystemPage::alloc_for_vma(vma, e.addr())?;
-        with_contents(dpage, |page| page_ext::copy(&dst.page(), page))?;
-        e.set_dst(dst)
+        let fail = mirror.take_fail_alloc();
+        let copy = |i: usize, dst: &Page| {
+            let sub = dpage.folio_page(i).ok_or(EINVAL)?;
+            with_contents(sub, |page| page_ext::copy(dst, page))
+        };
+        if e.is_compound() && !fail {
+            if let Ok(dst) = LockedSystemPage::alloc_folio_for_vma(vma, e.addr(), e.order()) {
+                for i in 0..e.nr_pages() {
+                    let sub = dst.subpage(i).ok_or(EINVAL)?;
+                    copy(i, &sub)?;
+                }
+                return e.set_dst(dst);
+            }
+        } else if fail && !e.is_compound() {
+            return Ok(());
+        }
+        for i in 0..e.nr_pages() {
+            let dst = LockedSystemPage::alloc_for_vma(vma, e.addr() + i * PAGE_SIZE)?;
+            copy(i, &dst.page())?;
+            e.set_dst_at(i, dst)?;
+        }
+        Ok(())
     })
 }
 
@@ -187,7 +274,10 @@ impl Chunks {
             chunk.data().removing.store(true, Ordering::Relaxed);
         }
         // Idle pages of the chunks being removed must not be handed out.
-        self.free.inner.lock().pages.clear();
+        let mut free = self.free.inner.lock();
+        free.pages.clear();
+        free.folios.clear();
+        drop(free);
         // Dropping a chunk evicts its pages in use and unmaps it.
         self.pagemaps.clear();
     }
@@ -219,6 +309,7 @@ impl DeviceMemory {
             pin_init!(FreeList {
                 inner <- new_spinlock!(FreeInner {
                     pages: KVVec::new(),
+                    folios: KVVec::new(),
                     calloc: 0,
                     cfree: 0,
                 }),
@@ -258,10 +349,11 @@ impl DeviceMemory {
     pub(crate) fn add_chunk(&self) -> Result {
         let mut chunks = self.chunks.lock();
         let npages = CHUNK_SIZE / PAGE_SIZE;
-        // A free list with room for every page of every chunk, the new one
-        // included, allocated before the spinlock is taken.
+        // Free lists with room for every page and block of every chunk, the
+        // new one included, allocated before the spinlock is taken.
         let total = (chunks.pagemaps.len() + 1) * npages;
-        let mut list = KVVec::with_capacity(total, GFP_KERNEL)?;
+        let mut pages = KVVec::with_capacity(total, GFP_KERNEL)?;
+        let mut folios = KVVec::with_capacity(total >> HPAGE_PMD_ORDER, GFP_KERNEL)?;
         chunks.pagemaps.reserve(1, GFP_KERNEL)?;
         let mem = DmirrorMem {
             free: self.free.clone(),
@@ -278,16 +370,33 @@ impl DeviceMemory {
                 GFP_KERNEL,
             )?,
         };
-        for page in pagemap.take_free_pages() {
-            // Cannot fail: `list` has room for every page.
-            let _ = list.push_within_capacity(page);
+        // Device-private chunks come in THP-sized blocks, split into single
+        // pages on demand; device-coherent memory in single pages (the core
+        // cannot split device-coherent folios for us).
+        let order = if pagemap.supports_order(HPAGE_PMD_ORDER) {
+            HPAGE_PMD_ORDER
+        } else {
+            0
+        };
+        for page in pagemap.take_free_pages(order)? {
+            // Cannot fail: the lists have room for every page and block.
+            let _ = match page.order() {
+                0 => pages.push_within_capacity(page),
+                _ => folios.push_within_capacity(page),
+            };
         }
         let old = {
             let mut free = self.free.inner.lock();
             while let Some(page) = free.pages.pop() {
-                let _ = list.push_within_capacity(page);
+                let _ = pages.push_within_capacity(page);
             }
-            core::mem::replace(&mut free.pages, list)
+            while let Some(page) = free.folios.pop() {
+                let _ = folios.push_within_capacity(page);
+            }
+            (
+                core::mem::replace(&mut free.pages, pages),
+                core::mem::replace(&mut free.folios, folios),
+            )
         };
         // Freed outside the spinlock.
         drop(old);
@@ -304,23 +413,67 @@ impl DeviceMemory {
         Ok(())
     }
 
-    /// Allocates a device page carrying `data`, adding a chunk if none is
-    /// free (`dmirror_devmem_alloc_page`).
-    pub(crate) fn alloc_page(&self, data: KBox<PageData>) -> Result<LockedDevicePage<DmirrorMem>> {
+    /// Whether this memory has device folios of `order`: single pages
+    /// always, THPs (`HPAGE_PMD_ORDER`) if device-private.
+    pub(crate) fn has_order(&self, order: u32) -> bool {
+        order == 0 || (order == HPAGE_PMD_ORDER && self.kind == MemKind::Private)
+    }
+
+    /// Allocates a device folio of `order` (0 or `HPAGE_PMD_ORDER`)
+    /// carrying `data`, whose `base_pfn` it sets, adding a chunk if none is
+    /// free (`dmirror_devmem_alloc_page`). `ENOMEM` for an order the memory
+    /// does not have ([`DeviceMemory::has_order`]).
+    pub(crate) fn alloc(
+        &self,
+        order: u32,
+        mut data: UniqueArc<PageData>,
+    ) -> Result<LockedDevicePage<DmirrorMem>> {
+        if !self.has_order(order) {
+            return Err(ENOMEM);
+        }
         loop {
-            let page = {
-                let mut free = self.free.inner.lock();
-                let page = free.pages.pop();
-                if page.is_some() {
-                    free.calloc += 1;
-                }
-                page
-            };
+            let page = self.free.inner.lock().take(order);
             if let Some(page) = page {
-                return Ok(page.activate(data));
+                data.base_pfn = page.pfn();
+                return Ok(page.activate(data.into()));
             }
             self.add_chunk()?;
         }
+    }
+
+    /// A new device folio of `order` holding the contents of `src(i)` for
+    /// each page `i` (zeroes where `None`), migrated by `mirror`: its
+    /// backing block (device-private) and the folio itself.
+    pub(crate) fn alloc_copy<'p>(
+        &self,
+        order: u32,
+        mirror: &Arc<MirrorShared>,
+        src: impl Fn(usize) -> Option<kernel::page::BorrowedPage<'p>>,
+    ) -> Result<LockedDevicePage<DmirrorMem>> {
+        if !self.has_order(order) {
+            return Err(ENOMEM);
+        }
+        let backing = match self.kind {
+            MemKind::Private => Some(PageBlock::alloc(order)?),
+            MemKind::Coherent(_) => None,
+        };
+        let data = UniqueArc::new(
+            PageData {
+                mirror: mirror.clone(),
+                backing,
+                base_pfn: 0,
+            },
+            GFP_KERNEL,
+        )?;
+        let dpage = self.alloc(order, data)?;
+        for i in 0..1 << order {
+            let sub = dpage.folio_page(i).ok_or(EINVAL)?;
+            with_contents(sub, |dst| match src(i) {
+                Some(s) => page_ext::copy(dst, &s),
+                None => page_ext::zero(dst),
+            })?;
+        }
+        Ok(dpage)
     }
 
     /// Removes every chunk, moving its pages in use back to system memory

@@ -6,9 +6,9 @@
 
 use crate::{
     bindings::{self, hmm_dmirror_cmd},
-    devmem::{self, DeviceMemory, MemKind, MirrorShared, PageData},
+    devmem::{self, DeviceMemory, MemKind, MirrorShared},
     hmm::{self, HmmPfn, HmmPfns},
-    migrate::{Collected, MigratePfns, MigrateVma, Select},
+    migrate::{Collected, MigratePfns, MigrateVma, Select, SelectFlags},
     miscdevice_data::MiscDeviceWithData,
     mmu_notifier::{Mirror, MirrorGuard, MirrorOps, Perm},
     page_ext,
@@ -446,7 +446,7 @@ impl Dmirror {
         &self,
         mm: &MmWithUser,
         r: &Range,
-        select: Select,
+        select: SelectFlags,
         mut copy: impl FnMut(&mut Collected<'_>) -> Result,
     ) -> Result<u64> {
         let mut pfns = MigratePfns::new(MIGRATE_PAGES)?;
@@ -459,14 +459,8 @@ impl Dmirror {
                 return Err(EINVAL);
             }
             let next = r.end.min(addr + MIGRATE_PAGES * PAGE_SIZE).min(vma.end());
-            let mut mig = MigrateVma::setup(
-                &guard,
-                addr,
-                next,
-                select.into(),
-                Some(self.owner()),
-                &mut pfns,
-            )?;
+            let mut mig =
+                MigrateVma::setup(&guard, addr, next, select, Some(self.owner()), &mut pfns)?;
             copy(&mut mig)?;
             let mig = mig.pages();
             moved += mig.migrated_pages() as u64;
@@ -481,37 +475,33 @@ impl Dmirror {
     /// (`dmirror_migrate_to_device`).
     fn migrate_to_device(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         let mm = self.mm(EINVAL)?;
-        self.migrate_range(&mm, r, Select::System, |mig| {
+        let mem = &self.device.mem;
+        let select = Select::System | Select::Compound;
+        self.migrate_range(&mm, r, select, |mig| {
             mig.for_each_entry(|mut e| {
-                if !e.can_migrate() || self.shared.take_fail_alloc() {
+                if !e.can_migrate() {
                     return Ok(());
                 }
-                let copy_into = |dst: &Page| match e.src_page() {
-                    Some(src) => page_ext::copy(dst, &src),
-                    None => page_ext::zero(dst),
-                };
-                let backing = match self.device.mem.kind() {
-                    // Private: the contents go to a system page first.
-                    MemKind::Private => {
-                        let Ok(page) = Page::alloc_page(GFP_KERNEL | __GFP_HIGHMEM) else {
-                            return Ok(());
-                        };
-                        copy_into(&page)?;
-                        Some(page)
+                // `HMM_DMIRROR_FLAG_FAIL_ALLOC` fails the device allocation
+                // of this entry: a THP then goes page by page, a page stays.
+                let fail = self.shared.take_fail_alloc();
+                if e.is_compound() && !fail {
+                    let src = |i| e.src_subpage(i);
+                    if let Ok(dpage) = mem.alloc_copy(e.order(), &self.shared, src) {
+                        return e.set_dst(dpage);
                     }
-                    MemKind::Coherent(_) => None,
-                };
-                let data = KBox::new(PageData { backing }, GFP_KERNEL)?;
-                let dpage = match self.device.mem.alloc_page(data) {
-                    Ok(dpage) => dpage,
-                    // Out of device memory: this page stays put.
-                    Err(_) => return Ok(()),
-                };
-                // Coherent: straight into the device page.
-                if let Some(page) = dpage.cpu_page() {
-                    copy_into(&page)?;
+                } else if fail && !e.is_compound() {
+                    return Ok(());
                 }
-                e.set_dst(dpage)
+                for i in 0..e.nr_pages() {
+                    let src = |_| e.src_subpage(i);
+                    match mem.alloc_copy(0, &self.shared, src) {
+                        Ok(dpage) => e.set_dst_at(i, dpage)?,
+                        // Out of device memory: the entry stays put.
+                        Err(_) => return Ok(()),
+                    }
+                }
+                Ok(())
             })
         })?;
         // Map what is now on the device (pages of our pagemaps, private or
@@ -539,8 +529,9 @@ impl Dmirror {
             MemKind::Private => Select::DevicePrivate,
             MemKind::Coherent(_) => Select::DeviceCoherent,
         };
-        c.cpages =
-            self.migrate_range(&mm, r, select, |mig| devmem::copy_back(mig, self.owner()))?;
+        c.cpages = self.migrate_range(&mm, r, select | Select::Compound, |mig| {
+            devmem::copy_back(mig, self.owner(), &self.shared)
+        })?;
         Ok(())
     }
 }
