@@ -792,7 +792,9 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         } else {
             // `__GFP_NOFAIL` is not for large folios: without one, this
             // folio stays (it cannot be split without a VMA).
-            let gfp = bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_RETRY_MAYFAIL;
+            let gfp = bindings::GFP_HIGHUSER_MOVABLE
+                | bindings::__GFP_RETRY_MAYFAIL
+                | bindings::__GFP_NOWARN;
             // SAFETY: As above; the order is a folio's.
             unsafe { bindings::folio_alloc(gfp, order) }
         };

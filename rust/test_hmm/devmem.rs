@@ -431,14 +431,14 @@ impl DeviceMemory {
         if !self.has_order(order) {
             return Err(ENOMEM);
         }
-        loop {
-            let page = self.free.inner.lock().take(order);
-            if let Some(page) = page {
-                data.base_pfn = page.pfn();
-                return Ok(page.activate(data.into()));
-            }
+        let mut page = self.free.inner.lock().take(order);
+        if page.is_none() {
             self.add_chunk()?;
+            page = self.free.inner.lock().take(order);
         }
+        let page = page.ok_or(ENOMEM)?;
+        data.base_pfn = page.pfn();
+        Ok(page.activate(data.into()))
     }
 
     /// A new device folio of `order` holding the contents of `src(i)` for
