@@ -31,6 +31,8 @@ pub mod miscdevice_data;
 pub mod mmu_notifier;
 #[path = "kernel/page_ext.rs"]
 pub mod page_ext;
+#[path = "kernel/task_ext.rs"]
+pub mod task_ext;
 
 // The driver.
 #[deny(unsafe_code)]

@@ -18,6 +18,7 @@
 #include <linux/nodemask.h>
 #include <linux/pagemap.h>
 #include <linux/percpu-refcount.h>
+#include <linux/sched/signal.h>
 
 /* linux/migrate.h */
 
@@ -222,4 +223,11 @@ bool hmm_rs_helper_mmu_interval_read_retry(struct mmu_interval_notifier *interva
 bool hmm_rs_helper_mmu_notifier_range_blockable(const struct mmu_notifier_range *range)
 {
 	return mmu_notifier_range_blockable(range);
+}
+
+/* linux/sched/signal.h */
+
+bool hmm_rs_helper_current_fatal_signal_pending(void)
+{
+	return fatal_signal_pending(current);
 }

@@ -172,6 +172,15 @@ impl Range {
     }
 }
 
+/// `EINTR` if the task is being killed: the loops of long ioctls check it
+/// once per round, so that a huge range cannot hold up `kill -9`.
+fn check_killed() -> Result {
+    if crate::task_ext::fatal_signal_pending() {
+        return Err(EINTR);
+    }
+    Ok(())
+}
+
 /// Copies the page a device page table entry names into `buf`.
 fn read_entry_page(owner: &crate::memremap::PagemapOwner, page: &Page, buf: &mut [u8]) -> Result {
     match crate::memremap::DevicePage::<devmem::DmirrorMem>::from_page(page, owner) {
@@ -287,6 +296,7 @@ impl Dmirror {
         let mut mm = None;
         let mut addr = r.start;
         while addr < r.end {
+            check_killed()?;
             let chunk_end = r.end.min(addr + BOUNCE_PAGES * PAGE_SIZE);
             let len = chunk_end - addr;
             let mut cur = addr;
@@ -310,6 +320,7 @@ impl Dmirror {
         let mut mm = None;
         let mut addr = r.start;
         while addr < r.end {
+            check_killed()?;
             let chunk_end = r.end.min(addr + BOUNCE_PAGES * PAGE_SIZE);
             let len = chunk_end - addr;
             input.read_slice(&mut bounce[..len])?;
@@ -333,6 +344,7 @@ impl Dmirror {
             let guard = mm.mmap_read_lock();
             let mut addr = r.start;
             while addr < r.end {
+                check_killed()?;
                 self.mirror.make_exclusive(&guard, addr)?;
                 addr += PAGE_SIZE;
             }
@@ -362,6 +374,7 @@ impl Dmirror {
         let mut out = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).writer();
         let mut addr = r.start;
         while addr < r.end {
+            check_killed()?;
             let chunk_end = r.end.min(addr + BOUNCE_PAGES * PAGE_SIZE);
             let len = chunk_end - addr;
             if self.read_pt(addr, chunk_end, &mut bounce[..len])?.is_err() {
@@ -383,6 +396,7 @@ impl Dmirror {
         let mut perm = [0u8; hmm::CHUNK_PAGES];
         let mut addr = r.start;
         while addr < r.end {
+            check_killed()?;
             let next = r.end.min(addr + hmm::CHUNK_PAGES * PAGE_SIZE);
             let n = (next - addr) >> PAGE_SHIFT;
             // The closure runs with the mirror locked: no user access in it.
@@ -454,6 +468,7 @@ impl Dmirror {
         let mut moved = 0;
         let mut addr = r.start;
         while addr < r.end {
+            check_killed()?;
             let vma = guard.vma_lookup(addr).ok_or(EINVAL)?;
             if vma.flags() & kernel::mm::virt::flags::READ == 0 {
                 return Err(EINVAL);
