@@ -10,8 +10,8 @@ happened in, and last the line "N passed, N failed, N skipped".
 
 A suite also counts as one failure when its module does not load or
 unload, when it exits non-zero without a failed case to show for it, when
-the kernel splats during it, or when the guest never finishes it. Exit
-status 1 if anything failed, else 0.
+the kernel splats during it, or when the guest kills it or never finishes
+it. Exit status 1 if anything failed, else 0.
 """
 
 import re
@@ -71,6 +71,9 @@ def parse(path):
                         cur = None
                     elif words[2] == "insmod" and cur:
                         cur.errors.append("module did not load")
+                    elif words[2] == "timeout" and cur:
+                        cur.errors.append(f"killed by the guest after "
+                                          f"{words[4]} s (hung or too slow)")
                 elif words[:1] == ["done"]:
                     done = True
                 elif words[:2] == ["qemu", "exit"]:
