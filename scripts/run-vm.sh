@@ -13,8 +13,14 @@
 # QEMU, so an Oops in one module cannot poison another's results), then
 # one suite per line:   name|module|module arguments|command
 # Module "rust_test_hmm" is this project's, "test_hmm" the C reference.
-# A suite still running a minute before the timeout is killed by the
-# guest (scripts/guest-init.sh), so that the boot can still report.
+# Suites named c:X and rust:X are tabled side by side. A name starting
+# with "ref:" (ref:c:X) makes a reference suite: its cases, exit status,
+# module unload and kernel splats are shown but not counted; instead
+# every case of it is one counted comparison with rust:X, which fails
+# where the reference passes and rust:X does not. A reference driver can
+# leave the kernel damaged (an Oops, a stuck task): run it last in its
+# boot. A suite still running a minute before the timeout is killed by
+# the guest (scripts/guest-init.sh), so that the boot can still report.
 #
 # Usage: run-vm.sh --plan FILE [--kdir DIR] [--timeout SECONDS] [--kvm]
 #                  [--icount] [--smp N]

@@ -11,7 +11,15 @@ happened in, and last the line "N passed, N failed, N skipped".
 A suite also counts as one failure when its module does not load or
 unload, when it exits non-zero without a failed case to show for it, when
 the kernel splats during it, or when the guest kills it or never finishes
-it. Exit status 1 if anything failed, else 0.
+it. A boot that never reports back is one failure more.
+
+A reference suite ("ref:c:NAME") is shown, cases, errors and splats, but
+none of it counts: instead each of its cases is one comparison with
+"rust:NAME", which fails where the reference passes and Rust does not,
+passes where Rust passes, and is skipped where neither passes. A reference
+suite with no case at all, or without its rust:NAME, is one failure.
+
+Exit status 1 if anything failed, else 0.
 """
 
 import re
@@ -37,6 +45,11 @@ class Suite:
     def __init__(self, boot, name):
         self.boot = boot
         self.name = name
+        # "ref:c:hmm-tests": a reference suite of impl "c", compared on
+        # "hmm-tests" with "rust:hmm-tests".
+        self.ref = name.startswith("ref:")
+        impl, _, what = name.removeprefix("ref:").rpartition(":")
+        self.impl, self.what = impl, what
         self.cases = {}  # case -> "pass" | "fail" | "skip"
         self.errors = []
         self.splats = []
@@ -44,8 +57,11 @@ class Suite:
         self.rc = None
 
     def counts(self):
+        """Cases passed, failed (with the suite's own errors, except for
+        a reference suite, whose errors count for nothing) and skipped."""
         vals = list(self.cases.values())
-        return (vals.count("pass"), vals.count("fail") + len(self.errors),
+        errors = 0 if self.ref else len(self.errors)
+        return (vals.count("pass"), vals.count("fail") + errors,
                 vals.count("skip"))
 
 
@@ -81,7 +97,8 @@ def parse(path):
                 continue
             text = STRIP.sub("", line)
             if SPLAT.search(text):
-                (cur.splats if cur else boot_splats).append(text.strip())
+                src = "dmesg" if line.startswith("# dmesg: ") else "console"
+                (cur.splats if cur else boot_splats).append((src, text.strip()))
                 continue
             if cur is None:
                 continue
@@ -111,8 +128,80 @@ def parse(path):
     return suites, errors, boot_splats
 
 
+def print_splats(title, splats, limit=40):
+    """Each distinct splat line once, with its count and suite. The
+    console shows warnings and worse as they happen, the suite's dmesg
+    dump shows every level but may have lost the oldest lines: a line
+    counts as often as the source that saw it most often."""
+    if not splats:
+        return
+    print(f"#\n# {title} (each distinct line once, with its count):")
+    seen = {}
+    for where, (src, x) in splats:
+        key = (where, re.sub(r"hmm-tests/\d+|#\d+", "", x))
+        entry = seen.setdefault(key, [x, {"dmesg": 0, "console": 0}])
+        entry[1][src] += 1
+    for (where, _), (x, n) in list(seen.items())[:limit]:
+        n = max(n.values())
+        print(f"#   [{where}] {x}" + (f"  (x{n})" if n > 1 else ""))
+    if len(seen) > limit:
+        print(f"#   ... and {len(seen) - limit} more distinct line(s)")
+
+
+def side_by_side(what, c, r):
+    """Informational table of two counted suites; returns nothing."""
+    cases = list(dict.fromkeys(list(c.cases) + list(r.cases)))
+    width = max([len(x) for x in cases] + [4])
+    print(f"#\n# {what}: C test_hmm vs rust_test_hmm")
+    print(f"# {'case':<{width}}  {'C':<5} {'Rust':<5}")
+    for case in cases:
+        cr, rr = c.cases.get(case, "-"), r.cases.get(case, "-")
+        note = "  <-- differs" if cr != rr else ""
+        print(f"# {case:<{width}}  {cr:<5} {rr:<5}{note}")
+    for impl, s in (("C", c), ("Rust", r)):
+        p, f, k = s.counts()
+        print(f"# {impl}: {p} passed, {f} failed, {k} skipped")
+
+
+def compare(what, c, r):
+    """One counted assertion per case of reference c: Rust passes where C
+    passes. Returns (passed, failed, skipped)."""
+    cases = list(dict.fromkeys(list(c.cases) + list(r.cases)))
+    width = max([len(x) for x in cases] + [4])
+    verdicts = {}
+    for case in cases:
+        cr, rr = c.cases.get(case, "-"), r.cases.get(case, "-")
+        if cr == "pass":
+            verdicts[case] = "ok" if rr == "pass" else "FAIL"
+        else:
+            verdicts[case] = "rust beats C" if rr == "pass" else "skip"
+    print(f"#\n# {what}: rust_test_hmm passes every case the reference "
+          f"C test_hmm passes ({c.boot}/{c.name} vs {r.boot}/{r.name})")
+    print(f"# {'case':<{width}}  {'C':<5} {'Rust':<5} verdict")
+    for case in cases:
+        cr, rr = c.cases.get(case, "-"), r.cases.get(case, "-")
+        print(f"# {case:<{width}}  {cr:<5} {rr:<5} {verdicts[case]}")
+    for impl, s in (("C (reference)", c), ("Rust", r)):
+        p, f, k = s.counts()
+        print(f"# {impl}: {p} passed, {f} failed, {k} skipped")
+    beats = [x for x, v in verdicts.items() if v == "rust beats C"]
+    worse = [x for x, v in verdicts.items() if v == "FAIL"]
+    print(f"# Rust passes where C does not: {len(beats)} case(s)")
+    for x in beats:
+        print(f"#   {x}")
+    print(f"# Rust does not pass where C does: {len(worse)} case(s)")
+    for x in worse:
+        print(f"#   FAIL {x}")
+    vals = list(verdicts.values())
+    res = (len(vals) - vals.count("FAIL") - vals.count("skip"),
+           vals.count("FAIL"), vals.count("skip"))
+    print(f"# comparison: {res[0]} passed, {res[1]} failed, {res[2]} skipped")
+    return res
+
+
 def main(paths):
-    suites, errors, splats = [], [], []
+    suites, errors = [], []
+    splats, ref_splats = [], []
     for p in paths:
         s, e, b = parse(p)
         suites += s
@@ -122,51 +211,50 @@ def main(paths):
     print("\n# ===== hmm-rs summary =====")
     for s in suites:
         p, f, k = s.counts()
-        print(f"# {s.boot}/{s.name}: {p} passed, {f} failed, {k} skipped")
+        note = " (reference: shown, not counted)" if s.ref else ""
+        print(f"# {s.boot}/{s.name}: {p} passed, {f} failed, {k} skipped{note}")
         for case, res in s.cases.items():
             if res == "fail":
                 print(f"#   FAIL {case}")
         for e in s.errors:
-            print(f"#   ERROR {e}")
-        splats += [(f"{s.boot}/{s.name}", x) for x in s.splats]
+            print(f"#   {'note' if s.ref else 'ERROR'} {e}")
+        (ref_splats if s.ref else splats).extend(
+            (f"{s.boot}/{s.name}", x) for x in s.splats)
 
-    # Side by side: suites named c:X and rust:X.
+    # Side by side: suites named c:X and rust:X; a reference c suite is
+    # compared case by case instead.
+    counted = [0, 0, 0]
     by = {}
     for s in suites:
-        if ":" in s.name:
-            impl, what = s.name.split(":", 1)
-            by.setdefault(what, {})[impl] = s
+        if s.impl in ("c", "rust"):
+            by.setdefault(s.what, {}).setdefault((s.impl, s.ref), []).append(s)
     for what, impls in by.items():
-        if not {"c", "rust"} <= impls.keys():
-            continue
-        c, r = impls["c"], impls["rust"]
-        cases = list(dict.fromkeys(list(c.cases) + list(r.cases)))
-        width = max([len(x) for x in cases] + [4])
-        print(f"#\n# {what}: C test_hmm vs rust_test_hmm")
-        print(f"# {'case':<{width}}  {'C':<5} {'Rust':<5}")
-        for case in cases:
-            cr, rr = c.cases.get(case, "-"), r.cases.get(case, "-")
-            note = "  <-- differs" if cr != rr else ""
-            print(f"# {case:<{width}}  {cr:<5} {rr:<5}{note}")
-        for impl, s in (("C", c), ("Rust", r)):
-            p, f, k = s.counts()
-            print(f"# {impl}: {p} passed, {f} failed, {k} skipped")
+        rust = impls.get(("rust", False), [])
+        for c in impls.get(("c", True), []):
+            if not c.cases:
+                errors.append(f"reference suite {c.boot}/{c.name} reported "
+                              f"no case: nothing to compare with")
+            elif not rust:
+                errors.append(f"reference suite {c.boot}/{c.name} has no "
+                              f"rust:{what} to compare with")
+            else:
+                res = compare(what, c, rust[0])
+                counted = [a + b for a, b in zip(counted, res)]
+        plain = impls.get(("c", False), [])
+        if plain and rust and not impls.get(("c", True)):
+            side_by_side(what, plain[0], rust[0])
 
-    if splats:
-        print("#\n# kernel splats (each distinct line once, with its count):")
-        seen = {}
-        for where, x in splats:
-            key = (where, re.sub(r"hmm-tests/\d+|#\d+", "", x))
-            seen.setdefault(key, [x, 0])[1] += 1
-        for (where, _), (x, n) in list(seen.items())[:40]:
-            print(f"#   [{where}] {x}" + (f"  (x{n})" if n > 1 else ""))
+    print_splats("kernel splats", splats)
+    print_splats("reference-driver splats (test_hmm; shown, not counted)",
+                 ref_splats, limit=20)
     for e in errors:
         print(f"# ERROR {e}")
 
-    passed = sum(s.counts()[0] for s in suites)
-    failed = sum(s.counts()[1] for s in suites) + len(errors)
-    skipped = sum(s.counts()[2] for s in suites)
-    if not suites:
+    own = [s for s in suites if not s.ref]
+    passed = sum(s.counts()[0] for s in own) + counted[0]
+    failed = sum(s.counts()[1] for s in own) + counted[1] + len(errors)
+    skipped = sum(s.counts()[2] for s in own) + counted[2]
+    if not own:
         failed += 1
         print("# ERROR no suite ran")
     print(f"{passed} passed, {failed} failed, {skipped} skipped")
