@@ -22,6 +22,10 @@
 # boot. A suite still running a minute before the timeout is killed by
 # the guest (scripts/guest-init.sh), so that the boot can still report.
 #
+# --icount: one CPU whose clock counts instructions (-icount shift=0,
+# sleep=off): timings are exact and immune to host load, and the summary
+# adds the benchmark tables (make bench).
+#
 # Usage: run-vm.sh --plan FILE [--kdir DIR] [--timeout SECONDS] [--kvm]
 #                  [--icount] [--smp N]
 set -euo pipefail
@@ -136,4 +140,6 @@ logs=()
 for boot in "${boots[@]}"; do
 	logs+=("$LOGS/$boot.log")
 done
+# Timings mean something only when guest time counts instructions.
+[ "$ICOUNT" = 1 ] && logs+=(--bench)
 exec python3 "$HMM_RS_ROOT/scripts/tap-summary.py" "${logs[@]}"

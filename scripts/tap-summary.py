@@ -6,7 +6,10 @@ Each log holds the TAP of the suites one boot ran, bracketed by the markers
 scripts/guest-init.sh prints, and the kernel messages. Prints one line per
 suite, the failed cases, a side-by-side table for suites run against both
 modules ("c:NAME" and "rust:NAME"), every kernel splat with the suite it
-happened in, and last the line "N passed, N failed, N skipped".
+happened in, and last the line "N passed, N failed, N skipped". With
+--bench, also a table per benchmark the suites printed figures for
+(hmm_rs_bench's "# bench:" lines, hmm-tests benchmark_thp_migration's
+tables): C and Rust time per operation, Rust/C and its geometric mean.
 
 A suite also counts as one failure when its module does not load or
 unload, when it exits non-zero without a failed case to show for it, when
@@ -19,9 +22,10 @@ none of it counts: instead each of its cases is one comparison with
 passes where Rust passes, and is skipped where neither passes. A reference
 suite with no case at all, or without its rust:NAME, is one failure.
 
-Exit status 1 if anything failed, else 0.
+Exit status 1 if anything failed, else 0. Speed never fails.
 """
 
+import math
 import re
 import sys
 
@@ -39,6 +43,15 @@ SPLAT = re.compile(
 )
 # Kernel lines may carry a timestamp; console lines may carry dmesg's prefix.
 STRIP = re.compile(r"^(# dmesg: )?(\[\s*\d+\.\d+\] )?")
+# hmm_rs_bench: "# bench: op=NAME ns=N iters=N", ns per operation.
+BENCH = re.compile(r"^# bench: op=(\S+) ns=(\d+) iters=(\d+)")
+# The kselftest harness starts a case: "#  RUN           fixture.variant.test ..."
+RUN = re.compile(r"^#\s+RUN\s+(\S+)")
+# hmm-tests benchmark_thp_migration: "=== Two THP Size (4.0 MB) ===", then
+# "Sys->Dev Migration   | 1.234 ms        | 2.345 ms        | 47.4%".
+THP_HEAD = re.compile(r"^=== .* \(([\d.]+) MB\) ===$")
+THP_ROW = re.compile(r"^(Sys->Dev|Dev->Sys) Migration\s*\|\s*([\d.]+) ms\s*\|"
+                     r"\s*([\d.]+) ms")
 
 
 class Suite:
@@ -53,6 +66,7 @@ class Suite:
         self.cases = {}  # case -> "pass" | "fail" | "skip"
         self.errors = []
         self.splats = []
+        self.bench = {}  # (table, op) -> ns per operation
         self.ended = False
         self.rc = None
 
@@ -68,6 +82,7 @@ class Suite:
 def parse(path):
     boot = path.rsplit("/", 1)[-1].removesuffix(".log")
     suites, cur, done, boot_splats, qemu_rc = [], None, False, [], None
+    thp_size, running = "?", "?"
     with open(path, errors="replace") as f:
         for raw in f:
             line = raw.rstrip("\n")
@@ -101,6 +116,25 @@ def parse(path):
                 (cur.splats if cur else boot_splats).append((src, text.strip()))
                 continue
             if cur is None:
+                continue
+            b = BENCH.match(line)
+            if b:
+                cur.bench[("hmm_rs_bench", b.group(1))] = int(b.group(2))
+                continue
+            t = RUN.match(line)
+            if t:
+                running = t.group(1)
+                continue
+            t = THP_HEAD.match(line)
+            if t:
+                thp_size = t.group(1)
+                continue
+            t = THP_ROW.match(line)
+            if t:
+                way = "s2d" if t.group(1) == "Sys->Dev" else "d2s"
+                for kind, ms in (("thp", t.group(2)), ("4k", t.group(3))):
+                    op = f"{thp_size}MB.{way}.{kind}"
+                    cur.bench[(running, op)] = round(float(ms) * 1e6)
                 continue
             r = RESULT.match(line)
             if r:
@@ -199,7 +233,53 @@ def compare(what, c, r):
     return res
 
 
-def main(paths):
+def mean(values):
+    return sum(values) / len(values) if values else None
+
+
+def ns_column(ns):
+    return f"{ns:>12.0f}" if ns is not None else f"{'-':>12}"
+
+
+def bench_tables(suites):
+    """Per benchmark, one row per operation: the C and Rust time (each the
+    mean over the suites, the rounds, that printed it), Rust/C, and how far
+    apart one driver's rounds are; last the geometric mean of Rust/C."""
+    tables = {}  # table -> op -> impl -> [ns, ...]
+    for s in suites:
+        for (table, op), ns in s.bench.items():
+            tables.setdefault(table, {}).setdefault(op, {}) \
+                .setdefault(s.impl, []).append(ns)
+    for table, ops in tables.items():
+        width = max([len(x) for x in ops] + [14])
+        print(f"#\n# bench: {table}, ns per operation "
+              f"(Rust/C below 1: Rust faster)")
+        if table != "hmm_rs_bench":
+            print("# (SIZE.s2d/d2s.thp/4k: one migration of SIZE to/from the "
+                  "device, with/without MADV_HUGEPAGE)")
+        print(f"# {'op':<{width}} {'C ns':>12} {'Rust ns':>12} {'Rust/C':>7}"
+              f"  rounds C+Rust  spread")
+        logs = []
+        for op, by in ops.items():
+            c, r = by.get("c", []), by.get("rust", [])
+            cm, rm = mean(c), mean(r)
+            ratio = "-"
+            if cm and rm:
+                logs.append(math.log(rm / cm))
+                ratio = f"{rm / cm:.3f}"
+            spread = max([(max(v) - min(v)) / min(v) for v in (c, r)
+                          if v and min(v) > 0] + [0])
+            print(f"# {op:<{width}} {ns_column(cm)} {ns_column(rm)} "
+                  f"{ratio:>7}  {len(c):>8}+{len(r):<5} {spread * 100:5.1f}%")
+        if logs:
+            gm = math.exp(sum(logs) / len(logs))
+            print(f"# {'geometric mean':<{width}} {'':>12} {'':>12} "
+                  f"{gm:>7.3f}  ({len(logs)} ops)")
+
+
+def main(args):
+    bench = "--bench" in args
+    paths = [a for a in args if a != "--bench"]
     suites, errors = [], []
     splats, ref_splats = [], []
     for p in paths:
@@ -247,6 +327,8 @@ def main(paths):
     print_splats("kernel splats", splats)
     print_splats("reference-driver splats (test_hmm; shown, not counted)",
                  ref_splats, limit=20)
+    if bench:
+        bench_tables(suites)
     for e in errors:
         print(f"# ERROR {e}")
 
