@@ -8,6 +8,7 @@
 #   make check      ... run every test the project claims (DEBUG=1: debug kernel)
 #   make check-c    the C reference test_hmm alone, every hmm-tests case
 #   make compare    C test_hmm and rust_test_hmm on every hmm-tests case, side by side
+#   make bench      speed of rust_test_hmm against test_hmm, exact (QEMU -icount)
 #   make lint       rustfmt, clippy and checkpatch on the module
 #
 # KDIR=<kernel build dir> builds against another kernel (default: the cached
@@ -24,7 +25,7 @@ KDIR ?= $(shell $(ENV) DEBUG=$(DEBUG) scripts/build-kernel.sh --print-kdir)
 KMAKE = $(ENV) $(MAKE) -C $(KDIR) M=$(ROOT) LLVM=1 RUSTC=$$RUSTC \
 	RUSTDOC=$$RUSTDOC BINDGEN=$$BINDGEN CLIPPY_DRIVER=$$CLIPPY_DRIVER
 
-.PHONY: all setup kernel module tests run check check-c compare lint \
+.PHONY: all setup kernel module tests run check check-c compare bench lint \
 	rustfmt rustfmtcheck clippy checkpatch clean distclean
 
 all: module
@@ -52,6 +53,9 @@ check-c: kernel tests
 
 compare: module tests
 	@scripts/run-vm.sh --plan scripts/plans/compare --kdir $(KDIR)
+
+bench: module tests
+	@scripts/run-vm.sh --icount --plan scripts/plans/bench --kdir $(KDIR)
 
 lint: rustfmtcheck clippy checkpatch
 
