@@ -8,6 +8,7 @@
 #   make check      ... run every test the project claims (DEBUG=1: debug kernel)
 #   make check-c    the C reference test_hmm alone, every hmm-tests case
 #   make compare    C test_hmm and rust_test_hmm on every hmm-tests case, side by side
+#   make bench      speed of rust_test_hmm against test_hmm, exact (QEMU -icount)
 #   make lint       rustfmt, clippy and checkpatch on the module
 #
 # KDIR=<kernel build dir> builds against another kernel (default: the cached
@@ -24,7 +25,7 @@ KDIR ?= $(shell $(ENV) DEBUG=$(DEBUG) scripts/build-kernel.sh --print-kdir)
 KMAKE = $(ENV) $(MAKE) -C $(KDIR) M=$(ROOT) LLVM=1 RUSTC=$$RUSTC \
 	RUSTDOC=$$RUSTDOC BINDGEN=$$BINDGEN CLIPPY_DRIVER=$$CLIPPY_DRIVER
 
-.PHONY: all setup kernel module tests run check check-c compare lint \
+.PHONY: all setup kernel module tests run check check-c compare bench lint \
 	rustfmt rustfmtcheck clippy checkpatch clean distclean
 
 all: module
@@ -44,14 +45,21 @@ tests: setup
 run: module tests
 	@scripts/run-vm.sh --plan scripts/plans/demo --kdir $(KDIR)
 
+# The debug kernel took 235-462 s (host load) for the one check boot: too
+# close to the guest's deadline, a minute before the default 600 s timeout.
+CHECK_TIMEOUT := $(if $(filter 1,$(DEBUG)),--timeout 1200)
+
 check: module tests lint
-	@scripts/run-vm.sh --plan scripts/plans/check --kdir $(KDIR)
+	@scripts/run-vm.sh --plan scripts/plans/check --kdir $(KDIR) $(CHECK_TIMEOUT)
 
 check-c: kernel tests
 	@scripts/run-vm.sh --plan scripts/plans/reference --kdir $(KDIR)
 
 compare: module tests
 	@scripts/run-vm.sh --plan scripts/plans/compare --kdir $(KDIR)
+
+bench: module tests
+	@scripts/run-vm.sh --icount --plan scripts/plans/bench --kdir $(KDIR)
 
 lint: rustfmtcheck clippy checkpatch
 

@@ -39,6 +39,3 @@ for src in "$HMM_RS_ROOT"/tools/testing/selftests/hmm-rs/*.c; do
 	[ -e "$src" ] || continue
 	build "$OUT/$(basename "$src" .c)" "$src"
 done
-
-# The hmm-tests cases rust_test_hmm claims to pass (scripts/plans/check).
-cp "$HMM_RS_ROOT"/tools/testing/selftests/hmm-rs/*.claimed "$OUT/"

@@ -5,12 +5,24 @@
 # line each:   name|module|module arguments|command
 # loading the module (if any) before the command and unloading it after,
 # and brackets each suite with markers the host's runner parses:
-#   # hmm-rs: suite NAME begin / end rc=N rmmod=N
+#   # hmm-rs: suite NAME begin / end rc=N rmmod=N time=Ns
 # followed by the suite's kernel log lines ("# dmesg: ..."), in which the
 # runner looks for splats. Ends with "# hmm-rs: done" and a reboot, which
 # QEMU (-no-reboot) turns into an exit.
+#
+# /env (from the host) sets HMM_RS_DEBUG (1: a debug kernel, which plans
+# may test) and HMM_RS_TIMEOUT: the host kills the guest after that many
+# seconds. A suite still running a minute before that is killed, with
+# the marker
+#   # hmm-rs: suite NAME timeout after N s
+# so that a hung test (a reference driver's Oops can leave one) still
+# lets the guest report back. What a timeout means is the host's call.
 
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+HMM_RS_TIMEOUT=600 HMM_RS_DEBUG=0
+# shellcheck source=/dev/null # written by run-vm.sh
+[ -r /env ] && . /env
+export HMM_RS_DEBUG
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
@@ -27,10 +39,32 @@ dump_dmesg() {
 	dmesg -c | sed 's/^/# dmesg: /'
 }
 
+deadline=$((HMM_RS_TIMEOUT - 60))
+uptime_s() {
+	cut -d. -f1 /proc/uptime
+}
+
+# run_suite NAME COMMAND: runs COMMAND in /tmp in a session of its own,
+# killed as a whole when the deadline comes; returns its exit status.
+run_suite() {
+	run_limit=$((deadline - $(uptime_s)))
+	[ "$run_limit" -gt 0 ] || run_limit=1
+	(cd /tmp && exec setsid sh -c "$2") </dev/null &
+	run_pid=$!
+	setsid sh -c "sleep $run_limit; echo '# hmm-rs: suite $1 timeout after $run_limit s'; kill -KILL -$run_pid" </dev/null &
+	run_wd=$!
+	wait "$run_pid"
+	run_rc=$?
+	kill -KILL "-$run_wd" 2>/dev/null
+	wait "$run_wd" 2>/dev/null
+	return "$run_rc"
+}
+
 while IFS='|' read -r name mod args cmd; do
 	case "$name" in ''|'#'*) continue ;; esac
 	echo "# hmm-rs: suite $name begin"
-	rc=0 rmmod_rc=-
+	start=$(uptime_s)
+	rmmod_rc=-
 	if [ -n "$mod" ]; then
 		# shellcheck disable=SC2086 # the arguments are words on purpose
 		if ! insmod "/lib/modules/$mod.ko" $args; then
@@ -40,7 +74,7 @@ while IFS='|' read -r name mod args cmd; do
 			continue
 		fi
 	fi
-	(cd /tmp && sh -c "$cmd") </dev/null
+	run_suite "$name" "$cmd"
 	rc=$?
 	if [ -n "$mod" ]; then
 		# A test the harness killed may still be exiting (its files
@@ -54,7 +88,7 @@ while IFS='|' read -r name mod args cmd; do
 		rmmod_rc=$((1 - $?))
 	fi
 	dump_dmesg
-	echo "# hmm-rs: suite $name end rc=$rc rmmod=$rmmod_rc"
+	echo "# hmm-rs: suite $name end rc=$rc rmmod=$rmmod_rc time=$(( $(uptime_s) - start ))s"
 done </plan
 
 # Debug kernels: a last kmemleak scan, its reports as kernel log lines.

@@ -13,13 +13,25 @@
 # QEMU, so an Oops in one module cannot poison another's results), then
 # one suite per line:   name|module|module arguments|command
 # Module "rust_test_hmm" is this project's, "test_hmm" the C reference.
+# Suites named c:X and rust:X are tabled side by side. A name starting
+# with "ref:" (ref:c:X) makes a reference suite: its cases, exit status,
+# module unload and kernel splats are shown but not counted; instead
+# every case of it is one counted comparison with rust:X, which fails
+# where the reference passes and rust:X does not. A reference driver can
+# leave the kernel damaged (an Oops, a stuck task): run it last in its
+# boot. A suite still running a minute before the timeout is killed by
+# the guest (scripts/guest-init.sh), so that the boot can still report.
+#
+# --icount: one CPU whose clock counts instructions (-icount shift=0,
+# sleep=off): timings are exact and immune to host load, and the summary
+# adds the benchmark tables (make bench).
 #
 # Usage: run-vm.sh --plan FILE [--kdir DIR] [--timeout SECONDS] [--kvm]
 #                  [--icount] [--smp N]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-PLAN= KDIR= TIMEOUT=${HMM_RS_TIMEOUT:-600} KVM=0 ICOUNT=0 SMP=2
+PLAN='' KDIR='' TIMEOUT=${HMM_RS_TIMEOUT:-600} KVM=0 ICOUNT=0 SMP=2
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--plan) PLAN=$2; shift ;;
@@ -74,6 +86,7 @@ mkinitramfs() {
 	done
 	cp "$HMM_RS_ROOT/scripts/guest-init.sh" "$root/init"
 	cp "$plan" "$root/plan"
+	printf 'HMM_RS_TIMEOUT=%s\nHMM_RS_DEBUG=%s\n' "$TIMEOUT" "${DEBUG:-0}" >"$root/env"
 	cp -r "$TESTS"/. "$root/tests/"
 	local mod
 	for mod in $(cut -d'|' -f2 "$plan" | sort -u); do
@@ -105,7 +118,7 @@ if [ "$KVM" = 1 ]; then
 	[ -w /dev/kvm ] || die "run-vm: --kvm given but /dev/kvm is not usable"
 	accel=(-accel kvm)
 fi
-[ "$ICOUNT" = 1 ] && accel+=(-icount shift=0,sleep=off)
+[ "$ICOUNT" = 1 ] && accel+=(-icount "shift=0,sleep=off")
 
 for boot in "${boots[@]}"; do
 	dir=$VMDIR/$boot
@@ -123,5 +136,10 @@ for boot in "${boots[@]}"; do
 	echo "# hmm-rs: qemu exit $rc after $(( $(date +%s) - start )) s" | tee -a "$LOGS/$boot.log"
 done
 
-exec python3 "$HMM_RS_ROOT/scripts/tap-summary.py" \
-	$(for b in "${boots[@]}"; do echo "$LOGS/$b.log"; done)
+logs=()
+for boot in "${boots[@]}"; do
+	logs+=("$LOGS/$boot.log")
+done
+# Timings mean something only when guest time counts instructions.
+[ "$ICOUNT" = 1 ] && logs+=(--bench)
+exec python3 "$HMM_RS_ROOT/scripts/tap-summary.py" "${logs[@]}"

@@ -6,14 +6,26 @@ Each log holds the TAP of the suites one boot ran, bracketed by the markers
 scripts/guest-init.sh prints, and the kernel messages. Prints one line per
 suite, the failed cases, a side-by-side table for suites run against both
 modules ("c:NAME" and "rust:NAME"), every kernel splat with the suite it
-happened in, and last the line "N passed, N failed, N skipped".
+happened in, and last the line "N passed, N failed, N skipped". With
+--bench, also a table per benchmark the suites printed figures for
+(hmm_rs_bench's "# bench:" lines, hmm-tests benchmark_thp_migration's
+tables): C and Rust time per operation, Rust/C and its geometric mean.
 
 A suite also counts as one failure when its module does not load or
 unload, when it exits non-zero without a failed case to show for it, when
-the kernel splats during it, or when the guest never finishes it. Exit
-status 1 if anything failed, else 0.
+the kernel splats during it, or when the guest kills it or never finishes
+it. A boot that never reports back is one failure more.
+
+A reference suite ("ref:c:NAME") is shown, cases, errors and splats, but
+none of it counts: instead each of its cases is one comparison with
+"rust:NAME", which fails where the reference passes and Rust does not,
+passes where Rust passes, and is skipped where neither passes. A reference
+suite with no case at all, or without its rust:NAME, is one failure.
+
+Exit status 1 if anything failed, else 0. Speed never fails.
 """
 
+import math
 import re
 import sys
 
@@ -31,27 +43,47 @@ SPLAT = re.compile(
 )
 # Kernel lines may carry a timestamp; console lines may carry dmesg's prefix.
 STRIP = re.compile(r"^(# dmesg: )?(\[\s*\d+\.\d+\] )?")
+# hmm_rs_bench: "# bench: op=NAME ns=N iters=N", ns per operation.
+BENCH = re.compile(r"^# bench: op=(\S+) ns=(\d+) iters=(\d+)")
+# The kselftest harness starts a case: "#  RUN           fixture.variant.test ..."
+RUN = re.compile(r"^#\s+RUN\s+(\S+)")
+# hmm-tests benchmark_thp_migration: "=== Two THP Size (4.0 MB) ===", then
+# "Sys->Dev Migration   | 1.234 ms        | 2.345 ms        | 47.4%".
+THP_HEAD = re.compile(r"^=== .* \(([\d.]+) MB\) ===$")
+THP_ROW = re.compile(r"^(Sys->Dev|Dev->Sys) Migration\s*\|\s*([\d.]+) ms\s*\|"
+                     r"\s*([\d.]+) ms")
 
 
 class Suite:
     def __init__(self, boot, name):
         self.boot = boot
         self.name = name
+        # "ref:c:hmm-tests": a reference suite of impl "c", compared on
+        # "hmm-tests" with "rust:hmm-tests".
+        self.ref = name.startswith("ref:")
+        impl, _, what = name.removeprefix("ref:").rpartition(":")
+        self.impl, self.what = impl, what
         self.cases = {}  # case -> "pass" | "fail" | "skip"
         self.errors = []
         self.splats = []
+        self.bench = {}  # (table, op) -> ns per operation
         self.ended = False
+        self.killed = False
         self.rc = None
 
     def counts(self):
+        """Cases passed, failed (with the suite's own errors, except for
+        a reference suite, whose errors count for nothing) and skipped."""
         vals = list(self.cases.values())
-        return (vals.count("pass"), vals.count("fail") + len(self.errors),
+        errors = 0 if self.ref else len(self.errors)
+        return (vals.count("pass"), vals.count("fail") + errors,
                 vals.count("skip"))
 
 
 def parse(path):
     boot = path.rsplit("/", 1)[-1].removesuffix(".log")
     suites, cur, done, boot_splats, qemu_rc = [], None, False, [], None
+    thp_size, running = "?", "?"
     with open(path, errors="replace") as f:
         for raw in f:
             line = raw.rstrip("\n")
@@ -71,6 +103,10 @@ def parse(path):
                         cur = None
                     elif words[2] == "insmod" and cur:
                         cur.errors.append("module did not load")
+                    elif words[2] == "timeout" and cur:
+                        cur.killed = True
+                        cur.errors.append(f"killed by the guest after "
+                                          f"{words[4]} s (hung or too slow)")
                 elif words[:1] == ["done"]:
                     done = True
                 elif words[:2] == ["qemu", "exit"]:
@@ -78,9 +114,29 @@ def parse(path):
                 continue
             text = STRIP.sub("", line)
             if SPLAT.search(text):
-                (cur.splats if cur else boot_splats).append(text.strip())
+                src = "dmesg" if line.startswith("# dmesg: ") else "console"
+                (cur.splats if cur else boot_splats).append((src, text.strip()))
                 continue
             if cur is None:
+                continue
+            b = BENCH.match(line)
+            if b:
+                cur.bench[("hmm_rs_bench", b.group(1))] = int(b.group(2))
+                continue
+            t = RUN.match(line)
+            if t:
+                running = t.group(1)
+                continue
+            t = THP_HEAD.match(line)
+            if t:
+                thp_size = t.group(1)
+                continue
+            t = THP_ROW.match(line)
+            if t:
+                way = "s2d" if t.group(1) == "Sys->Dev" else "d2s"
+                for kind, ms in (("thp", t.group(2)), ("4k", t.group(3))):
+                    op = f"{thp_size}MB.{way}.{kind}"
+                    cur.bench[(running, op)] = round(float(ms) * 1e6)
                 continue
             r = RESULT.match(line)
             if r:
@@ -95,7 +151,7 @@ def parse(path):
     for s in suites:
         if not s.ended:
             s.errors.append("guest never finished this suite (hang, crash or timeout)")
-        elif s.rc and not any(v == "fail" for v in s.cases.values()):
+        elif s.rc and not s.killed and "fail" not in s.cases.values():
             s.errors.append(f"exited {s.rc} without a failed case to show for it")
         if s.splats:
             s.errors.append(f"kernel splat ({len(s.splats)} line(s))")
@@ -108,8 +164,126 @@ def parse(path):
     return suites, errors, boot_splats
 
 
-def main(paths):
-    suites, errors, splats = [], [], []
+def print_splats(title, splats, limit=40):
+    """Each distinct splat line once, with its count and suite. The
+    console shows warnings and worse as they happen, the suite's dmesg
+    dump shows every level but may have lost the oldest lines: a line
+    counts as often as the source that saw it most often."""
+    if not splats:
+        return
+    print(f"#\n# {title} (each distinct line once, with its count):")
+    seen = {}
+    for where, (src, x) in splats:
+        key = (where, re.sub(r"hmm-tests/\d+|#\d+", "", x))
+        entry = seen.setdefault(key, [x, {"dmesg": 0, "console": 0}])
+        entry[1][src] += 1
+    for (where, _), (x, n) in list(seen.items())[:limit]:
+        n = max(n.values())
+        print(f"#   [{where}] {x}" + (f"  (x{n})" if n > 1 else ""))
+    if len(seen) > limit:
+        print(f"#   ... and {len(seen) - limit} more distinct line(s)")
+
+
+def side_by_side(what, c, r):
+    """Informational table of two counted suites; returns nothing."""
+    cases = list(dict.fromkeys(list(c.cases) + list(r.cases)))
+    width = max([len(x) for x in cases] + [4])
+    print(f"#\n# {what}: C test_hmm vs rust_test_hmm")
+    print(f"# {'case':<{width}}  {'C':<5} {'Rust':<5}")
+    for case in cases:
+        cr, rr = c.cases.get(case, "-"), r.cases.get(case, "-")
+        note = "  <-- differs" if cr != rr else ""
+        print(f"# {case:<{width}}  {cr:<5} {rr:<5}{note}")
+    for impl, s in (("C", c), ("Rust", r)):
+        p, f, k = s.counts()
+        print(f"# {impl}: {p} passed, {f} failed, {k} skipped")
+
+
+def compare(what, c, r):
+    """One counted assertion per case of reference c: Rust passes where C
+    passes. Returns (passed, failed, skipped)."""
+    cases = list(dict.fromkeys(list(c.cases) + list(r.cases)))
+    width = max([len(x) for x in cases] + [4])
+    verdicts = {}
+    for case in cases:
+        cr, rr = c.cases.get(case, "-"), r.cases.get(case, "-")
+        if cr == "pass":
+            verdicts[case] = "ok" if rr == "pass" else "FAIL"
+        else:
+            verdicts[case] = "rust beats C" if rr == "pass" else "skip"
+    print(f"#\n# {what}: rust_test_hmm passes every case the reference "
+          f"C test_hmm passes ({c.boot}/{c.name} vs {r.boot}/{r.name})")
+    print(f"# {'case':<{width}}  {'C':<5} {'Rust':<5} verdict")
+    for case in cases:
+        cr, rr = c.cases.get(case, "-"), r.cases.get(case, "-")
+        print(f"# {case:<{width}}  {cr:<5} {rr:<5} {verdicts[case]}")
+    for impl, s in (("C (reference)", c), ("Rust", r)):
+        p, f, k = s.counts()
+        print(f"# {impl}: {p} passed, {f} failed, {k} skipped")
+    beats = [x for x, v in verdicts.items() if v == "rust beats C"]
+    worse = [x for x, v in verdicts.items() if v == "FAIL"]
+    print(f"# Rust passes where C does not: {len(beats)} case(s)")
+    for x in beats:
+        print(f"#   {x}")
+    print(f"# Rust does not pass where C does: {len(worse)} case(s)")
+    for x in worse:
+        print(f"#   FAIL {x}")
+    vals = list(verdicts.values())
+    res = (len(vals) - vals.count("FAIL") - vals.count("skip"),
+           vals.count("FAIL"), vals.count("skip"))
+    print(f"# comparison: {res[0]} passed, {res[1]} failed, {res[2]} skipped")
+    return res
+
+
+def mean(values):
+    return sum(values) / len(values) if values else None
+
+
+def ns_column(ns):
+    return f"{ns:>12.0f}" if ns is not None else f"{'-':>12}"
+
+
+def bench_tables(suites):
+    """Per benchmark, one row per operation: the C and Rust time (each the
+    mean over the suites, the rounds, that printed it), Rust/C, and how far
+    apart one driver's rounds are; last the geometric mean of Rust/C."""
+    tables = {}  # table -> op -> impl -> [ns, ...]
+    for s in suites:
+        for (table, op), ns in s.bench.items():
+            tables.setdefault(table, {}).setdefault(op, {}) \
+                .setdefault(s.impl, []).append(ns)
+    for table, ops in tables.items():
+        width = max([len(x) for x in ops] + [14])
+        print(f"#\n# bench: {table}, ns per operation "
+              f"(Rust/C below 1: Rust faster)")
+        if table != "hmm_rs_bench":
+            print("# (SIZE.s2d/d2s.thp/4k: one migration of SIZE to/from the "
+                  "device, with/without MADV_HUGEPAGE)")
+        print(f"# {'op':<{width}} {'C ns':>12} {'Rust ns':>12} {'Rust/C':>7}"
+              f"  rounds C+Rust  spread")
+        logs = []
+        for op, by in ops.items():
+            c, r = by.get("c", []), by.get("rust", [])
+            cm, rm = mean(c), mean(r)
+            ratio = "-"
+            if cm and rm:
+                logs.append(math.log(rm / cm))
+                ratio = f"{rm / cm:.3f}"
+            spread = max([(max(v) - min(v)) / min(v) for v in (c, r)
+                          if v and min(v) > 0] + [0])
+            print(f"# {op:<{width}} {ns_column(cm)} {ns_column(rm)} "
+                  f"{ratio:>7}  {len(c):>8}+{len(r):<5} {spread * 100:5.1f}%")
+        if logs:
+            gm = math.exp(sum(logs) / len(logs))
+            print(f"# {'geometric mean':<{width}} {'':>12} {'':>12} "
+                  f"{gm:>7.3f}  ({len(logs)} ops)")
+
+
+def main(args):
+    bench = "--bench" in args
+    paths = [a for a in args if a != "--bench"]
+    suites, errors = [], []
+    splats, ref_splats = [], []
     for p in paths:
         s, e, b = parse(p)
         suites += s
@@ -119,51 +293,52 @@ def main(paths):
     print("\n# ===== hmm-rs summary =====")
     for s in suites:
         p, f, k = s.counts()
-        print(f"# {s.boot}/{s.name}: {p} passed, {f} failed, {k} skipped")
+        note = " (reference: shown, not counted)" if s.ref else ""
+        print(f"# {s.boot}/{s.name}: {p} passed, {f} failed, {k} skipped{note}")
         for case, res in s.cases.items():
             if res == "fail":
                 print(f"#   FAIL {case}")
         for e in s.errors:
-            print(f"#   ERROR {e}")
-        splats += [(f"{s.boot}/{s.name}", x) for x in s.splats]
+            print(f"#   {'note' if s.ref else 'ERROR'} {e}")
+        (ref_splats if s.ref else splats).extend(
+            (f"{s.boot}/{s.name}", x) for x in s.splats)
 
-    # Side by side: suites named c:X and rust:X.
+    # Side by side: suites named c:X and rust:X; a reference c suite is
+    # compared case by case instead.
+    counted = [0, 0, 0]
     by = {}
     for s in suites:
-        if ":" in s.name:
-            impl, what = s.name.split(":", 1)
-            by.setdefault(what, {})[impl] = s
+        if s.impl in ("c", "rust"):
+            by.setdefault(s.what, {}).setdefault((s.impl, s.ref), []).append(s)
     for what, impls in by.items():
-        if not {"c", "rust"} <= impls.keys():
-            continue
-        c, r = impls["c"], impls["rust"]
-        cases = list(dict.fromkeys(list(c.cases) + list(r.cases)))
-        width = max([len(x) for x in cases] + [4])
-        print(f"#\n# {what}: C test_hmm vs rust_test_hmm")
-        print(f"# {'case':<{width}}  {'C':<5} {'Rust':<5}")
-        for case in cases:
-            cr, rr = c.cases.get(case, "-"), r.cases.get(case, "-")
-            note = "  <-- differs" if cr != rr else ""
-            print(f"# {case:<{width}}  {cr:<5} {rr:<5}{note}")
-        for impl, s in (("C", c), ("Rust", r)):
-            p, f, k = s.counts()
-            print(f"# {impl}: {p} passed, {f} failed, {k} skipped")
+        rust = impls.get(("rust", False), [])
+        for c in impls.get(("c", True), []):
+            if not c.cases:
+                errors.append(f"reference suite {c.boot}/{c.name} reported "
+                              f"no case: nothing to compare with")
+            elif not rust:
+                errors.append(f"reference suite {c.boot}/{c.name} has no "
+                              f"rust:{what} to compare with")
+            else:
+                res = compare(what, c, rust[0])
+                counted = [a + b for a, b in zip(counted, res)]
+        plain = impls.get(("c", False), [])
+        if plain and rust and not impls.get(("c", True)):
+            side_by_side(what, plain[0], rust[0])
 
-    if splats:
-        print("#\n# kernel splats (each distinct line once, with its count):")
-        seen = {}
-        for where, x in splats:
-            key = (where, re.sub(r"hmm-tests/\d+|#\d+", "", x))
-            seen.setdefault(key, [x, 0])[1] += 1
-        for (where, _), (x, n) in list(seen.items())[:40]:
-            print(f"#   [{where}] {x}" + (f"  (x{n})" if n > 1 else ""))
+    print_splats("kernel splats", splats)
+    print_splats("reference-driver splats (test_hmm; shown, not counted)",
+                 ref_splats, limit=20)
+    if bench:
+        bench_tables(suites)
     for e in errors:
         print(f"# ERROR {e}")
 
-    passed = sum(s.counts()[0] for s in suites)
-    failed = sum(s.counts()[1] for s in suites) + len(errors)
-    skipped = sum(s.counts()[2] for s in suites)
-    if not suites:
+    own = [s for s in suites if not s.ref]
+    passed = sum(s.counts()[0] for s in own) + counted[0]
+    failed = sum(s.counts()[1] for s in own) + counted[1] + len(errors)
+    skipped = sum(s.counts()[2] for s in own) + counted[2]
+    if not own:
         failed += 1
         print("# ERROR no suite ran")
     print(f"{passed} passed, {failed} failed, {skipped} skipped")
