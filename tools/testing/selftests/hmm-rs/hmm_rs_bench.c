@@ -67,19 +67,31 @@ static void report(const char *op, uint64_t total_ns, unsigned int iters)
 	fflush(stdout);
 }
 
-/* One ioctl; returns -errno on failure. *cmd holds the driver's answer. */
+/*
+ * One ioctl; returns -errno on failure. *cmd holds the driver's answer.
+ * Adds the time the ioctl took to *ns unless @ns is NULL.
+ */
 static int dmirror(int fd, unsigned long req, void *addr, void *ptr,
-		   unsigned long size, struct hmm_dmirror_cmd *cmd)
+		   unsigned long size, struct hmm_dmirror_cmd *cmd,
+		   uint64_t *ns)
 {
+	uint64_t t;
+	int ret = 0;
+
 	memset(cmd, 0, sizeof(*cmd));
 	cmd->addr = (uintptr_t)addr;
 	cmd->ptr = (uintptr_t)ptr;
 	cmd->npages = size / sysconf(_SC_PAGESIZE);
+	t = now_ns();
 	while (ioctl(fd, req, cmd)) {
-		if (errno != EINTR)
-			return -errno;
+		if (errno != EINTR) {
+			ret = -errno;
+			break;
+		}
 	}
-	return 0;
+	if (ns)
+		*ns += now_ns() - t;
+	return ret;
 }
 
 /*
@@ -189,19 +201,15 @@ TEST_F(bench, read)
 		fill(buf, BUF_SIZE, i);
 		memset(self->mirror, 0, BUF_SIZE);
 
-		t = now_ns();
 		ASSERT_EQ(0, dmirror(self->fd, HMM_DMIRROR_READ, buf,
-				     self->mirror, BUF_SIZE, &cmd));
-		cold += now_ns() - t;
+				     self->mirror, BUF_SIZE, &cmd, &cold));
 		ASSERT_EQ(BUF_SIZE / self->page_size, cmd.cpages);
 		ASSERT_LE(1, cmd.faults);
 		ASSERT_TRUE(filled(self->mirror, BUF_SIZE, i));
 
 		for (j = 0; j < warm; j++) {
-			t = now_ns();
 			ASSERT_EQ(0, dmirror(self->fd, HMM_DMIRROR_READ, buf,
-					     self->mirror, BUF_SIZE, &cmd));
-			hot += now_ns() - t;
+					     self->mirror, BUF_SIZE, &cmd, &hot));
 			ASSERT_EQ(BUF_SIZE / self->page_size, cmd.cpages);
 			ASSERT_EQ(0, cmd.faults);
 		}
@@ -224,7 +232,7 @@ TEST_F(bench, read)
 TEST_F(bench, write)
 {
 	const unsigned int iters = 8, warm = 4;
-	uint64_t cold = 0, hot = 0, t;
+	uint64_t cold = 0, hot = 0;
 	struct hmm_dmirror_cmd cmd;
 	unsigned char *buf;
 	unsigned int i, j;
@@ -234,20 +242,16 @@ TEST_F(bench, write)
 		ASSERT_NE(NULL, buf);
 		fill(self->mirror, BUF_SIZE, i);
 
-		t = now_ns();
 		ASSERT_EQ(0, dmirror(self->fd, HMM_DMIRROR_WRITE, buf,
-				     self->mirror, BUF_SIZE, &cmd));
-		cold += now_ns() - t;
+				     self->mirror, BUF_SIZE, &cmd, &cold));
 		ASSERT_EQ(BUF_SIZE / self->page_size, cmd.cpages);
 		ASSERT_LE(1, cmd.faults);
 		ASSERT_TRUE(filled(buf, BUF_SIZE, i));
 
 		fill(self->mirror, BUF_SIZE, ~i);
 		for (j = 0; j < warm; j++) {
-			t = now_ns();
 			ASSERT_EQ(0, dmirror(self->fd, HMM_DMIRROR_WRITE, buf,
-					     self->mirror, BUF_SIZE, &cmd));
-			hot += now_ns() - t;
+					     self->mirror, BUF_SIZE, &cmd, &hot));
 			ASSERT_EQ(BUF_SIZE / self->page_size, cmd.cpages);
 			ASSERT_EQ(0, cmd.faults);
 		}
@@ -278,22 +282,18 @@ TEST_F(bench, migrate_4k)
 	fill(buf, BUF_SIZE, 0x5a);
 
 	for (i = 0; i < iters; i++) {
-		t = now_ns();
 		ASSERT_EQ(0, dmirror(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf,
-				     self->mirror, BUF_SIZE, &cmd));
-		to_dev += now_ns() - t;
+				     self->mirror, BUF_SIZE, &cmd, &to_dev));
 		ASSERT_EQ(npages, cmd.cpages);
 
-		t = now_ns();
 		ASSERT_EQ(0, dmirror(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS, buf,
-				     self->mirror, BUF_SIZE, &cmd));
-		to_sys += now_ns() - t;
+				     self->mirror, BUF_SIZE, &cmd, &to_sys));
 		ASSERT_EQ(npages, cmd.cpages);
 		ASSERT_TRUE(filled(buf, BUF_SIZE, 0x5a));
 	}
 	for (i = 0; i < iters; i++) {
 		ASSERT_EQ(0, dmirror(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf,
-				     self->mirror, BUF_SIZE, &cmd));
+				     self->mirror, BUF_SIZE, &cmd, NULL));
 		ASSERT_EQ(npages, cmd.cpages);
 		t = now_ns();
 		sum = touch(buf, BUF_SIZE, self->page_size);
@@ -326,10 +326,8 @@ TEST_F(bench, migrate_thp)
 		ASSERT_NE(NULL, buf);
 		fill(buf, THP_SIZE, i);
 
-		t = now_ns();
 		ASSERT_EQ(0, dmirror(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf,
-				     self->mirror, THP_SIZE, &cmd));
-		to_dev += now_ns() - t;
+				     self->mirror, THP_SIZE, &cmd, &to_dev));
 		ASSERT_EQ(npages, cmd.cpages);
 		ASSERT_TRUE(filled(self->mirror, THP_SIZE, i));
 
@@ -350,7 +348,7 @@ TEST_F(bench, snapshot)
 	const unsigned int iters = 8;
 	const unsigned long npages = SNAP_SIZE / self->page_size;
 	struct hmm_dmirror_cmd cmd;
-	uint64_t total = 0, t;
+	uint64_t total = 0;
 	unsigned char *buf;
 	unsigned int i;
 	unsigned long j;
@@ -360,10 +358,8 @@ TEST_F(bench, snapshot)
 	fill(buf, SNAP_SIZE, 1);
 	for (i = 0; i < iters; i++) {
 		memset(self->mirror, 0xff, npages);
-		t = now_ns();
 		ASSERT_EQ(0, dmirror(self->fd, HMM_DMIRROR_SNAPSHOT, buf,
-				     self->mirror, SNAP_SIZE, &cmd));
-		total += now_ns() - t;
+				     self->mirror, SNAP_SIZE, &cmd, &total));
 		ASSERT_EQ(npages, cmd.cpages);
 		for (j = 0; j < npages; j++)
 			ASSERT_EQ(HMM_DMIRROR_PROT_WRITE, self->mirror[j]);
