@@ -66,15 +66,24 @@ pub(crate) fn with_contents<R>(
     dpage: &DevicePage<DmirrorMem>,
     f: impl FnOnce(&Page) -> Result<R>,
 ) -> Result<R> {
-    if let Some(page) = dpage.cpu_page() {
+    let data = dpage.data();
+    if let Some(backing) = data.backing.as_ref() {
+        let page = backing
+            .page(dpage.pfn().wrapping_sub(data.base_pfn))
+            .ok_or(EINVAL)?;
         return f(&page);
     }
-    let data = dpage.data();
-    let backing = data.backing.as_ref().ok_or(EINVAL)?;
-    let page = backing
-        .page(dpage.pfn().wrapping_sub(data.base_pfn))
-        .ok_or(EINVAL)?;
+    let page = dpage.cpu_page().ok_or(EINVAL)?;
     f(&page)
+}
+
+/// Page `i` of the folio whose head is `head` (the head itself for 0,
+/// without looking the folio up).
+fn folio_page(head: &DevicePage<DmirrorMem>, i: usize) -> Result<&DevicePage<DmirrorMem>> {
+    match i {
+        0 => Ok(head),
+        _ => head.folio_page(i).ok_or(EINVAL),
+    }
 }
 
 /// What memory a dmirror device has.
@@ -253,8 +262,7 @@ pub(crate) fn copy_back(
         };
         let fail = mirror.take_fail_alloc();
         let copy = |i: usize, dst: &Page| {
-            let sub = dpage.folio_page(i).ok_or(EINVAL)?;
-            with_contents(sub, |page| page_ext::copy(dst, page))
+            with_contents(folio_page(dpage, i)?, |page| page_ext::copy(dst, page))
         };
         if e.is_compound() && !fail {
             if let Ok(dst) = LockedSystemPage::alloc_folio_for_vma(vma, e.addr(), e.order()) {
@@ -500,8 +508,7 @@ impl DeviceMemory {
         };
         let dpage = self.alloc(order, data)?;
         for i in 0..1 << order {
-            let sub = dpage.folio_page(i).ok_or(EINVAL)?;
-            with_contents(sub, |dst| match src(i) {
+            with_contents(folio_page(&dpage, i)?, |dst| match src(i) {
                 Some(s) => page_ext::copy(dst, &s),
                 None => page_ext::zero(dst),
             })?;
