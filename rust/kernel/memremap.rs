@@ -811,8 +811,8 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
             // until `migrate_device_finalize()`, after `copy` returns.
             let (sub, dsub) = unsafe {
                 (
-                    DevicePage::<T>::from_raw(bindings::pfn_to_page(spage.pfn() + i)),
-                    NonNull::new_unchecked(bindings::pfn_to_page(dpfn + i)),
+                    DevicePage::<T>::from_raw(spage.as_raw().add(i)),
+                    NonNull::new_unchecked(dpage.as_ptr().add(i)),
                 )
             };
             // SAFETY: We own a reference to the destination folio until it
@@ -1172,8 +1172,9 @@ impl<T: DevicePagemapOps> DevicePage<T> {
         }
         // SAFETY: The page is valid (type invariant).
         let head = unsafe { bindings::page_folio(self.as_raw()) }.cast::<bindings::page>();
-        // SAFETY: A folio's pages are contiguous in the memmap; `i` is in it.
-        let page = unsafe { bindings::pfn_to_page(bindings::page_to_pfn(head) + i) };
+        // SAFETY: A folio's `struct page`s are contiguous in the memmap
+        // (`folio_page()`); `i` is in it.
+        let page = unsafe { head.add(i) };
         // SAFETY: A page of the same in-use folio, kept in use by what keeps
         // `self` in use for the borrow.
         Some(unsafe { Self::from_raw(page) })

@@ -112,9 +112,9 @@ impl PageBlock {
         if i >= self.nr_pages() {
             return None;
         }
-        // SAFETY: The block's pages are contiguous in the memmap (one
-        // allocation), so `first + i` is page `i` of it.
-        let page = unsafe { bindings::pfn_to_page(bindings::page_to_pfn(self.first.as_ptr()) + i) };
+        // SAFETY: A buddy block's `struct page`s are contiguous in the memmap
+        // (as a folio's, `folio_page()`), so `first + i` is page `i` of it.
+        let page = unsafe { self.first.as_ptr().add(i) };
         // SAFETY: The page is owned by the block and stays allocated while
         // `self` is borrowed (type invariant); `BorrowedPage` does not free it.
         Some(unsafe { kernel::page::BorrowedPage::from_raw(core::ptr::NonNull::new(page)?) })

@@ -261,8 +261,15 @@ pub(crate) fn copy_back(
             return Ok(());
         };
         let fail = mirror.take_fail_alloc();
-        let copy = |i: usize, dst: &Page| {
-            with_contents(folio_page(dpage, i)?, |page| page_ext::copy(dst, page))
+        // Device-private: the backing block, looked up once for a THP.
+        let data = dpage.data();
+        let off = dpage.pfn().wrapping_sub(data.base_pfn);
+        let copy = |i: usize, dst: &Page| match data.backing.as_ref() {
+            Some(b) => {
+                let src = b.page(off + i).ok_or(EINVAL)?;
+                page_ext::copy(dst, &src)
+            }
+            None => with_contents(folio_page(dpage, i)?, |page| page_ext::copy(dst, page)),
         };
         if e.is_compound() && !fail {
             if let Ok(dst) = LockedSystemPage::alloc_folio_for_vma(vma, e.addr(), e.order()) {

@@ -160,8 +160,9 @@ impl LockedSystemPage {
         if i >= 1 << self.order {
             return None;
         }
-        // SAFETY: The folio's pages are contiguous in the memmap.
-        let page = unsafe { bindings::pfn_to_page(bindings::page_to_pfn(self.page.as_ptr()) + i) };
+        // SAFETY: A folio's `struct page`s are contiguous in the memmap
+        // (`folio_page()`); `i` is in the folio.
+        let page = unsafe { self.page.as_ptr().add(i) };
         // SAFETY: Page `i` of our folio, valid while `self` holds the folio.
         Some(unsafe { BorrowedPage::from_raw(NonNull::new(page)?) })
     }
@@ -417,9 +418,10 @@ impl<'m> Entry<'m> {
         if self.src & PFN_VALID == 0 || i >= self.nr_pages() {
             return None;
         }
-        // SAFETY: Pure pfn arithmetic on a valid entry; a compound source
-        // is a folio of `nr_pages()` pages, contiguous in the memmap.
-        let page = unsafe { bindings::pfn_to_page((self.src >> bindings::MIGRATE_PFN_SHIFT) + i) };
+        // SAFETY: Pure pfn arithmetic on a valid entry, then page `i` of a
+        // compound source, a folio of `nr_pages()` pages whose `struct page`s
+        // are contiguous in the memmap (`folio_page()`).
+        let page = unsafe { bindings::migrate_pfn_to_page(self.src).add(i) };
         // SAFETY: A valid source entry names a folio that
         // `migrate_vma_setup()` locked and holds a reference to until
         // `finalize`, which cannot run while `'m` borrows the migration.
