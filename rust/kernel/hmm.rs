@@ -178,6 +178,35 @@ impl HmmPfn {
         owner.is(unsafe { (*bindings::page_pgmap(page.as_ptr())).owner })
     }
 
+    /// What kind of page is mapped, `None` if none: the questions
+    /// [`HmmPfn::is_device_private()`], [`HmmPfn::is_device_coherent()`],
+    /// [`HmmPfn::pgmap_owner_is()`] and [`HmmPfn::is_zero_page()`] answer, in
+    /// one lookup of the page (for callers that ask them of every page).
+    pub fn kind(&self, owner: &PagemapOwner) -> Option<PageKind> {
+        let page = self.raw_page()?.as_ptr();
+        // SAFETY: By the type invariants the page is valid while `self` is borrowed; a
+        // `ZONE_DEVICE` page has a pagemap, which lives as long as the page is mapped.
+        let kind = unsafe {
+            if !bindings::is_zone_device_page(page) {
+                if bindings::is_zero_page(page) {
+                    PageKind::Zero
+                } else {
+                    PageKind::System
+                }
+            } else {
+                let local = owner.is((*bindings::page_pgmap(page)).owner);
+                if bindings::is_device_private_page(page) {
+                    PageKind::DevicePrivate { local }
+                } else if bindings::is_device_coherent_page(page) {
+                    PageKind::DeviceCoherent { local }
+                } else {
+                    PageKind::System
+                }
+            }
+        };
+        Some(kind)
+    }
+
     /// Whether the mapped page is the shared zero page (`is_zero_page()`).
     pub fn is_zero_page(&self) -> bool {
         match self.raw_page() {
@@ -186,6 +215,25 @@ impl HmmPfn {
             None => false,
         }
     }
+}
+
+/// What kind of page an [`HmmPfn`] maps: [`HmmPfn::kind()`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageKind {
+    /// A page of system memory (or of another `ZONE_DEVICE` type).
+    System,
+    /// The shared zero page.
+    Zero,
+    /// A device-private page; `local` if its pagemap's owner is the one asked about.
+    DevicePrivate {
+        /// Whether the page belongs to the given owner.
+        local: bool,
+    },
+    /// A device-coherent page; `local` as for [`PageKind::DevicePrivate`].
+    DeviceCoherent {
+        /// Whether the page belongs to the given owner.
+        local: bool,
+    },
 }
 
 /// The result of one chunk of [`Mirror::fault()`] or [`Mirror::snapshot()`]: one [`HmmPfn`] per

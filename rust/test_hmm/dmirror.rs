@@ -7,7 +7,7 @@
 use crate::{
     bindings::{self, hmm_dmirror_cmd},
     devmem::{self, DeviceMemory, MemKind, MirrorShared},
-    hmm::{self, HmmPfn, HmmPfns},
+    hmm::{self, HmmPfn, HmmPfns, PageKind},
     migrate::{Collected, MigratePfns, MigrateVma, Select, SelectFlags},
     miscdevice_data::MiscDeviceWithData,
     mmu_notifier::{Mirror, MirrorGuard, MirrorOps, Perm},
@@ -422,23 +422,21 @@ impl Dmirror {
         if !pfn.is_valid() {
             return bindings::HMM_DMIRROR_PROT_NONE as u8;
         }
-        let local = pfn.pgmap_owner_is(self.owner());
-        let mut prot = if pfn.is_device_private() {
-            if local {
+        let mut prot = match pfn.kind(self.owner()) {
+            Some(PageKind::DevicePrivate { local: true }) => {
                 bindings::HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL
-            } else {
+            }
+            Some(PageKind::DevicePrivate { local: false }) => {
                 bindings::HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE
             }
-        } else if pfn.is_device_coherent() {
-            if local {
+            Some(PageKind::DeviceCoherent { local: true }) => {
                 bindings::HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL
-            } else {
+            }
+            Some(PageKind::DeviceCoherent { local: false }) => {
                 bindings::HMM_DMIRROR_PROT_DEV_COHERENT_REMOTE
             }
-        } else if pfn.is_zero_page() {
-            bindings::HMM_DMIRROR_PROT_ZERO
-        } else {
-            bindings::HMM_DMIRROR_PROT_NONE
+            Some(PageKind::Zero) => bindings::HMM_DMIRROR_PROT_ZERO,
+            Some(PageKind::System) | None => bindings::HMM_DMIRROR_PROT_NONE,
         };
         prot |= if pfn.is_write() {
             bindings::HMM_DMIRROR_PROT_WRITE
