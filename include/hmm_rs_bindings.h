@@ -85,4 +85,4 @@ HMM_RS_OFF(hmm_range, dev_private_owner);
 const unsigned int RUST_CONST_HELPER_HMM_RS_PMD_SHIFT = PMD_SHIFT;
 const unsigned int RUST_CONST_HELPER_HMM_RS_PUD_SHIFT = PUD_SHIFT;
 /* The order of a PMD-mapped THP: what MIGRATE_PFN_COMPOUND entries span. */
-const unsigned int RUST_CONST_HELPER_HMM_RS_HPAGE_PMD_ORDER = HPAGE_PMD_ORDER;
+const unsigned int RUST_CONST_HELPER_HMM_RS_HPAGE_PMD_ORDER = PMD_SHIFT - PAGE_SHIFT;

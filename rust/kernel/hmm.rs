@@ -56,15 +56,14 @@ fn fix_device_pmd_pfns(range: &bindings::hmm_range, npages: usize) {
         if *p & PFN_VALID == 0 || unsafe { bindings::hmm_pfn_to_map_order(*p) } != PMD_ORDER {
             continue;
         }
-        // SAFETY: `HMM_PFN_VALID` is set, so the pfn has a `struct page`; it is mapped (see
-        // above), so it and its folio are valid.
-        let head = unsafe {
-            let page = bindings::hmm_pfn_to_page(*p);
-            if !bindings::is_device_private_page(page) {
-                continue;
-            }
-            bindings::page_to_pfn(bindings::page_folio(page).cast())
-        };
+        // SAFETY: `HMM_PFN_VALID` is set, so the pfn has a `struct page`.
+        let page = unsafe { bindings::hmm_pfn_to_page(*p) };
+        // SAFETY: The page is mapped (see above), hence valid.
+        if !unsafe { bindings::is_device_private_page(page) } {
+            continue;
+        }
+        // SAFETY: As above; a valid page's folio is valid, and starts with its head page.
+        let head = unsafe { bindings::page_to_pfn(bindings::page_folio(page).cast()) };
         let vpn = (range.start >> PAGE_SHIFT) + i;
         let pfn = head + (vpn & ((1 << PMD_ORDER) - 1));
         *p = (*p & FLAGS) | pfn as c_ulong;

@@ -191,7 +191,7 @@ pub trait DevicePagemapOps: Sized + Send + Sync + 'static {
     /// `migrate_vma`, using [`DeviceFault::vma`] and the fault page). The
     /// mmap lock is held for reading and the faulting page is locked, with a
     /// reference held, for the whole call.
-    fn migrate_to_ram(fault: &DeviceFault<'_, Self>) -> VmFaultResult;
+    fn migrate_to_ram(fault: &mut DeviceFault<'_, Self>) -> VmFaultResult;
 
     /// Copies the contents of the device page `src` to the system page `dst`.
     ///
@@ -334,8 +334,8 @@ impl<T: DevicePagemapOps> OpsTable<T> {
     unsafe extern "C" fn migrate_to_ram(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
         // SAFETY: `vmf` is valid for the duration of this call (function
         // safety requirements), which satisfies `DeviceFault::from_raw()`.
-        let fault = unsafe { DeviceFault::<T>::from_raw(vmf) };
-        T::migrate_to_ram(&fault).into_raw()
+        let mut fault = unsafe { DeviceFault::<T>::from_raw(vmf) };
+        T::migrate_to_ram(&mut fault).into_raw()
     }
 }
 
@@ -522,14 +522,16 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         nid: Option<i32>,
         data: T,
     ) -> impl PinInit<Self, Error> {
+        // Everything that can fail comes before `memremap_pages()`: a failure
+        // after it would drop the fields without unregistering the pagemap.
         try_pin_init!(Self {
             region: region()?,
             owner,
+            evict_buf <- new_mutex!(evict_buf()?),
             pgmap <- Self::register(kind, region, owner, nid),
             type_id: TypeId::of::<T>(),
             pages_taken: AtomicBool::new(false),
             removing: AtomicBool::new(false),
-            evict_buf <- new_mutex!(evict_buf()?),
             data,
         }? Error)
     }
@@ -649,10 +651,14 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
 
     /// Whether the pagemap hands out blocks of `order` (see the
     /// [module documentation](self#large-folios)): 0 always; larger orders
-    /// up to `MAX_PAGE_ORDER` for device-private memory whose driver
+    /// up to `HPAGE_PMD_ORDER` (what a migration maps) for device-private
+    /// memory whose driver
     /// implements [`DevicePagemapOps::folio_split`].
     pub fn supports_order(&self, order: u32) -> bool {
-        order == 0 || (order <= bindings::MAX_PAGE_ORDER && self.is_private() && T::HAS_FOLIO_SPLIT)
+        order == 0
+            || (order <= bindings::HMM_RS_HPAGE_PMD_ORDER
+                && self.is_private()
+                && T::HAS_FOLIO_SPLIT)
     }
 
     /// Takes ownership of every page of the pagemap, all idle after

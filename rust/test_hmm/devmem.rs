@@ -97,6 +97,13 @@ pub(crate) enum MemKind {
 }
 
 /// Idle device pages and the allocation counters.
+///
+/// # Invariants
+///
+/// `pages` has room for every page of every chunk of the device and
+/// `folios` for every `HPAGE_PMD_ORDER` block of them (`add_chunk` sizes them
+/// before adding a chunk), so putting back a page or block never fails: no
+/// idle page is ever dropped on the floor.
 struct FreeInner {
     /// Idle single pages. Room for every page of every chunk, so that
     /// `folio_free` never allocates (it may run in atomic context).
@@ -191,7 +198,8 @@ impl DevicePagemapOps for DmirrorMem {
         if !mem.removing.load(Ordering::Relaxed) {
             free.put(page);
             if let Some(d) = spare {
-                // Dropped (outside the lock) if the cache is full.
+                // Dropped, still under the lock, if the cache is full:
+                // freeing pages and small objects does not sleep.
                 let _ = free.spare.push_within_capacity(d);
             }
         }
@@ -202,7 +210,7 @@ impl DevicePagemapOps for DmirrorMem {
         data.into()
     }
 
-    fn migrate_to_ram(fault: &DeviceFault<'_, Self>) -> VmFaultResult {
+    fn migrate_to_ram(fault: &mut DeviceFault<'_, Self>) -> VmFaultResult {
         match fault_to_ram(fault) {
             Ok(()) => VmFaultResult::Ok,
             Err(e) if e == ENOMEM => VmFaultResult::Oom,
@@ -218,7 +226,7 @@ impl DevicePagemapOps for DmirrorMem {
 
 /// The CPU touched a device page: bring it back (`dmirror_devmem_fault`),
 /// the whole folio if it is mapped whole (by a PMD), else the one page.
-fn fault_to_ram(fault: &DeviceFault<'_, DmirrorMem>) -> Result {
+fn fault_to_ram(fault: &mut DeviceFault<'_, DmirrorMem>) -> Result {
     let order = if fault.is_pmd_mapped() {
         fault.page().order()
     } else {
@@ -231,10 +239,10 @@ fn fault_to_ram(fault: &DeviceFault<'_, DmirrorMem>) -> Result {
     if order > 0 {
         select |= Select::Compound;
     }
-    let owner = fault.pagemap().owner();
+    let owner = fault.pagemap().owner().clone();
     let mirror = fault.data().mirror.clone();
     let mut mig = MigrateVma::setup_from_fault(fault, start, start + size, select, &mut pfns)?;
-    copy_back(&mut mig, owner, &mirror)?;
+    copy_back(&mut mig, &owner, &mirror)?;
     mig.pages().finalize();
     Ok(())
 }

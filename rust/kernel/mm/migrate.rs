@@ -261,13 +261,19 @@ impl MigrateVma {
     /// `[start, end)` of the faulting VMA, which must contain the faulting
     /// address, with the faulting device page as `fault_page` and its
     /// pagemap's owner.
+    ///
+    /// The fault is borrowed exclusively for as long as the migration
+    /// lives: setting up may split the faulting folio, whose other pieces the
+    /// migration then frees, so no `&DevicePage` taken from the fault before
+    /// may be used during or after it.
     pub fn setup_from_fault<'a, T: DevicePagemapOps>(
-        fault: &'a DeviceFault<'a, T>,
+        fault: &'a mut DeviceFault<'_, T>,
         start: usize,
         end: usize,
         select: SelectFlags,
         pfns: &'a mut MigratePfns,
     ) -> Result<Collected<'a>> {
+        let fault: &'a DeviceFault<'_, T> = fault;
         let addr = fault.address();
         if addr < start || addr >= end {
             return Err(EINVAL);
@@ -290,7 +296,7 @@ impl MigrateVma {
 
     /// # Safety
     ///
-    /// `fault_page` is null or as in [`MigrateVma::setup_fault`].
+    /// `fault_page` is null or as in [`MigrateVma::setup_from_fault`].
     unsafe fn setup_raw<'a>(
         vma: &'a VmaRef,
         start: usize,
@@ -623,7 +629,16 @@ impl<'a> Collected<'a> {
 
 impl Drop for Collected<'_> {
     fn drop(&mut self) {
-        // Not migrated: restore every source page and release destinations.
+        // Not migrated: release the destinations first. `finalize()` takes
+        // an entry with a destination for one `migrate_vma_pages()` moved,
+        // and would restore the source's mappings from the destination's
+        // (empty) rmap, leaving migration entries to a freed page.
+        let (_, dst) = self.arrays();
+        for d in dst.iter_mut() {
+            release_mpfn(*d);
+            *d = 0;
+        }
+        // Then restore every source page.
         // SAFETY: By the type invariants, `setup` succeeded and `finalize`
         // has not run.
         unsafe { bindings::migrate_vma_finalize(&mut self.args) };
