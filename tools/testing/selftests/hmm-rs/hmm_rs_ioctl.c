@@ -157,30 +157,4 @@ TEST_F(dmirror, migrate_roundtrip_keeps_data)
 		ASSERT_EQ((char)(0x5a ^ i), self->buf[i * self->page_size]);
 }
 
-/*
- * HMM_DMIRROR_FLAG_FAIL_ALLOC on the way back: test_hmm.c fails the whole
- * MIGRATE_TO_SYS with ENOMEM and moves nothing; the next one moves all.
- */
-TEST_F(dmirror, fail_alloc_back_is_enomem)
-{
-	struct hmm_dmirror_cmd c;
-	int i;
-
-	ASSERT_EQ(0, madvise(self->buf, NPAGES * self->page_size, MADV_NOHUGEPAGE));
-	for (i = 0; i < NPAGES; i++)
-		self->buf[i * self->page_size] = 0x3c ^ i;
-	ASSERT_EQ(0, cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, self->buf,
-			 self->mirror, NPAGES, &c));
-	ASSERT_EQ(NPAGES, c.cpages);
-	ASSERT_EQ(0, cmd(self->fd, HMM_DMIRROR_FLAGS, self->buf, self->mirror,
-			 HMM_DMIRROR_FLAG_FAIL_ALLOC, NULL));
-	ASSERT_EQ(-ENOMEM, cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS, self->buf,
-			       self->mirror, NPAGES, &c));
-	ASSERT_EQ(0, cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS, self->buf,
-			 self->mirror, NPAGES, &c));
-	ASSERT_EQ(NPAGES, c.cpages);
-	for (i = 0; i < NPAGES; i++)
-		ASSERT_EQ((char)(0x3c ^ i), self->buf[i * self->page_size]);
-}
-
 TEST_HARNESS_MAIN
