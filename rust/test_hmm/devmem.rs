@@ -77,13 +77,32 @@ pub(crate) fn with_contents<R>(
     f(&page)
 }
 
-/// Page `i` of the folio whose head is `head` (the head itself for 0,
-/// without looking the folio up).
-fn folio_page(head: &DevicePage<DmirrorMem>, i: usize) -> Result<&DevicePage<DmirrorMem>> {
-    match i {
-        0 => Ok(head),
-        _ => head.folio_page(i).ok_or(EINVAL),
+/// Runs `f(i, contents)` for each of the first `n` pages of the folio that
+/// `head` heads, as [`with_contents`] does for one page, looking the page
+/// data up once for all of them (a THP has 512).
+fn for_each_contents(
+    head: &DevicePage<DmirrorMem>,
+    n: usize,
+    mut f: impl FnMut(usize, &Page) -> Result,
+) -> Result {
+    let data = head.data();
+    if let Some(backing) = data.backing.as_ref() {
+        let off = head.pfn().wrapping_sub(data.base_pfn);
+        for i in 0..n {
+            let page = backing.page(off + i).ok_or(EINVAL)?;
+            f(i, &page)?;
+        }
+        return Ok(());
     }
+    for i in 0..n {
+        let sub = match i {
+            0 => head,
+            _ => head.folio_page(i).ok_or(EINVAL)?,
+        };
+        let page = sub.cpu_page().ok_or(EINVAL)?;
+        f(i, &page)?;
+    }
+    Ok(())
 }
 
 /// What memory a dmirror device has.
@@ -272,33 +291,24 @@ pub(crate) fn copy_back(
             return Ok(());
         };
         let fail = mirror.take_fail_alloc();
-        // Device-private: the backing block, looked up once for a THP.
-        let data = dpage.data();
-        let off = dpage.pfn().wrapping_sub(data.base_pfn);
-        let copy = |i: usize, dst: &Page| match data.backing.as_ref() {
-            Some(b) => {
-                let src = b.page(off + i).ok_or(EINVAL)?;
-                page_ext::copy(dst, &src)
-            }
-            None => with_contents(folio_page(dpage, i)?, |page| page_ext::copy(dst, page)),
-        };
+        let n = e.nr_pages();
         if e.is_compound() && !fail {
             if let Ok(dst) = LockedSystemPage::alloc_folio_for_vma(vma, e.addr(), e.order()) {
-                for i in 0..e.nr_pages() {
+                for_each_contents(dpage, n, |i, src| {
                     let sub = dst.subpage(i).ok_or(EINVAL)?;
-                    copy(i, &sub)?;
-                }
+                    page_ext::copy(&sub, src)
+                })?;
                 return e.set_dst(dst);
             }
         } else if fail && !e.is_compound() {
             return Ok(());
         }
-        for i in 0..e.nr_pages() {
-            let dst = LockedSystemPage::alloc_for_vma(vma, e.addr() + i * PAGE_SIZE)?;
-            copy(i, &dst.page())?;
-            e.set_dst_at(i, dst)?;
-        }
-        Ok(())
+        let addr = e.addr();
+        for_each_contents(dpage, n, |i, src| {
+            let dst = LockedSystemPage::alloc_for_vma(vma, addr + i * PAGE_SIZE)?;
+            page_ext::copy(&dst.page(), src)?;
+            e.set_dst_at(i, dst)
+        })
     })
 }
 
@@ -525,12 +535,10 @@ impl DeviceMemory {
             }
         };
         let dpage = self.alloc(order, data)?;
-        for i in 0..1 << order {
-            with_contents(folio_page(&dpage, i)?, |dst| match src(i) {
-                Some(s) => page_ext::copy(dst, &s),
-                None => page_ext::zero(dst),
-            })?;
-        }
+        for_each_contents(&dpage, 1 << order, |i, dst| match src(i) {
+            Some(s) => page_ext::copy(dst, &s),
+            None => page_ext::zero(dst),
+        })?;
         Ok(dpage)
     }
 
