@@ -136,30 +136,12 @@ impl HmmPfn {
     /// The mapped page, if there is one whose contents the CPU can access.
     ///
     /// Returns [`None`] if no page is mapped and for device-private pages, which have no
-    /// CPU-accessible contents (see [`HmmPfn::is_device_private()`]).
+    /// CPU-accessible contents (see [`HmmPfn::kind()`]).
     pub fn page(&self) -> Option<BorrowedPage<'_>> {
         let page = self.mapped_page()?;
         // SAFETY: By the type invariants the page stays mapped, hence valid, while `self` is
         // borrowed.
         Some(unsafe { BorrowedPage::from_raw(page) })
-    }
-
-    /// Whether the mapped page is a device-private page (`is_device_private_page()`).
-    pub fn is_device_private(&self) -> bool {
-        match self.raw_page() {
-            // SAFETY: By the type invariants the page is valid while `self` is borrowed.
-            Some(page) => unsafe { bindings::is_device_private_page(page.as_ptr()) },
-            None => false,
-        }
-    }
-
-    /// Whether the mapped page is a device-coherent page (`is_device_coherent_page()`).
-    pub fn is_device_coherent(&self) -> bool {
-        match self.raw_page() {
-            // SAFETY: By the type invariants the page is valid while `self` is borrowed.
-            Some(page) => unsafe { bindings::is_device_coherent_page(page.as_ptr()) },
-            None => false,
-        }
     }
 
     /// Whether the mapped page is a device page of the pagemap owned by `owner`
@@ -177,42 +159,33 @@ impl HmmPfn {
         owner.is(unsafe { (*bindings::page_pgmap(page.as_ptr())).owner })
     }
 
-    /// What kind of page is mapped, `None` if none: the questions
-    /// [`HmmPfn::is_device_private()`], [`HmmPfn::is_device_coherent()`],
-    /// [`HmmPfn::pgmap_owner_is()`] and [`HmmPfn::is_zero_page()`] answer, in
-    /// one lookup of the page (for callers that ask them of every page).
+    /// What kind of page is mapped, `None` if none: device-private or
+    /// device-coherent (and whether `owner`'s), the zero page, or other memory,
+    /// in one lookup of the page.
     pub fn kind(&self, owner: &PagemapOwner) -> Option<PageKind> {
         let page = self.raw_page()?.as_ptr();
-        // SAFETY: By the type invariants the page is valid while `self` is borrowed; a
-        // `ZONE_DEVICE` page has a pagemap, which lives as long as the page is mapped.
-        let kind = unsafe {
-            if !bindings::is_zone_device_page(page) {
-                if bindings::is_zero_page(page) {
-                    PageKind::Zero
-                } else {
-                    PageKind::System
-                }
+        // SAFETY: By the type invariants the page is valid while `self` is borrowed.
+        if !unsafe { bindings::is_zone_device_page(page) } {
+            // SAFETY: As above.
+            let zero = unsafe { bindings::is_zero_page(page) };
+            return Some(if zero {
+                PageKind::Zero
             } else {
-                let local = owner.is((*bindings::page_pgmap(page)).owner);
-                if bindings::is_device_private_page(page) {
-                    PageKind::DevicePrivate { local }
-                } else if bindings::is_device_coherent_page(page) {
-                    PageKind::DeviceCoherent { local }
-                } else {
-                    PageKind::System
-                }
-            }
-        };
-        Some(kind)
-    }
-
-    /// Whether the mapped page is the shared zero page (`is_zero_page()`).
-    pub fn is_zero_page(&self) -> bool {
-        match self.raw_page() {
-            // SAFETY: By the type invariants the page is valid while `self` is borrowed.
-            Some(page) => unsafe { bindings::is_zero_page(page.as_ptr()) },
-            None => false,
+                PageKind::System
+            });
         }
+        // SAFETY: A valid `ZONE_DEVICE` page has a pagemap, which lives as long as the page is
+        // mapped.
+        let local = owner.is(unsafe { (*bindings::page_pgmap(page)).owner });
+        // SAFETY: The page is valid while `self` is borrowed (type invariants).
+        if unsafe { bindings::is_device_private_page(page) } {
+            return Some(PageKind::DevicePrivate { local });
+        }
+        // SAFETY: As above.
+        if unsafe { bindings::is_device_coherent_page(page) } {
+            return Some(PageKind::DeviceCoherent { local });
+        }
+        Some(PageKind::System)
     }
 }
 
