@@ -39,6 +39,23 @@ void hmm_rs_helper_copy_highpage(struct page *to, struct page *from)
 	copy_highpage(to, from);
 }
 
+void hmm_rs_helper_memcpy_from_page(char *to, struct page *page, size_t offset,
+				    size_t len)
+{
+	memcpy_from_page(to, page, offset, len);
+}
+
+void hmm_rs_helper_memcpy_to_page(struct page *page, size_t offset,
+				  const char *from, size_t len)
+{
+	memcpy_to_page(page, offset, from, len);
+}
+
+void hmm_rs_helper_memzero_page(struct page *page, size_t offset, size_t len)
+{
+	memzero_page(page, offset, len);
+}
+
 /* linux/gfp.h, linux/mm.h, linux/pagemap.h: pages as migration destinations */
 
 struct page *hmm_rs_helper_alloc_page_vma(gfp_t gfp, struct vm_area_struct *vma,

@@ -2,59 +2,85 @@
 
 //! Safe byte access to pages with a kernel mapping.
 //!
-//! `kernel::page::Page` offers `read_raw`/`write_raw`, which are `unsafe` for
-//! two reasons: the raw pointer and data races with other users of the page.
-//! Here the pointer is a slice, and the pages this crate copies are user
-//! memory, which user space may write concurrently exactly as it may during
-//! `copy_from_user()`: a torn copy is the documented outcome, not undefined
-//! behaviour of the kernel. Device-private pages have a `struct page` but no
-//! memory behind their kernel address: every function here refuses them
-//! (`EINVAL`), so a `Page` naming one cannot be used to touch stray memory.
-//! Upstream these would be methods of `Page`.
+//! `kernel::page::Page` offers `read_raw`/`write_raw`, which are `unsafe`
+//! because they copy with Rust's `copy_nonoverlapping`: a concurrent write to
+//! the page is a data race, which Rust's memory model makes undefined
+//! behaviour, so their contract forbids it. The pages this crate copies are
+//! user memory, which user space (and a second open file of the same device,
+//! under its own lock) may write while the copy runs. The functions here copy
+//! with the C `memcpy_from_page()`, `memcpy_to_page()` and `memzero_page()`
+//! instead: like `copy_from_user()`, a racing writer can make the copy torn,
+//! but nothing Rust can observe is undefined, so they are safe to call
+//! concurrently on the same page.
+//!
+//! Device-private pages have a `struct page` but no memory behind their
+//! kernel address: every function here refuses them (`EINVAL`), so a `Page`
+//! naming one cannot be used to touch stray memory. Upstream these would be
+//! methods of `Page`.
 //!
 //! C header: [`include/linux/highmem.h`](srctree/include/linux/highmem.h)
 
 use crate::bindings;
 use kernel::{page::Page, page::PAGE_SIZE, prelude::*};
 
-/// `EINVAL` for a page whose contents the CPU cannot reach.
-fn check(page: &Page) -> Result {
+/// `EINVAL` for a page whose contents the CPU cannot reach, or for a byte
+/// range `offset..offset + len` that does not fit in a page.
+fn check(page: &Page, offset: usize, len: usize) -> Result {
     // SAFETY: `page` is a valid page (type invariant of `Page`).
     if unsafe { bindings::is_device_private_page(page.as_ptr()) } {
         return Err(EINVAL);
     }
+    match offset.checked_add(len) {
+        Some(end) if end <= PAGE_SIZE => Ok(()),
+        _ => Err(EINVAL),
+    }
+}
+
+/// Copies `dst.len()` bytes at `offset` of `page` into `dst`
+/// (`memcpy_from_page()`).
+///
+/// `EINVAL` if the bytes are not all in the page or the page is
+/// device-private. A concurrent writer of the page may leave `dst` torn.
+pub fn read(page: &Page, offset: usize, dst: &mut [u8]) -> Result {
+    check(page, offset, dst.len())?;
+    // SAFETY: `dst` is valid for writes of `dst.len()` bytes and exclusively
+    // borrowed; `offset + dst.len()` is in the page, which is valid and has
+    // a kernel mapping (checked above). The copy is done by C, so racing
+    // writers of the page are not a Rust data race (see the module doc).
+    unsafe {
+        bindings::memcpy_from_page(dst.as_mut_ptr().cast(), page.as_ptr(), offset, dst.len())
+    };
     Ok(())
 }
 
-/// Copies `dst.len()` bytes at `offset` of `page` into `dst`.
-pub fn read(page: &Page, offset: usize, dst: &mut [u8]) -> Result {
-    check(page)?;
-    // SAFETY: `dst` is valid for writes of `dst.len()` bytes and not aliased;
-    // concurrent writers of the page are user space (see the module doc).
-    unsafe { page.read_raw(dst.as_mut_ptr(), offset, dst.len()) }
-}
-
-/// Copies `src` into `page` at `offset`.
+/// Copies `src` into `page` at `offset` (`memcpy_to_page()`).
+///
+/// `EINVAL` as for [`read`]. Concurrent writers may interleave.
 pub fn write(page: &Page, offset: usize, src: &[u8]) -> Result {
-    check(page)?;
-    // SAFETY: `src` is valid for reads of `src.len()` bytes; concurrent users
-    // of the page are user space (see the module doc).
-    unsafe { page.write_raw(src.as_ptr(), offset, src.len()) }
+    check(page, offset, src.len())?;
+    // SAFETY: `src` is valid for reads of `src.len()` bytes; the bytes are in
+    // the page, which is valid and has a kernel mapping (checked above). The
+    // copy is done by C (see the module doc on races).
+    unsafe { bindings::memcpy_to_page(page.as_ptr(), offset, src.as_ptr().cast(), src.len()) };
+    Ok(())
 }
 
-/// Fills `page` with zeroes.
+/// Fills `page` with zeroes (`memzero_page()`).
 pub fn zero(page: &Page) -> Result {
-    check(page)?;
-    // SAFETY: The whole page is in bounds; see the module doc on races.
-    unsafe { page.fill_zero_raw(0, PAGE_SIZE) }
+    check(page, 0, PAGE_SIZE)?;
+    // SAFETY: The whole page is in bounds, and it has a kernel mapping
+    // (checked above); see the module doc on races.
+    unsafe { bindings::memzero_page(page.as_ptr(), 0, PAGE_SIZE) };
+    Ok(())
 }
 
 /// Copies the contents of `src` to `dst` (`copy_highpage()`).
 pub fn copy(dst: &Page, src: &Page) -> Result {
-    check(dst)?;
-    check(src)?;
-    // SAFETY: Both are valid pages (type invariant of `Page`);
-    // `copy_highpage()` maps each for the duration of the copy.
+    check(dst, 0, PAGE_SIZE)?;
+    check(src, 0, PAGE_SIZE)?;
+    // SAFETY: Both are valid pages with a kernel mapping (type invariant of
+    // `Page`, checked above); `copy_highpage()` maps each for the duration
+    // of the copy, which C does (see the module doc on races).
     unsafe { bindings::copy_highpage(dst.as_ptr(), src.as_ptr()) };
     Ok(())
 }
