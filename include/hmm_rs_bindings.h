@@ -33,6 +33,7 @@ const gfp_t RUST_CONST_HELPER_GFP_HIGHUSER_MOVABLE = GFP_HIGHUSER_MOVABLE;
 const gfp_t RUST_CONST_HELPER___GFP_NOFAIL = __GFP_NOFAIL;
 const gfp_t RUST_CONST_HELPER_GFP_HIGHUSER = GFP_HIGHUSER;
 const gfp_t RUST_CONST_HELPER___GFP_RETRY_MAYFAIL = __GFP_RETRY_MAYFAIL;
+const gfp_t RUST_CONST_HELPER___GFP_ACCOUNT = __GFP_ACCOUNT;
 
 /*
  * Layout checks. For the C structures whose fields Rust code reads or

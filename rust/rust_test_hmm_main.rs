@@ -7,7 +7,9 @@
 //! the kernel's device-memory API (`linux/migrate.h`, `linux/memremap.h`,
 //! `linux/hmm.h`, `linux/mmu_notifier.h`), laid out as they would sit in the
 //! kernel crate; `rust/test_hmm/` holds the driver, which composes them and
-//! holds no `unsafe` code (`#[deny(unsafe_code)]` on its modules below).
+//! holds no `unsafe` code (`#![forbid(unsafe_code)]` in each of its files).
+//! This file has one `unsafe` block: the word of whoever loads the module
+//! that the `spm_addr_dev*` ranges are memory kept for it.
 //!
 //! C header: [`lib/test_hmm_uapi.h`](srctree/lib/test_hmm_uapi.h)
 
@@ -35,10 +37,8 @@ pub mod page_ext;
 pub mod task_ext;
 
 // The driver.
-#[deny(unsafe_code)]
 #[path = "test_hmm/devmem.rs"]
 mod devmem;
-#[deny(unsafe_code)]
 #[path = "test_hmm/dmirror.rs"]
 mod dmirror;
 
@@ -85,11 +85,21 @@ impl kernel::Module for RustTestHmm {
             module_parameters::spm_addr_dev0.value(),
             module_parameters::spm_addr_dev1.value(),
         ];
+        let coherent = |addr: u64| {
+            // SAFETY: The `spm_addr_dev*` parameters name physical memory
+            // that the administrator kept from the kernel for this driver
+            // (`memmap=256M$<addr>` on the kernel command line): giving them
+            // to the module is that assertion, as for `test_hmm.ko`. The
+            // range stays unused by anyone else while the module is loaded.
+            MemKind::Coherent(unsafe {
+                memremap::CoherentMemory::new(addr, devmem::CHUNK_SIZE as u64)
+            })
+        };
         let kinds = [
             MemKind::Private,
             MemKind::Private,
-            MemKind::Coherent(spm[0]),
-            MemKind::Coherent(spm[1]),
+            coherent(spm[0]),
+            coherent(spm[1]),
         ];
         let ndevices = if spm[0] != 0 && spm[1] != 0 { 4 } else { 2 };
         let mut devices = KVec::with_capacity(ndevices, GFP_KERNEL)?;

@@ -264,9 +264,12 @@ impl<T: MirrorOps> Mirror<T> {
     ///
     /// `mm` must be the mirrored mm ([`Mirror::mm()`]), and `start` and `end` page aligned;
     /// otherwise this fails with `EINVAL`. Errors of `hmm_range_fault()` and of `commit` are
-    /// returned as they are; chunks committed before an error stay committed.
+    /// returned as they are; chunks committed before an error stay committed. `EINTR` if the task
+    /// is being killed: it is checked before every chunk, so a huge range stops quickly.
     ///
-    /// Must not be called with the mirror lock held.
+    /// Must not be called with the mirror lock held, nor with the mmap lock of `mm` held (an
+    /// [`kernel::mm::MmapReadGuard`] alive): it takes that lock itself, and taking it again could
+    /// deadlock behind a waiting writer.
     pub fn fault(
         &self,
         mm: &MmWithUser,
@@ -284,7 +287,8 @@ impl<T: MirrorOps> Mirror<T> {
     /// released (userfaultfd) can make progress (`HMM_DMIRROR_READ_UNLOCKED`).
     ///
     /// `timeout` bounds the retries after invalidations (`EBUSY` once it expires); `None`
-    /// retries until a fatal signal (`EINTR`).
+    /// retries until a fatal signal (`EINTR`). The same lock rules as for [`Mirror::fault()`]
+    /// apply.
     pub fn fault_unlocked(
         &self,
         mm: &MmWithUser,
@@ -358,6 +362,9 @@ impl<T: MirrorOps> Mirror<T> {
 
         let mut addr = start;
         while addr < end {
+            if crate::task_ext::fatal_signal_pending() {
+                return Err(EINTR);
+            }
             let next = if end - addr > CHUNK_PAGES * PAGE_SIZE {
                 addr + CHUNK_PAGES * PAGE_SIZE
             } else {
@@ -391,6 +398,9 @@ impl<T: MirrorOps> Mirror<T> {
             if begin.elapsed() > timeout {
                 return Err(EBUSY);
             }
+            if crate::task_ext::fatal_signal_pending() {
+                return Err(EINTR);
+            }
 
             // SAFETY: `range.notifier` is the mirror's notifier, which is inserted.
             range.notifier_seq = unsafe { bindings::mmu_interval_read_begin(range.notifier) };
@@ -423,9 +433,15 @@ impl<T: MirrorOps> Mirror<T> {
     ) -> Result {
         let npages = (range.end - range.start) >> PAGE_SHIFT;
         loop {
+            if crate::task_ext::fatal_signal_pending() {
+                return Err(EINTR);
+            }
             // SAFETY: `range` is fully initialised: its notifier is inserted on the mirrored mm,
-            // whose `mmap_lock` the caller does not hold (`&self` methods never return with it
-            // held), and `hmm_pfns` has room for the `npages <= CHUNK_PAGES` pages.
+            // which has a user (the caller's `MmWithUser`), and `hmm_pfns` has room for the
+            // `npages <= CHUNK_PAGES` pages. The function takes the mmap lock itself (killably);
+            // that the caller must not hold it already is a rule against deadlock, documented on
+            // `fault_unlocked()`, not a condition of memory safety: a caller's read lock would
+            // only keep the VMAs alive longer.
             to_result(unsafe { bindings::hmm_range_fault_unlocked_timeout(range, jiffies) })?;
             if let Some(ret) = self.commit_if_current(range, npages, commit) {
                 return ret;

@@ -48,15 +48,21 @@
 //!
 //! Every [`FreeDevicePage`] and every in-use page holds a reference on the
 //! pagemap's `percpu_ref`, so the pagemap (and its `struct page`s) cannot go
-//! away under a token. Dropping a [`DevicePagemap`] migrates the pages still
-//! in use back to system memory ([`DevicePagemap::evict`]) and then calls
-//! `memunmap_pages()`, which *waits* until every reference is gone. Hence:
+//! away under a token. `memunmap_pages()` waits, uninterruptibly, until every
+//! such reference is gone, so the pagemap counts the pages that hold one
+//! ([`DevicePagemap::pages_held`]) and unregisters only once none is left:
 //!
+//! - [`DevicePagemap::try_unregister`] migrates the pages still in use back
+//!   to system memory ([`DevicePagemap::evict`]) in rounds, for a bounded
+//!   time, and gives the pagemap back if some could not be moved (locked or
+//!   pinned by someone else at the time, a large folio with no free system
+//!   folio to move to, a [`LockedDevicePage`] someone holds): a driver can
+//!   report `EBUSY` and keep the pagemap;
+//! - dropping a [`DevicePagemap`] does the same until no page is left,
+//!   logging what it still waits for every 10 s;
 //! - the driver must drop the [`FreeDevicePage`]s of a pagemap (e.g. remove
-//!   them from its free list) before dropping it, or the drop never returns;
-//! - pages `evict` could not migrate (locked by someone else at the time,
-//!   pinned, or not mapped anywhere but still referenced, such as a
-//!   [`LockedDevicePage`] someone holds) delay the drop until they are freed.
+//!   them from its free list) before unregistering it: they are counted like
+//!   pages in use, and only the driver can give them up.
 //!
 //! C header: [`include/linux/memremap.h`](srctree/include/linux/memremap.h)
 //!
@@ -71,12 +77,13 @@ use core::{
     mem::ManuallyDrop,
     ops::{Deref, Range},
     ptr::NonNull,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 use kernel::{
-    alloc::{flags::GFP_KERNEL, KVec},
+    alloc::{flags::GFP_KERNEL, KBox, KVec},
     new_mutex,
     sync::Mutex,
+    time::{delay::fsleep, Delta, Instant, Monotonic},
 };
 use kernel::{
     container_of,
@@ -174,6 +181,12 @@ pub trait DevicePagemapOps: Sized + Send + Sync + 'static {
     /// What the driver keeps in each in-use device page
     /// (`page->zone_device_data`), e.g. a `KBox` holding the system page that
     /// backs a device-private page and the mirror that owns it.
+    ///
+    /// It is dropped where the page is freed: in the `folio_free` callback,
+    /// which runs in whatever context put the last reference to the page
+    /// (atomic context included), or in [`DevicePagemapOps::folio_free`]. Its
+    /// destructor must therefore not sleep: no mutex, no `vfree()`, no
+    /// `synchronize_rcu()`. Freeing pages and `kmalloc()`ed memory is fine.
     type PageData: ForeignOwnable + Send + Sync + 'static;
 
     /// The last reference to `page` was dropped (`dev_pagemap_ops::folio_free`).
@@ -273,7 +286,11 @@ impl<T: DevicePagemapOps> OpsTable<T> {
         };
 
         if pagemap.removing.load(Ordering::Acquire) {
-            // The pagemap is being dropped: nobody is to allocate from it.
+            // The pagemap is being removed: nobody is to allocate from it.
+            // The core puts the folio's references after this returns.
+            // INVARIANT: The pages are no longer in use, and no token owns
+            // them.
+            pagemap.held.fetch_sub(nr_pages(order), Ordering::AcqRel);
             drop(data);
             return;
         }
@@ -411,6 +428,59 @@ impl Drop for MemRegion {
     }
 }
 
+/// CPU-addressable physical memory that its owner hands to
+/// [`DevicePagemap::new_coherent`]: the proof that registering it as
+/// device-coherent memory takes nothing from anyone.
+///
+/// `memremap_pages()` gives every page of the range a `struct page` in the
+/// kernel's linear map (write-back cached) and hands the pages to user
+/// space through migrations. Done on a range that is firmware memory
+/// (ACPI tables, e820 reserved areas), unclaimed MMIO or memory another
+/// agent uses, that corrupts it, and nothing in the range's resource tree
+/// tells such a range apart from real device memory. So the range comes
+/// with the caller's word, in an `unsafe` constructor.
+///
+/// # Invariants
+///
+/// `[start, start + size)` is cache-coherent, CPU-addressable memory that
+/// only the holder of this value uses, for as long as a pagemap made from
+/// it is registered.
+#[derive(Clone, Copy, Debug)]
+pub struct CoherentMemory {
+    start: u64,
+    size: u64,
+}
+
+impl CoherentMemory {
+    /// Declares `[start, start + size)` device memory of the caller.
+    ///
+    /// # Safety
+    ///
+    /// The range must be cache-coherent, CPU-addressable memory that nobody
+    /// but the caller uses (not System RAM the kernel manages, not firmware
+    /// or MMIO space, not another device's memory), and must stay so for as
+    /// long as a [`DevicePagemap`] made from it is registered. For example:
+    /// memory of the caller's device, or a range kept from the kernel for
+    /// the purpose with `memmap=nn$ss`, as `lib/test_hmm.c`'s `spm_addr_dev*`
+    /// parameters are.
+    pub unsafe fn new(start: u64, size: u64) -> Self {
+        // INVARIANT: By the function safety requirements.
+        Self { start, size }
+    }
+
+    /// The physical address of the first byte.
+    #[inline]
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// The size in bytes.
+    #[inline]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
 /// Number of pages [`DevicePagemap::evict`] migrates per batch: the
 /// largest folio it can migrate whole (`HPAGE_PMD_NR`).
 const EVICT_BATCH: usize = 1 << bindings::HMM_RS_HPAGE_PMD_ORDER;
@@ -432,7 +502,11 @@ const EVICT_BATCH: usize = 1 << bindings::HMM_RS_HPAGE_PMD_ORDER;
 ///   which `T` the pagemap was made with.
 /// - Once `pages_taken` is set, [`FreeDevicePage`]s may exist for the
 ///   pagemap's pages; before, every page is idle and unowned.
-#[repr(C)]
+/// - `held` counts the pages that hold a reference on the `percpu_ref`,
+///   `memunmap_pages()` waits for: pages owned by a [`FreeDevicePage`] or a
+///   [`SplitPages`] iterator, and pages in use. It is zero only once no such
+///   page is left (the core may still be putting the references of a page
+///   whose `folio_free` ran: that does not wait on anyone).
 #[pin_data(PinnedDrop)]
 pub struct DevicePagemap<T: DevicePagemapOps> {
     #[pin]
@@ -442,6 +516,7 @@ pub struct DevicePagemap<T: DevicePagemapOps> {
     owner: Arc<PagemapOwner>,
     pages_taken: AtomicBool,
     removing: AtomicBool,
+    held: AtomicUsize,
     /// The pfn arrays of [`DevicePagemap::evict_with`]: `2 * EVICT_BATCH`.
     #[pin]
     evict_buf: Mutex<KVec<usize>>,
@@ -484,26 +559,26 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         )
     }
 
-    /// Registers the CPU-addressable device memory at
-    /// `[phys_start, phys_start + size)` as device-coherent
+    /// Registers the CPU-addressable device memory `mem` as device-coherent
     /// (`MEMORY_DEVICE_COHERENT`), on NUMA node `nid` (`None`: the current
     /// node).
     ///
-    /// The range is claimed in `iomem_resource` first, so it must not be
-    /// claimed by another driver (`EBUSY`); `memremap_pages()` refuses
-    /// ranges that overlap System RAM or another pagemap. `phys_start` and
-    /// `size` must be multiples of `memremap_compat_align()`.
+    /// `mem` is the caller's proof that the range is device memory it owns
+    /// ([`CoherentMemory::new`]). The range is also claimed in
+    /// `iomem_resource`, so it must not be claimed by another driver
+    /// (`EBUSY`); `memremap_pages()` refuses ranges that overlap System RAM
+    /// or another pagemap. Its start and size must be multiples of
+    /// `memremap_compat_align()` (`EINVAL`).
     pub fn new_coherent(
-        phys_start: u64,
-        size: usize,
+        mem: CoherentMemory,
         owner: Arc<PagemapOwner>,
         nid: Option<i32>,
         data: T,
     ) -> impl PinInit<Self, Error> {
         let region = move || {
-            check_size(size as u64)?;
-            check_size(phys_start)?;
-            MemRegion::request(phys_start, size as u64)
+            check_size(mem.size)?;
+            check_size(mem.start)?;
+            MemRegion::request(mem.start, mem.size)
         };
         Self::new_in(
             bindings::memory_type_MEMORY_DEVICE_COHERENT,
@@ -522,17 +597,21 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         nid: Option<i32>,
         data: T,
     ) -> impl PinInit<Self, Error> {
-        // Everything that can fail comes before `memremap_pages()`: a failure
-        // after it would drop the fields without unregistering the pagemap.
+        // The pagemap is registered last: everything that can fail comes
+        // before `memremap_pages()` (a failure after it would drop the fields
+        // without unregistering the pagemap), and every field that its pages
+        // and callbacks read (`type_id`, `data`, ...) is initialised before
+        // anyone can see a page.
         try_pin_init!(Self {
             region: region()?,
             owner,
             evict_buf <- new_mutex!(evict_buf()?),
-            pgmap <- Self::register(kind, region, owner, nid),
             type_id: TypeId::of::<T>(),
             pages_taken: AtomicBool::new(false),
             removing: AtomicBool::new(false),
+            held: AtomicUsize::new(0),
             data,
+            pgmap <- Self::register(kind, region, owner, nid),
         }? Error)
     }
 
@@ -698,6 +777,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
             // SAFETY: The `percpu_ref` is live: it is killed only when the
             // pagemap is dropped.
             unsafe { bindings::percpu_ref_get_many(self.percpu_ref(), nr_pages(order)) };
+            self.held.fetch_add(nr_pages(order), Ordering::AcqRel);
             // INVARIANT: `pages_taken` was clear, so the pages are idle and
             // this is the only token for them; we took their pagemap
             // references. A block of `order` is only made where supported.
@@ -715,6 +795,48 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
     /// See [`DevicePagemap::evict_with`].
     pub fn evict(&self) {
         self.evict_with(T::copy_to_ram)
+    }
+
+    /// The number of the pagemap's pages that are in use or owned by a
+    /// [`FreeDevicePage`]: what unregistering the pagemap waits for.
+    #[inline]
+    pub fn pages_held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// One eviction round of a pagemap being removed: whether no page is
+    /// held any more.
+    fn evict_round(&self) -> bool {
+        if self.pages_held() == 0 {
+            return true;
+        }
+        self.evict();
+        self.pages_held() == 0
+    }
+
+    /// Unregisters the pagemap if its pages can be evicted within `timeout`.
+    ///
+    /// From now on the pagemap's freed pages go back to no one (not to
+    /// [`DevicePagemapOps::folio_free`]). The pages in use are evicted
+    /// ([`DevicePagemap::evict`]) in rounds until none is held; the pagemap
+    /// is then dropped, and its `memunmap_pages()` does not wait.
+    ///
+    /// If pages are still held when `timeout` is up or the current task is
+    /// being killed, returns the pagemap: its pages could not be evicted yet
+    /// (locked or pinned by someone else, a large folio with no free system
+    /// folio to move to, or [`FreeDevicePage`]s the driver still owns). Call
+    /// again later, or drop it, which retries until they are gone. May sleep.
+    pub fn try_unregister(this: Pin<KBox<Self>>, timeout: Delta) -> Result<(), Pin<KBox<Self>>> {
+        this.removing.store(true, Ordering::Release);
+        let start = Instant::<Monotonic>::now();
+        while !this.evict_round() {
+            if start.elapsed() > timeout || crate::task_ext::fatal_signal_pending() {
+                return Err(this);
+            }
+            fsleep(UNREGISTER_RETRY_INTERVAL);
+        }
+        drop(this);
+        Ok(())
     }
 
     /// Migrates the pagemap's pages that are in use back to system memory
@@ -778,9 +900,15 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
             return 0;
         };
         // A page between `zone_device_page_init()` (reference) and the end
-        // of `activate()` (data) has no data yet: leave it. This cannot
-        // race: `activate()` stores the data with the page locked, and
-        // `migrate_device_range()` holds the lock.
+        // of `activate()` (data) has no data yet: leave it. The page lock
+        // orders the two: `zone_device_page_init()` sets the refcount before
+        // it locks the page, so `migrate_device_range()` may get and lock the
+        // page first. It then sees no data (`folio_free` cleared it, or it
+        // is zero since `memremap_pages()`) and leaves the page, while
+        // `activate()` sleeps in `lock_page()` until
+        // `migrate_device_finalize()` unlocks it. Otherwise `activate()`
+        // holds the lock until the data is stored, `migrate_device_range()`'s
+        // trylock fails and the page is evicted in a later round.
         // SAFETY: `spage` is a locked, referenced page of this pagemap.
         if unsafe { bindings::page_zone_device_data(spage.as_ptr()) }.is_null() {
             return 0;
@@ -871,15 +999,40 @@ impl<T: DevicePagemapOps> PinnedDrop for DevicePagemap<T> {
         // Pages freed from now on (by the eviction below, for one) are not
         // handed to the driver, whose free list would keep the pagemap alive.
         this.removing.store(true, Ordering::Release);
-        this.evict();
+        // `memunmap_pages()` waits, uninterruptibly and without a word, for
+        // every page that holds a reference: evict until none is left, and
+        // say so while some are.
+        let start = Instant::<Monotonic>::now();
+        let mut next_report = DROP_REPORT_INTERVAL;
+        while !this.evict_round() {
+            if start.elapsed() >= next_report {
+                pr_warn!(
+                    "dev_pagemap pfns {:#x}..{:#x}: {} page(s) still held after {} s \
+                     (in use and not evictable now, or free-page tokens not dropped); retrying\n",
+                    this.pfn_range().start,
+                    this.pfn_range().end,
+                    this.pages_held(),
+                    start.elapsed().as_millis() / 1000,
+                );
+                next_report += DROP_REPORT_INTERVAL;
+            }
+            fsleep(DROP_RETRY_INTERVAL);
+        }
         // SAFETY: The pagemap is registered and this is the only place that
         // unregisters it (type invariant). `memunmap_pages()` waits until every
-        // reference to the pagemap is gone: in-use pages and
-        // `FreeDevicePage`s, which borrow it. The claimed region is released
-        // afterwards, when the fields are dropped.
+        // reference to the pagemap is gone; `held` is zero, so at most the
+        // core's own putting of a just freed folio is left. The claimed
+        // region is released afterwards, when the fields are dropped.
         unsafe { bindings::memunmap_pages(this.as_raw()) };
     }
 }
+
+/// How long [`DevicePagemap`]'s destructor sleeps between eviction rounds.
+const DROP_RETRY_INTERVAL: Delta = Delta::from_millis(100);
+/// How often it reports the pages it is still waiting for.
+const DROP_REPORT_INTERVAL: Delta = Delta::from_secs(10);
+/// How long [`DevicePagemap::try_unregister`] sleeps between rounds.
+const UNREGISTER_RETRY_INTERVAL: Delta = Delta::from_millis(10);
 
 /// An idle device page of a [`DevicePagemap<T>`], owned by the driver.
 ///
@@ -964,9 +1117,13 @@ impl<T: DevicePagemapOps> FreeDevicePage<T> {
 
 impl<T: DevicePagemapOps> Drop for FreeDevicePage<T> {
     fn drop(&mut self) {
+        let n = nr_pages(self.order);
+        // INVARIANT: The pages are given up; our references, which keep the
+        // pagemap alive until the put below, go next.
+        self.pagemap().held.fetch_sub(n, Ordering::AcqRel);
         // SAFETY: The token's references (type invariant). The pagemap may be
         // freed right after this; it is not touched again.
-        unsafe { bindings::percpu_ref_put_many(self.pagemap().percpu_ref(), nr_pages(self.order)) };
+        unsafe { bindings::percpu_ref_put_many(self.pagemap().percpu_ref(), n) };
     }
 }
 
@@ -1009,6 +1166,8 @@ impl<T: DevicePagemapOps> Drop for SplitPages<T> {
         if left > 0 {
             // SAFETY: Our references keep the pagemap alive (type invariant).
             let pagemap = unsafe { self.pagemap.as_ref() };
+            // INVARIANT: As in `FreeDevicePage::drop()`.
+            pagemap.held.fetch_sub(left, Ordering::AcqRel);
             // SAFETY: The references of the pages not handed out (type
             // invariant); the pagemap may go away right after.
             unsafe { bindings::percpu_ref_put_many(pagemap.percpu_ref(), left) };
@@ -1094,6 +1253,18 @@ pub struct DevicePage<T: DevicePagemapOps> {
 // `T::PageData::Borrowed`, which may be shared (`T::PageData: Sync`).
 unsafe impl<T: DevicePagemapOps> Sync for DevicePage<T> {}
 
+impl<T: DevicePagemapOps> Deref for DevicePage<T> {
+    type Target = AnyDevicePage;
+
+    #[inline]
+    fn deref(&self) -> &AnyDevicePage {
+        // SAFETY: Both are transparent wrappers of `struct page`; an in-use
+        // page of a `DevicePagemap<T>` (type invariant) is an in-use
+        // device-private or -coherent page, kept in use as long as `self`.
+        unsafe { &*core::ptr::from_ref(self).cast::<AnyDevicePage>() }
+    }
+}
+
 impl<T: DevicePagemapOps> DevicePage<T> {
     /// Views a page as a device page of a `DevicePagemap<T>`.
     ///
@@ -1108,67 +1279,10 @@ impl<T: DevicePagemapOps> DevicePage<T> {
         unsafe { &*page.cast() }
     }
 
-    /// Recognises `page` as an in-use page of a `DevicePagemap<T>` registered
-    /// with `owner` (for example a device-private page an HMM mirror found in
-    /// a process's page table).
-    ///
-    /// Returns `None` if it is not a `ZONE_DEVICE` page, belongs to a
-    /// pagemap with another owner, or to one whose data type is not `T`.
-    /// The `&Page` must keep the page in use for `'a` (a reference, or the
-    /// lock under which it is known to be mapped).
-    pub fn from_page<'a>(page: &'a Page, owner: &PagemapOwner) -> Option<&'a Self> {
-        let page = page.as_ptr();
-        // SAFETY: `page` is a valid page (type invariant of `Page`).
-        if !unsafe { bindings::is_zone_device_page(page) } {
-            return None;
-        }
-        // SAFETY: A `ZONE_DEVICE` page in use: its pagemap is valid while the
-        // page is.
-        let pgmap = unsafe { bindings::page_pgmap(page) };
-        // SAFETY: As above.
-        if !owner.is(unsafe { (*pgmap).owner }) {
-            return None;
-        }
-        // The owner is a `PagemapOwner`, which only `DevicePagemap` registers
-        // pagemaps with: `pgmap` is the `pgmap` field of a `DevicePagemap<U>`
-        // for some `U`, and `type_id` is at the same offset for every `U`
-        // (type invariant of `DevicePagemap`).
-        let this = Opaque::cast_from(pgmap).cast_mut();
-        // SAFETY: `this` is the `pgmap` field of a `DevicePagemap<U>`, laid
-        // out as a `DevicePagemap<T>` up to and including `type_id`.
-        let container = unsafe { container_of!(this, DevicePagemap<T>, pgmap) };
-        // SAFETY: The pagemap is alive (the page is in use) and `type_id` is
-        // initialised and never written after initialisation.
-        let type_id = unsafe { (&raw const (*container).type_id).read() };
-        if type_id != TypeId::of::<T>() {
-            return None;
-        }
-        // SAFETY: The page is an in-use page of a `DevicePagemap<T>` (checked
-        // above), kept in use for `'a` by the caller's `&'a Page`.
-        Some(unsafe { Self::from_raw(page) })
-    }
-
-    /// The raw `struct page`.
-    pub fn as_raw(&self) -> *mut bindings::page {
-        self.page.get()
-    }
-
-    /// The page's pfn.
-    pub fn pfn(&self) -> usize {
-        // SAFETY: The page is valid (type invariant).
-        unsafe { bindings::page_to_pfn(self.as_raw()) }
-    }
-
     /// The order of the folio the page belongs to.
     pub fn order(&self) -> u32 {
         // SAFETY: The page is valid (type invariant).
         unsafe { bindings::page_folio_order(self.as_raw()) }
-    }
-
-    /// Whether the page is device-private (else device-coherent).
-    pub fn is_private(&self) -> bool {
-        // SAFETY: The page is valid (type invariant).
-        unsafe { bindings::is_device_private_page(self.as_raw()) }
     }
 
     /// Page `i` of the folio the page belongs to; `None` past its end.
@@ -1206,10 +1320,57 @@ impl<T: DevicePagemapOps> DevicePage<T> {
         // page's references while `self` is borrowed (type invariant).
         unsafe { DevicePagemap::from_raw(pgmap) }
     }
+}
 
-    /// The page itself, for device-coherent pages, which the CPU can access.
-    ///
-    /// `None` for device-private pages.
+/// A device page in use, of any pagemap: `&AnyDevicePage`.
+///
+/// What a migration or a device page table finds when it meets a
+/// device-private or device-coherent page without knowing whose it is.
+/// [`AnyDevicePage::downcast`] recognises the pages of a
+/// [`DevicePagemap<T>`] with a given owner and returns their typed view.
+///
+/// # Invariants
+///
+/// The page is a `ZONE_DEVICE` page of type `MEMORY_DEVICE_PRIVATE` or
+/// `MEMORY_DEVICE_COHERENT` that is in use (it has references), and stays in
+/// use while the `&AnyDevicePage` exists (a reference, a page lock or a page
+/// table lock holds it), so its pagemap is alive.
+#[repr(transparent)]
+pub struct AnyDevicePage(Opaque<bindings::page>);
+
+// SAFETY: A `&AnyDevicePage` only reads the page through C accessors that may
+// run concurrently.
+unsafe impl Sync for AnyDevicePage {}
+
+impl AnyDevicePage {
+    /// The raw `struct page`.
+    #[inline]
+    pub fn as_raw(&self) -> *mut bindings::page {
+        self.0.get()
+    }
+
+    /// The page's pfn.
+    #[inline]
+    pub fn pfn(&self) -> usize {
+        // SAFETY: The page is valid (type invariant).
+        unsafe { bindings::page_to_pfn(self.as_raw()) }
+    }
+
+    /// Whether the page is device-private (else device-coherent).
+    #[inline]
+    pub fn is_private(&self) -> bool {
+        // SAFETY: The page is valid (type invariant).
+        unsafe { bindings::is_device_private_page(self.as_raw()) }
+    }
+
+    /// Whether the page's pagemap was registered with `owner`.
+    pub fn is_owned_by(&self, owner: &PagemapOwner) -> bool {
+        // SAFETY: The page is an in-use `ZONE_DEVICE` page (type invariant):
+        // its pagemap is valid while the page is.
+        owner.is(unsafe { (*bindings::page_pgmap(self.as_raw())).owner })
+    }
+
+    /// The page itself, if the CPU can access it (device-coherent memory).
     pub fn cpu_page(&self) -> Option<BorrowedPage<'_>> {
         if self.is_private() {
             return None;
@@ -1217,7 +1378,98 @@ impl<T: DevicePagemapOps> DevicePage<T> {
         // SAFETY: The page is valid while `self` is borrowed (type
         // invariant), and a device-coherent page is mapped in the kernel's
         // linear map like system memory.
-        Some(unsafe { BorrowedPage::from_raw(NonNull::from(&self.page).cast()) })
+        Some(unsafe { BorrowedPage::from_raw(NonNull::from(&self.0).cast()) })
+    }
+
+    /// The page as a page of a [`DevicePagemap<T>`] registered with `owner`.
+    ///
+    /// `None` if the page's pagemap has another owner, or was made with
+    /// another type than `T`.
+    pub fn downcast<T: DevicePagemapOps>(&self, owner: &PagemapOwner) -> Option<&DevicePage<T>> {
+        if !self.is_owned_by(owner) {
+            return None;
+        }
+        // SAFETY: The page is valid (type invariant).
+        let pgmap = unsafe { bindings::page_pgmap(self.as_raw()) };
+        // The owner is a `PagemapOwner`, which only `DevicePagemap`
+        // registers pagemaps with: `pgmap` is the `pgmap` field of a
+        // `DevicePagemap<U>` for some `U`, and `type_id` is at the same
+        // offset for every `U` (type invariant of `DevicePagemap`).
+        let field = Opaque::cast_from(pgmap).cast_mut();
+        // SAFETY: `field` is the `pgmap` field of a `DevicePagemap<U>`, laid
+        // out as a `DevicePagemap<T>` up to and including `type_id`.
+        let container = unsafe { container_of!(field, DevicePagemap<T>, pgmap) };
+        // SAFETY: The pagemap is alive (the page is in use, type invariant),
+        // and `type_id` is initialised before the pagemap is registered and
+        // never written after.
+        let type_id = unsafe { (&raw const (*container).type_id).read() };
+        if type_id != TypeId::of::<T>() {
+            return None;
+        }
+        // SAFETY: The page is an in-use page of a `DevicePagemap<T>`
+        // (checked above), kept in use for the borrow of `self` (type
+        // invariant).
+        Some(unsafe { DevicePage::from_raw(self.as_raw()) })
+    }
+}
+
+/// A page that a migration entry or a device page table entry names, by
+/// what it is.
+///
+/// A device-private page has a `struct page` but no memory the CPU can
+/// reach, so it is never handed out as a plain [`Page`]: it comes as
+/// [`PageRef::Device`], and its contents are the driver's business.
+pub enum PageRef<'a> {
+    /// A page of system memory (or of another `ZONE_DEVICE` type whose
+    /// contents are in the kernel's linear map).
+    System(BorrowedPage<'a>),
+    /// A device-private or device-coherent page.
+    Device(&'a AnyDevicePage),
+}
+
+impl<'a> PageRef<'a> {
+    /// Classifies `page`.
+    ///
+    /// # Safety
+    ///
+    /// `page` must be a valid `struct page` that stays in use (referenced, or
+    /// mapped under a lock that keeps it so) for `'a`.
+    pub(crate) unsafe fn from_raw(page: NonNull<bindings::page>) -> Self {
+        let raw = page.as_ptr();
+        // SAFETY: `page` is valid (function safety requirements).
+        let device = unsafe {
+            bindings::is_device_private_page(raw) || bindings::is_device_coherent_page(raw)
+        };
+        if device {
+            // SAFETY: `AnyDevicePage` is a transparent wrapper of `struct page`;
+            // the page is an in-use device-private or -coherent page, kept
+            // in use for `'a` (function safety requirements).
+            Self::Device(unsafe { &*raw.cast::<AnyDevicePage>() })
+        } else {
+            // SAFETY: The page is valid and stays so for `'a` (function safety
+            // requirements); `BorrowedPage` does not free it.
+            Self::System(unsafe { BorrowedPage::from_raw(page) })
+        }
+    }
+
+    /// The page, if the CPU can access its contents: a system page or a
+    /// device-coherent one. `None` for a device-private page.
+    pub fn cpu_page(&self) -> Option<BorrowedPage<'a>> {
+        match self {
+            Self::System(page) => {
+                // SAFETY: The same page, valid for `'a`.
+                Some(unsafe { BorrowedPage::from_raw(NonNull::new(page.as_ptr())?) })
+            }
+            Self::Device(page) => page.cpu_page(),
+        }
+    }
+
+    /// The device page, if it is one.
+    pub fn device(&self) -> Option<&'a AnyDevicePage> {
+        match self {
+            Self::System(_) => None,
+            Self::Device(page) => Some(page),
+        }
     }
 }
 

@@ -19,7 +19,11 @@
 //!
 //! Kernel documentation: [`Documentation/mm/hmm.rst`](srctree/Documentation/mm/hmm.rst)
 
-use crate::{bindings, hmm::HmmPfns, memremap::PagemapOwner};
+use crate::{
+    bindings,
+    hmm::HmmPfns,
+    memremap::{PageRef, PagemapOwner},
+};
 use core::{
     cell::UnsafeCell,
     marker::PhantomData,
@@ -32,7 +36,7 @@ use kernel::{
     ffi::{c_ulong, c_void},
     mm::{Mm, MmWithUser, MmapReadGuard},
     new_mutex,
-    page::{BorrowedPage, Page, PAGE_MASK, PAGE_SHIFT},
+    page::{Page, PAGE_MASK, PAGE_SHIFT},
     prelude::*,
     sync::{Arc, Mutex, MutexGuard},
     types::Opaque,
@@ -131,10 +135,12 @@ impl InvalidateRange {
         unsafe { bindings::mmu_notifier_range_blockable(self.0.get()) }
     }
 
-    /// Whether this invalidation comes from `make_device_exclusive()` on behalf of `owner`.
-    pub fn is_exclusive_by(&self, owner: &PagemapOwner) -> bool {
+    /// Whether this invalidation comes from `make_device_exclusive()` called with `owner` as the
+    /// owner.
+    fn is_exclusive_by(&self, owner: *const c_void) -> bool {
         let range = self.raw();
-        range.event == bindings::mmu_notifier_event_MMU_NOTIFY_EXCLUSIVE && owner.is(range.owner)
+        range.event == bindings::mmu_notifier_event_MMU_NOTIFY_EXCLUSIVE
+            && core::ptr::eq(range.owner, owner)
     }
 
     /// Whether this invalidation comes from a migration of the pages of `owner`: the event is
@@ -216,10 +222,11 @@ pub struct PtEntry<'a> {
 }
 
 impl<'a> PtEntry<'a> {
-    /// The page the entry maps.
-    pub fn page(&self) -> BorrowedPage<'a> {
-        // SAFETY: By the type invariants the page is valid for `'a`.
-        unsafe { BorrowedPage::from_raw(self.page) }
+    /// The page the entry maps: a system page, or a device page (whose contents, if it is
+    /// device-private, only its driver can reach).
+    pub fn page(&self) -> PageRef<'a> {
+        // SAFETY: By the type invariants the page is valid and stays mapped for `'a`.
+        unsafe { PageRef::from_raw(self.page) }
     }
 
     /// The access the device has to the page.
@@ -263,10 +270,14 @@ impl PageTable {
     fn store(&self, vpn: usize, page: NonNull<bindings::page>, perm: Perm) -> Result {
         // `xa_tag_pointer()`: a `struct page` is at least word aligned, so the tag bits are free.
         let entry = (page.as_ptr() as usize | perm.tag()) as *mut c_void;
-        // SAFETY: By the type invariants `xa` is initialised. The caller holds the mirror lock,
-        // which the invalidate callback takes: an allocation that entered reclaim (which may
-        // invalidate this mm) could deadlock, hence `GFP_ATOMIC`, as `lib/test_hmm.c` uses.
-        let old = unsafe { bindings::xa_store(self.xa.get(), vpn, entry, bindings::GFP_ATOMIC) };
+        // The caller holds the mirror lock, which the invalidate callback takes: an allocation
+        // that entered reclaim (which may invalidate this mm) could deadlock, so the allocation
+        // must not sleep. `lib/test_hmm.c` uses `GFP_ATOMIC`; the entries are as many as the
+        // pages user space had faulted, so they must not drain the atomic reserves either, and
+        // are charged to the user's memory cgroup. Failing is `ENOMEM`, not a warning.
+        let gfp = bindings::GFP_NOWAIT | bindings::__GFP_NOWARN | bindings::__GFP_ACCOUNT;
+        // SAFETY: By the type invariants `xa` is initialised.
+        let old = unsafe { bindings::xa_store(self.xa.get(), vpn, entry, gfp) };
         // SAFETY: `xa_err()` only inspects the value of the pointer.
         to_result(unsafe { bindings::xa_err(old) })
     }
@@ -286,6 +297,16 @@ impl PageTable {
                 bindings::xa_find_after(self.xa.get(), &mut index, last, bindings::XA_PRESENT)
             };
         }
+    }
+
+    /// The first entry whose index is in `first..=last`, with its index.
+    fn find(&self, first: usize, last: usize) -> Option<(usize, NonNull<bindings::page>, Perm)> {
+        let mut index: c_ulong = first;
+        // SAFETY: By the type invariants `xa` is initialised; `index` is a valid location.
+        let entry =
+            unsafe { bindings::xa_find(self.xa.get(), &mut index, last, bindings::XA_PRESENT) };
+        let page = NonNull::new((entry as usize & !TAG_MASK) as *mut bindings::page)?;
+        Some((index, page, Perm::from_tag(entry as usize & TAG_MASK)))
     }
 
     fn for_each_in(
@@ -366,12 +387,12 @@ pub struct Mirror<T: MirrorOps> {
     #[pin]
     pt: PageTable,
     owner: Arc<PagemapOwner>,
-    /// Serialises [`Mirror::make_exclusive()`], so that `excl_seq` belongs
-    /// to the one conversion in flight.
+    /// Serialises [`Mirror::make_exclusive()`], so that `excl_seq` belongs to the one conversion
+    /// in flight.
     #[pin]
     excl: Mutex<()>,
-    /// The notifier's sequence when our own `make_device_exclusive()`
-    /// converted its page (recorded by the invalidate callback).
+    /// What the invalidate callback saw at the conversion in flight: see
+    /// [`Mirror::make_exclusive()`]. Written and read with the mirror lock held.
     excl_seq: AtomicUsize,
     #[pin]
     notifier: Opaque<bindings::mmu_interval_notifier>,
@@ -467,13 +488,25 @@ impl<T: MirrorOps> Mirror<T> {
         self.notifier.get()
     }
 
+    /// The owner this mirror's own `make_device_exclusive()` calls pass, which its invalidate
+    /// callback recognises: the notifier's address, unique to this mirror (the device's
+    /// [`PagemapOwner`] would be shared by every mirror of the device, and one mirror's
+    /// conversion would then be skipped by the others).
+    fn exclusive_owner(&self) -> *mut c_void {
+        self.notifier_raw().cast()
+    }
+
     /// Makes the page at `addr` of the mirrored mm exclusive to the device
     /// (`make_device_exclusive()`: the CPU faults it back on access) and maps
     /// it in the device page table with [`Perm::Atomic`] (`dmirror_exclusive()`).
     ///
     /// `mmap` must be the mmap lock of the mirrored mm (else `EINVAL`). Only
     /// anonymous, non-hugetlb pages can be made exclusive; other errors of
-    /// `make_device_exclusive()` are returned as they are.
+    /// `make_device_exclusive()` are returned as they are. `EBUSY` if other
+    /// invalidations of the mm keep undoing the conversion, `EINTR` if the
+    /// task is being killed meanwhile.
+    ///
+    /// Must not be called with the mirror lock held.
     pub fn make_exclusive(&self, mmap: &MmapReadGuard<'_>, addr: usize) -> Result {
         let vma = mmap.vma_lookup(addr).ok_or(EINVAL)?;
         if !core::ptr::eq(vma.mm().as_raw(), self.mm().as_raw()) {
@@ -481,35 +514,51 @@ impl<T: MirrorOps> Mirror<T> {
         }
         let notifier = self.notifier_raw();
         let _excl = self.excl.lock();
-        // An invalidation between the conversion and the insertion below
-        // (`MADV_DONTNEED` needs only the mmap read lock) would leave a stale
-        // entry: compare with the sequence the conversion saw. Others' faults
-        // can undo the conversion each time; give up after a few rounds.
+        // An invalidation of the page after the conversion, or one still running when it
+        // happened (`MADV_DONTNEED` needs only the mmap read lock, and clears the entry without
+        // the folio lock held here), would leave a stale entry. `mmu_interval_read_begin()`
+        // cannot be used as usual: `make_device_exclusive()` itself invalidates the mm before
+        // converting (its GUP undoes an earlier conversion of the page, or splits a THP), so a
+        // sequence read before it would never be current. Instead the invalidate callback, on
+        // this mirror's own `MMU_NOTIFY_EXCLUSIVE` event, records in `excl_seq` the notifier's
+        // sequence, or a value that cannot match it if an invalidation of the mm is running
+        // alongside the conversion; `mmu_interval_read_retry()` on it then catches those and
+        // every later one. Before each try, `mmu_interval_read_begin()` waits for running
+        // invalidations to end. Others' faults can undo the conversion each time: give up after
+        // a few rounds.
         for _ in 0..EXCLUSIVE_TRIES {
+            if crate::task_ext::fatal_signal_pending() {
+                return Err(EINTR);
+            }
+            // SAFETY: The notifier is inserted (type invariant), and the mirror lock, which its
+            // callback takes, is not held (documented requirement of this method). The mmap read
+            // lock may be held: invalidations run under it, and waiting for one to end does not
+            // need it released. The sequence it returns is not used (see above).
+            unsafe { bindings::mmu_interval_read_begin(notifier) };
             let mut folio: *mut bindings::folio = core::ptr::null_mut();
             // SAFETY: The mm is the mirrored one, whose mmap lock `mmap` holds; `folio` is
-            // valid for writes. The owner makes our own invalidate callback record the sequence
-            // instead of invalidating (see `OpsTable::invalidate`).
+            // valid for writes. The owner only marks the notifier events of this call.
             let page = unsafe {
                 bindings::make_device_exclusive(
                     vma.mm().as_raw(),
                     addr & PAGE_MASK,
-                    self.owner.as_raw(),
+                    self.exclusive_owner(),
                     &mut folio,
                 )
             };
             let page = kernel::error::from_err_ptr(page)?;
             let stored = {
                 let guard = self.lock();
-                let seq = self.excl_seq.load(Ordering::Acquire);
-                // SAFETY: The notifier is inserted and the mirror lock is held.
+                let seq = self.excl_seq.load(Ordering::Relaxed);
+                // SAFETY: The notifier is inserted and the mirror lock, which the invalidate
+                // callback holds around `mmu_interval_set_seq()`, is held.
                 if unsafe { bindings::mmu_interval_read_retry(notifier, seq) } {
                     None
                 } else {
-                    // INVARIANT: No invalidation of the mm ran since the conversion (ours is
-                    // the only one in flight, `excl`), so the page is mapped (as a
-                    // device-exclusive entry) at `addr`; a later invalidation takes the lock
-                    // held here to clear the entry.
+                    // INVARIANT: No invalidation of the mm ran alongside or after the conversion
+                    // (ours is the only one in flight, `excl`), so the page is mapped (as a
+                    // device-exclusive entry) at `addr`; a later invalidation takes the lock held
+                    // here to clear the entry.
                     NonNull::new(page)
                         .map(|p| guard.mirror.pt.store(addr >> PAGE_SHIFT, p, Perm::Atomic))
                 }
@@ -571,20 +620,6 @@ impl<T: MirrorOps> OpsTable<T> {
         // SAFETY: The C side passes a valid range that does not change during the callback.
         let range = unsafe { InvalidateRange::from_raw(range) };
 
-        // The mirror's own `make_device_exclusive()` replaces a PTE by a
-        // device-exclusive entry for the same page: the entries stay valid,
-        // and `Mirror::make_exclusive()` relies on this event not bumping the
-        // sequence. Every other invalidation clears.
-        if range.is_exclusive_by(&mirror.owner) {
-            // SAFETY: `interval_sub` is valid; the field is only written by
-            // `mmu_interval_set_seq()`, under the mirror lock, hence the
-            // volatile read (`READ_ONCE()` in `mmu_interval_read_retry()`).
-            let seq =
-                unsafe { core::ptr::addr_of!((*interval_sub).invalidate_seq).read_volatile() };
-            mirror.excl_seq.store(seq, Ordering::Release);
-            return true;
-        }
-
         let mut guard = if range.is_blockable() {
             mirror.lock()
         } else {
@@ -593,6 +628,30 @@ impl<T: MirrorOps> OpsTable<T> {
                 None => return false,
             }
         };
+
+        // This mirror's own `make_device_exclusive()` replaces a PTE by a
+        // device-exclusive entry for the same page: the entries stay valid,
+        // and the event must not bump the sequence, or `make_exclusive()`
+        // would never succeed. It records what it needs instead (see there):
+        // the current sequence, or, if an invalidation of this period
+        // already set it (`cur_seq`: one is running alongside the
+        // conversion), a value the sequence cannot have. Every other
+        // invalidation, other mirrors' conversions included, clears.
+        if range.is_exclusive_by(mirror.exclusive_owner()) {
+            // SAFETY: `interval_sub` is valid; its `invalidate_seq` is only
+            // written at insertion and by `mmu_interval_set_seq()`, which
+            // this mirror calls with its lock held, as it is here.
+            let seq = unsafe { (*interval_sub).invalidate_seq };
+            // Sequences of running invalidations are odd, so `cur_seq + 1`
+            // is not one the notifier can be set to before it changes.
+            let seq = if seq == cur_seq {
+                cur_seq.wrapping_add(1)
+            } else {
+                seq
+            };
+            mirror.excl_seq.store(seq, Ordering::Relaxed);
+            return true;
+        }
 
         // SAFETY: `interval_sub` is valid, and the mirror lock, which `Mirror::fault()` holds
         // around `mmu_interval_read_retry()`, is held.
@@ -635,6 +694,26 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
         })
     }
 
+    /// The first entry whose virtual page number is in `vpns`, with that number.
+    ///
+    /// Costs what the entries cost, not the size of `vpns`: a loop over a huge range can visit the
+    /// entries a batch at a time, dropping the lock in between.
+    pub fn pt_find(&self, vpns: Range<usize>) -> Option<(usize, PtEntry<'_>)> {
+        if vpns.start >= vpns.end {
+            return None;
+        }
+        let (vpn, page, perm) = self.mirror.pt.find(vpns.start, vpns.end - 1)?;
+        // INVARIANT: As in `pt_get()`.
+        Some((
+            vpn,
+            PtEntry {
+                page,
+                perm,
+                _guard: PhantomData,
+            },
+        ))
+    }
+
     /// Calls `f` with each entry whose virtual page number is in `vpns`, in increasing order.
     pub fn pt_for_each_in(&self, vpns: Range<usize>, mut f: impl FnMut(usize, PtEntry<'_>)) {
         if vpns.start >= vpns.end {
@@ -667,7 +746,7 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
     ///
     /// A device-private page is mapped only if it belongs to this mirror's owner: its contents are
     /// not CPU-accessible, and the driver reaches them through its own page data
-    /// (`memremap::DevicePage::from_page()`).
+    /// ([`PtEntry::page()`], `memremap::AnyDevicePage::downcast()`).
     ///
     /// Fails with `EINVAL` if `pfns` comes from another mirror, if `index` is out of range, if the
     /// entry has no page, or if it names another owner's device-private page; and with `ENOMEM` if

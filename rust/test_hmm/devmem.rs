@@ -8,12 +8,14 @@
 //! A device-private page has no memory of its own (the "device" is fake):
 //! each folio in use carries a [`PageData`] with the block of system pages
 //! that backs it. Locking: the chunk list mutex is taken before the
-//! free-list spinlock.
+//! free-list spinlock; neither is held while a chunk is unregistered.
+
+#![forbid(unsafe_code)]
 
 use crate::{
     memremap::{
-        DeviceFault, DevicePage, DevicePagemap, DevicePagemapOps, FreeDevicePage, LockedDevicePage,
-        PagemapOwner, VmFaultResult,
+        CoherentMemory, DeviceFault, DevicePage, DevicePagemap, DevicePagemapOps, FreeDevicePage,
+        LockedDevicePage, PageRef, PagemapOwner, VmFaultResult,
     },
     migrate::{Collected, LockedSystemPage, MigratePfns, MigrateVma, Select, HPAGE_PMD_ORDER},
     page_ext::{self, PageBlock},
@@ -25,6 +27,7 @@ use kernel::{
     page::{Page, PAGE_SIZE},
     prelude::*,
     sync::{Arc, ArcBorrow, Mutex, SpinLock, UniqueArc},
+    time::Delta,
 };
 
 /// Size of one chunk of device memory (`DEVMEM_CHUNK_SIZE`).
@@ -58,6 +61,21 @@ pub(crate) struct PageData {
     backing: Option<PageBlock>,
     /// The pfn of the first device page the block backs.
     base_pfn: usize,
+}
+
+/// Runs `f` on the page that holds the contents of `page`: a system page
+/// itself, or for a device page of `owner` what [`with_contents`] gives. A
+/// device page of another owner is `EINVAL` if the CPU cannot access it.
+pub(crate) fn with_page_contents<R>(
+    page: PageRef<'_>,
+    owner: &PagemapOwner,
+    f: impl FnOnce(&Page) -> Result<R>,
+) -> Result<R> {
+    if let Some(dpage) = page.device().and_then(|d| d.downcast::<DmirrorMem>(owner)) {
+        return with_contents(dpage, f);
+    }
+    let page = page.cpu_page().ok_or(EINVAL)?;
+    f(&page)
 }
 
 /// Runs `f` on the page that holds the contents of `dpage`: its backing
@@ -106,13 +124,13 @@ fn for_each_contents(
 }
 
 /// What memory a dmirror device has.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub(crate) enum MemKind {
     /// Device-private chunks, allocated as needed (`MEMORY_DEVICE_PRIVATE`).
     Private,
-    /// One chunk of device-coherent memory at this physical address
-    /// (`MEMORY_DEVICE_COHERENT`, `spm_addr_dev*`).
-    Coherent(u64),
+    /// One chunk of device-coherent memory (`MEMORY_DEVICE_COHERENT`,
+    /// `spm_addr_dev*`).
+    Coherent(CoherentMemory),
 }
 
 /// Idle device pages and the allocation counters.
@@ -284,10 +302,10 @@ pub(crate) fn copy_back(
         if !e.can_migrate() {
             return Ok(());
         }
-        let Some(src) = e.src_page() else {
+        let Some(PageRef::Device(src)) = e.src_page() else {
             return Ok(());
         };
-        let Some(dpage) = DevicePage::<DmirrorMem>::from_page(&src, owner) else {
+        let Some(dpage) = src.downcast::<DmirrorMem>(owner) else {
             return Ok(());
         };
         let fail = mirror.take_fail_alloc();
@@ -318,29 +336,34 @@ struct Chunks {
     free: Arc<FreeList>,
 }
 
+/// How long `HMM_DMIRROR_RELEASE` tries to evict a chunk's pages before it
+/// gives up with `EBUSY`.
+const RELEASE_TIMEOUT: Delta = Delta::from_secs(1);
+
 impl Chunks {
-    /// Moves every page of every chunk back to system memory and removes
-    /// the chunks (`dmirror_device_remove_chunks`).
-    ///
-    /// The idle pages go first: each holds a reference on its chunk, which
-    /// `memunmap_pages()` would wait for forever.
-    fn remove_all(&mut self) {
+    /// Takes every chunk out of the list, to be removed: marks them so that
+    /// their freed pages are not recycled, and drops the idle pages, each of
+    /// which holds a reference on its chunk.
+    fn take_all(&mut self) -> KVec<Pin<KBox<DevicePagemap<DmirrorMem>>>> {
         for chunk in self.pagemaps.iter() {
             chunk.data().removing.store(true, Ordering::Relaxed);
         }
         // Idle pages of the chunks being removed must not be handed out.
         let mut free = self.free.inner.lock();
-        free.pages.clear();
-        free.folios.clear();
+        let pages = core::mem::take(&mut free.pages);
+        let folios = core::mem::take(&mut free.folios);
         drop(free);
-        // Dropping a chunk evicts its pages in use and unmaps it.
-        self.pagemaps.clear();
+        // Dropped outside the spinlock.
+        drop((pages, folios));
+        core::mem::take(&mut self.pagemaps)
     }
 }
 
 impl Drop for Chunks {
     fn drop(&mut self) {
-        self.remove_all();
+        // Module unload: dropping a chunk evicts its pages in use until
+        // none is left, saying so in the log while it waits.
+        drop(self.take_all());
     }
 }
 
@@ -422,8 +445,8 @@ impl DeviceMemory {
                 GFP_KERNEL,
             )?,
             MemKind::Coherent(_) if !chunks.pagemaps.is_empty() => return Err(ENOMEM),
-            MemKind::Coherent(phys) => KBox::pin_init(
-                DevicePagemap::new_coherent(phys, CHUNK_SIZE, self.owner.clone(), None, mem),
+            MemKind::Coherent(range) => KBox::pin_init(
+                DevicePagemap::new_coherent(range, self.owner.clone(), None, mem),
                 GFP_KERNEL,
             )?,
         };
@@ -473,7 +496,7 @@ impl DeviceMemory {
     /// Whether this memory has device folios of `order`: single pages
     /// always, THPs (`HPAGE_PMD_ORDER`) if device-private.
     pub(crate) fn has_order(&self, order: u32) -> bool {
-        order == 0 || (order == HPAGE_PMD_ORDER && self.kind == MemKind::Private)
+        order == 0 || (order == HPAGE_PMD_ORDER && matches!(self.kind, MemKind::Private))
     }
 
     /// Allocates a device folio of `order` (0 or `HPAGE_PMD_ORDER`)
@@ -505,7 +528,7 @@ impl DeviceMemory {
         &self,
         order: u32,
         mirror: &Arc<MirrorShared>,
-        src: impl Fn(usize) -> Option<kernel::page::BorrowedPage<'p>>,
+        src: impl Fn(usize) -> Option<PageRef<'p>>,
     ) -> Result<LockedDevicePage<DmirrorMem>> {
         if !self.has_order(order) {
             return Err(ENOMEM);
@@ -536,15 +559,47 @@ impl DeviceMemory {
         };
         let dpage = self.alloc(order, data)?;
         for_each_contents(&dpage, 1 << order, |i, dst| match src(i) {
-            Some(s) => page_ext::copy(dst, &s),
+            Some(s) => page_ext::copy(dst, &*s.cpu_page().ok_or(EINVAL)?),
             None => page_ext::zero(dst),
         })?;
         Ok(dpage)
     }
 
     /// Removes every chunk, moving its pages in use back to system memory
-    /// (`HMM_DMIRROR_RELEASE`).
-    pub(crate) fn remove_chunks(&self) {
-        self.chunks.lock().remove_all();
+    /// (`HMM_DMIRROR_RELEASE`, `dmirror_device_remove_chunks`).
+    ///
+    /// The chunks are unregistered without the chunk lock held: a migration
+    /// that holds device pages of a chunk as destinations may be waiting for
+    /// that lock to add a chunk, and unregistering waits for those pages.
+    /// Chunks whose pages cannot all be evicted within [`RELEASE_TIMEOUT`]
+    /// (pages locked or pinned by others meanwhile, a THP with no free system
+    /// THP to move to) stay, marked as being removed, and the call fails with
+    /// `EBUSY`; the next call tries them again.
+    pub(crate) fn remove_chunks(&self) -> Result {
+        let (chunks, mut busy) = {
+            let mut chunks = self.chunks.lock();
+            let busy = KVec::with_capacity(chunks.pagemaps.len(), GFP_KERNEL)?;
+            (chunks.take_all(), busy)
+        };
+        for chunk in chunks {
+            if let Err(chunk) = DevicePagemap::try_unregister(chunk, RELEASE_TIMEOUT) {
+                // Cannot fail: there is room for every chunk.
+                let _ = busy.push_within_capacity(chunk);
+            }
+        }
+        if busy.is_empty() {
+            return Ok(());
+        }
+        let mut chunks = self.chunks.lock();
+        if chunks.pagemaps.reserve(busy.len(), GFP_KERNEL).is_ok() {
+            for chunk in busy.drain_all() {
+                let _ = chunks.pagemaps.push_within_capacity(chunk);
+            }
+        }
+        drop(chunks);
+        // Out of memory for the list: the chunks left are dropped, which
+        // waits for their pages (without the lock).
+        drop(busy);
+        Err(EBUSY)
     }
 }

@@ -3,20 +3,31 @@
 //! The dmirror device files, `/dev/hmm_dmirror*`: each open file mirrors
 //! the opener's address space into a device page table and serves the
 //! `lib/test_hmm_uapi.h` ioctls on it.
+//!
+//! Every ioctl takes user-controlled addresses and page counts. The rules
+//! that keep them harmless: arithmetic on them cannot overflow ([`Range`]
+//! bounds the range, [`round_end`] the rounds within it); work is done one
+//! round (at most [`BOUNCE_PAGES`], [`hmm::CHUNK_PAGES`] or
+//! [`MIGRATE_PAGES`] pages) at a time, each round bounded by what the user's
+//! buffer and VMAs hold and checking for a fatal signal first; and the
+//! mirror lock is never held across more than one round.
+
+#![forbid(unsafe_code)]
 
 use crate::{
     bindings::{self, hmm_dmirror_cmd},
     devmem::{self, DeviceMemory, MemKind, MirrorShared},
     hmm::{self, HmmPfn, HmmPfns, PageKind},
+    memremap::PagemapOwner,
     migrate::{Collected, MigratePfns, MigrateVma, Select, SelectFlags},
     miscdevice_data::MiscDeviceWithData,
-    mmu_notifier::{Mirror, MirrorGuard, MirrorOps, Perm},
+    mmu_notifier::{Mirror, MirrorGuard, MirrorOps, Perm, PtEntry},
     page_ext,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     alloc::{
-        flags::{__GFP_ZERO, GFP_KERNEL},
+        flags::{__GFP_ZERO, GFP_KERNEL, GFP_KERNEL_ACCOUNT},
         KBox, KVVec,
     },
     fs::File,
@@ -105,11 +116,16 @@ impl MiscDeviceWithData for DmirrorFile {
 
     /// Maps zeroed pages into the whole VMA, so that user space has a
     /// `VM_MIXEDMAP` mapping to show the device (`dmirror_fops_mmap`).
+    ///
+    /// The pages are charged to the caller's memory cgroup, and the loop
+    /// stops when the caller is killed (the OOM killer's choice, if the VMA
+    /// is larger than memory): the core then unmaps what was mapped.
     fn mmap(_this: Pin<&Dmirror>, _file: &File, vma: &VmaNew) -> Result {
         let vma = vma.set_mixedmap();
         let mut addr = vma.start();
         while addr < vma.end() {
-            let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+            check_killed()?;
+            let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
             // The mapping takes its own reference; ours goes with `page`.
             vma.vm_insert_page(addr, &page)?;
             addr += PAGE_SIZE;
@@ -133,7 +149,7 @@ impl MiscDeviceWithData for DmirrorFile {
             bindings::HMM_DMIRROR_READ_UNLOCKED => this.read_unlocked(&range, &mut c)?,
             bindings::HMM_DMIRROR_EXCLUSIVE => this.exclusive(&range, &mut c)?,
             bindings::HMM_DMIRROR_CHECK_EXCLUSIVE => this.check_exclusive(&range)?,
-            bindings::HMM_DMIRROR_RELEASE => this.device.mem.remove_chunks(),
+            bindings::HMM_DMIRROR_RELEASE => this.device.mem.remove_chunks()?,
             bindings::HMM_DMIRROR_FLAGS => this.shared.flags.store(c.npages, Ordering::Relaxed),
             _ => return Err(EINVAL),
         }
@@ -172,6 +188,14 @@ impl Range {
     }
 }
 
+/// The end of the round that starts at `addr`: `pages` pages on, or `end`
+/// if that comes first. `addr < end`, so `end - addr` does not wrap and the
+/// sum is at most `end`: no overflow, however close to the top of the
+/// address space the range lies.
+fn round_end(addr: usize, end: usize, pages: usize) -> usize {
+    addr + (end - addr).min(pages * PAGE_SIZE)
+}
+
 /// `EINTR` if the task is being killed: the loops of long ioctls check it
 /// once per round, so that a huge range cannot hold up `kill -9`.
 fn check_killed() -> Result {
@@ -182,18 +206,40 @@ fn check_killed() -> Result {
 }
 
 /// Copies the page a device page table entry names into `buf`.
-fn read_entry_page(owner: &crate::memremap::PagemapOwner, page: &Page, buf: &mut [u8]) -> Result {
-    match crate::memremap::DevicePage::<devmem::DmirrorMem>::from_page(page, owner) {
-        Some(dpage) => devmem::with_contents(dpage, |p| page_ext::read(p, 0, buf)),
-        None => page_ext::read(page, 0, buf),
-    }
+fn read_entry(owner: &PagemapOwner, e: &PtEntry<'_>, buf: &mut [u8]) -> Result {
+    devmem::with_page_contents(e.page(), owner, |p| page_ext::read(p, 0, buf))
 }
 
-/// As [`read_entry_page`], the other way.
-fn write_entry_page(owner: &crate::memremap::PagemapOwner, page: &Page, buf: &[u8]) -> Result {
-    match crate::memremap::DevicePage::<devmem::DmirrorMem>::from_page(page, owner) {
-        Some(dpage) => devmem::with_contents(dpage, |p| page_ext::write(p, 0, buf)),
-        None => page_ext::write(page, 0, buf),
+/// As [`read_entry`], the other way.
+fn write_entry(owner: &PagemapOwner, e: &PtEntry<'_>, buf: &[u8]) -> Result {
+    devmem::with_page_contents(e.page(), owner, |p| page_ext::write(p, 0, buf))
+}
+
+/// The `faults` count of `HMM_DMIRROR_READ` and `HMM_DMIRROR_WRITE`, as
+/// test_hmm counts it.
+///
+/// test_hmm faults the whole rest of the range at the first missing page,
+/// so a range that stays mapped costs one fault. This driver faults one
+/// round at a time, so that the work stays bounded by what the user's
+/// buffer takes; a round that continues where the last fault ended counts
+/// with it, and only a refault (entries invalidated again in between) or a
+/// first fault counts anew.
+struct FaultCount {
+    /// The end of what was faulted so far; 0 before the first fault.
+    faulted_to: usize,
+}
+
+impl FaultCount {
+    fn new() -> Self {
+        Self { faulted_to: 0 }
+    }
+
+    /// Records a fault of `[from, to)`.
+    fn faulted(&mut self, c: &mut hmm_dmirror_cmd, from: usize, to: usize) {
+        if self.faulted_to == 0 || from < self.faulted_to {
+            c.faults += 1;
+        }
+        self.faulted_to = self.faulted_to.max(to);
     }
 }
 
@@ -203,7 +249,7 @@ impl Dmirror {
         self.mirror.mm().mmget_not_zero().ok_or(err)
     }
 
-    fn owner(&self) -> &crate::memremap::PagemapOwner {
+    fn owner(&self) -> &PagemapOwner {
         self.device.mem.owner()
     }
 
@@ -222,7 +268,7 @@ impl Dmirror {
                 return Ok(Err(a));
             };
             let off = a - addr;
-            read_entry_page(self.owner(), &e.page(), &mut buf[off..off + PAGE_SIZE])?;
+            read_entry(self.owner(), &e, &mut buf[off..off + PAGE_SIZE])?;
             a += PAGE_SIZE;
         }
         Ok(Ok(()))
@@ -242,7 +288,7 @@ impl Dmirror {
             match g.pt_get(a >> PAGE_SHIFT) {
                 Some(e) if e.perm() == Perm::Write => {
                     let off = a - addr;
-                    write_entry_page(self.owner(), &e.page(), &buf[off..off + PAGE_SIZE])?;
+                    write_entry(self.owner(), &e, &buf[off..off + PAGE_SIZE])?;
                 }
                 _ => return Ok(Err(a)),
             }
@@ -290,19 +336,24 @@ impl Dmirror {
     }
 
     /// The body of [`Dmirror::read`] and [`Dmirror::read_unlocked`].
+    ///
+    /// Each round faults in only what its bounce buffer lacks, then copies it
+    /// out: a bad user buffer stops the ioctl after one round, and a fatal
+    /// signal before the next.
     fn read_with(&self, r: &Range, c: &mut hmm_dmirror_cmd, unlocked: bool) -> Result {
         let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
         let mut out = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).writer();
         let mut mm = None;
+        let mut faults = FaultCount::new();
         let mut addr = r.start;
         while addr < r.end {
             check_killed()?;
-            let chunk_end = r.end.min(addr + BOUNCE_PAGES * PAGE_SIZE);
+            let chunk_end = round_end(addr, r.end, BOUNCE_PAGES);
             let len = chunk_end - addr;
             let mut cur = addr;
             while let Err(missing) = self.read_pt(cur, chunk_end, &mut bounce[cur - addr..len])? {
-                self.fault(&mut mm, missing, r.end, false, unlocked)?;
-                c.faults += 1;
+                self.fault(&mut mm, missing, chunk_end, false, unlocked)?;
+                faults.faulted(c, missing, chunk_end);
                 cur = missing;
             }
             out.write_slice(&bounce[..len])?;
@@ -318,16 +369,17 @@ impl Dmirror {
         let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
         let mut input = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).reader();
         let mut mm = None;
+        let mut faults = FaultCount::new();
         let mut addr = r.start;
         while addr < r.end {
             check_killed()?;
-            let chunk_end = r.end.min(addr + BOUNCE_PAGES * PAGE_SIZE);
+            let chunk_end = round_end(addr, r.end, BOUNCE_PAGES);
             let len = chunk_end - addr;
             input.read_slice(&mut bounce[..len])?;
             let mut cur = addr;
             while let Err(missing) = self.write_pt(cur, chunk_end, &bounce[cur - addr..len])? {
-                self.fault(&mut mm, missing, r.end, true, false)?;
-                c.faults += 1;
+                self.fault(&mut mm, missing, chunk_end, true, false)?;
+                faults.faulted(c, missing, chunk_end);
                 cur = missing;
             }
             c.cpages += (len >> PAGE_SHIFT) as u64;
@@ -354,16 +406,26 @@ impl Dmirror {
 
     /// `HMM_DMIRROR_CHECK_EXCLUSIVE`: `EPERM` if the device still holds a
     /// page of `[start, end)` exclusively (`dmirror_check_atomic`).
+    ///
+    /// Visits the entries the device page table has, not every page of the
+    /// range, [`BOUNCE_PAGES`] of them per lock hold.
     fn check_exclusive(&self, r: &Range) -> Result {
-        let g = self.mirror.lock();
+        let end = r.end >> PAGE_SHIFT;
         let mut vpn = r.start >> PAGE_SHIFT;
-        while vpn < r.end >> PAGE_SHIFT {
-            if g.pt_get(vpn).is_some_and(|e| e.perm() == Perm::Atomic) {
-                return Err(EPERM);
+        loop {
+            check_killed()?;
+            let g = self.mirror.lock();
+            for _ in 0..BOUNCE_PAGES {
+                let Some((v, e)) = g.pt_find(vpn..end) else {
+                    return Ok(());
+                };
+                if e.perm() == Perm::Atomic {
+                    return Err(EPERM);
+                }
+                // `v < end`, which is at most `usize::MAX >> PAGE_SHIFT`.
+                vpn = v + 1;
             }
-            vpn += 1;
         }
-        Ok(())
     }
 
     /// Copies what the device page table maps of `[start, end)` to the
@@ -375,7 +437,7 @@ impl Dmirror {
         let mut addr = r.start;
         while addr < r.end {
             check_killed()?;
-            let chunk_end = r.end.min(addr + BOUNCE_PAGES * PAGE_SIZE);
+            let chunk_end = round_end(addr, r.end, BOUNCE_PAGES);
             let len = chunk_end - addr;
             if self.read_pt(addr, chunk_end, &mut bounce[..len])?.is_err() {
                 return Err(ENOENT);
@@ -397,7 +459,7 @@ impl Dmirror {
         let mut addr = r.start;
         while addr < r.end {
             check_killed()?;
-            let next = r.end.min(addr + hmm::CHUNK_PAGES * PAGE_SIZE);
+            let next = round_end(addr, r.end, hmm::CHUNK_PAGES);
             let n = (next - addr) >> PAGE_SHIFT;
             // The closure runs with the mirror locked: no user access in it.
             self.mirror.snapshot(&mm, addr, next, |_g, pfns| {
@@ -471,7 +533,7 @@ impl Dmirror {
             if vma.flags() & kernel::mm::virt::flags::READ == 0 {
                 return Err(EINVAL);
             }
-            let next = r.end.min(addr + MIGRATE_PAGES * PAGE_SIZE).min(vma.end());
+            let next = round_end(addr, r.end, MIGRATE_PAGES).min(vma.end());
             let mut mig =
                 MigrateVma::setup(&guard, addr, next, select, Some(self.owner()), &mut pfns)?;
             copy(&mut mig)?;

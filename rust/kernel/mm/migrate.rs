@@ -25,7 +25,9 @@
 
 use crate::{
     bindings,
-    memremap::{DeviceFault, DevicePage, DevicePagemapOps, LockedDevicePage, PagemapOwner},
+    memremap::{
+        DeviceFault, DevicePage, DevicePagemapOps, LockedDevicePage, PageRef, PagemapOwner,
+    },
 };
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
@@ -335,8 +337,13 @@ impl MigrateVma {
             fault_page,
             ..Default::default()
         };
-        // SAFETY: `args` is fully initialised: the VMA is valid and its mmap
-        // (or VMA) lock is held for `'a` (the borrow of `vma`); `src` and
+        // SAFETY: `args` is fully initialised: the VMA is valid and the mmap
+        // lock of its mm is held for `'a` (the borrow of `vma`), which the
+        // page walk of `migrate_vma_setup()` needs (a per-VMA lock would not
+        // do): `setup()` borrows it from an `MmapReadGuard`, and
+        // `setup_from_fault()` from a `migrate_to_ram` fault, which
+        // `do_swap_page()` only makes with the mmap lock held (it retries
+        // faults taken under a per-VMA lock); `src` and
         // `dst` have room for `npages` entries and stay borrowed, unmoved,
         // until the migration is finalized; `fault_page` is null or valid
         // (caller's guarantee).
@@ -415,12 +422,15 @@ impl<'m> Entry<'m> {
     /// The source page (the head page of a compound entry): `None` for an
     /// address with nothing mapped yet (or the shared zero page), which a
     /// destination populates.
-    pub fn src_page(&self) -> Option<BorrowedPage<'m>> {
+    ///
+    /// A device page comes as [`PageRef::Device`]: a device-private page has
+    /// no contents the CPU can reach.
+    pub fn src_page(&self) -> Option<PageRef<'m>> {
         self.src_subpage(0)
     }
 
     /// Page `i` of the source (`i < nr_pages()`), as [`Entry::src_page`].
-    pub fn src_subpage(&self, i: usize) -> Option<BorrowedPage<'m>> {
+    pub fn src_subpage(&self, i: usize) -> Option<PageRef<'m>> {
         if self.src & PFN_VALID == 0 || i >= self.nr_pages() {
             return None;
         }
@@ -431,7 +441,7 @@ impl<'m> Entry<'m> {
         // SAFETY: A valid source entry names a folio that
         // `migrate_vma_setup()` locked and holds a reference to until
         // `finalize`, which cannot run while `'m` borrows the migration.
-        NonNull::new(page).map(|p| unsafe { BorrowedPage::from_raw(p) })
+        NonNull::new(page).map(|p| unsafe { PageRef::from_raw(p) })
     }
 
     /// Whether any destination was given.
@@ -507,8 +517,14 @@ fn release_mpfn(mpfn: usize) {
 /// A migration after `migrate_vma_setup()`: source pages are collected,
 /// locked and unmapped; the caller copies them and sets destinations.
 ///
-/// Must not be leaked (`mem::forget`): the source pages would stay locked
-/// behind migration entries, and every task touching them would hang.
+/// # Leaking
+///
+/// Like a lock guard, a `Collected` (or [`Migrated`]) migration must not be
+/// leaked with `mem::forget` or a reference cycle: nothing would finalize it,
+/// so the source pages would stay locked behind migration entries and every
+/// task touching them would wait forever (`folio_lock()`, migration entry
+/// waits). That is a hang, not undefined behaviour, which is why leaking is
+/// safe in Rust; no code in this crate leaks one.
 ///
 /// # Invariants
 ///
@@ -726,13 +742,13 @@ impl<'m> MigratedEntry<'m> {
     }
 
     /// The destination page, if any; it stays locked and referenced until
-    /// `finalize`.
-    pub fn dst_page(&self) -> Option<BorrowedPage<'m>> {
+    /// `finalize`. A device page comes as [`PageRef::Device`].
+    pub fn dst_page(&self) -> Option<PageRef<'m>> {
         // SAFETY: Pure pfn arithmetic.
         let page = unsafe { bindings::migrate_pfn_to_page(self.dst) };
         // SAFETY: The destination is locked and referenced until
         // `migrate_vma_finalize()`, which cannot run during `'m`.
-        NonNull::new(page).map(|p| unsafe { BorrowedPage::from_raw(p) })
+        NonNull::new(page).map(|p| unsafe { PageRef::from_raw(p) })
     }
 }
 
