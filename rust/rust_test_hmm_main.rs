@@ -85,23 +85,28 @@ impl kernel::Module for RustTestHmm {
             module_parameters::spm_addr_dev0.value(),
             module_parameters::spm_addr_dev1.value(),
         ];
-        let coherent = |addr: u64| {
-            // SAFETY: The `spm_addr_dev*` parameters name physical memory
-            // that the administrator kept from the kernel for this driver
-            // (`memmap=256M$<addr>` on the kernel command line): giving them
-            // to the module is that assertion, as for `test_hmm.ko`. The
-            // range stays unused by anyone else while the module is loaded.
-            MemKind::Coherent(unsafe {
-                memremap::CoherentMemory::new(addr, devmem::CHUNK_SIZE as u64)
-            })
-        };
-        let kinds = [
+        // Device-coherent devices only if both ranges are given.
+        let coherent = spm[0] != 0 && spm[1] != 0;
+        let mut kinds = [
             MemKind::Private,
             MemKind::Private,
-            coherent(spm[0]),
-            coherent(spm[1]),
+            MemKind::Private,
+            MemKind::Private,
         ];
-        let ndevices = if spm[0] != 0 && spm[1] != 0 { 4 } else { 2 };
+        if coherent {
+            for (kind, addr) in kinds[2..].iter_mut().zip(spm) {
+                // SAFETY: The `spm_addr_dev*` parameters name physical memory
+                // that the administrator kept from the kernel for this driver
+                // (`memmap=256M$<addr>` on the kernel command line): giving
+                // them to the module is that assertion, as for `test_hmm.ko`.
+                // The range stays unused by anyone else while the module is
+                // loaded.
+                *kind = MemKind::Coherent(unsafe {
+                    memremap::CoherentMemory::new(addr, devmem::CHUNK_SIZE as u64)
+                });
+            }
+        }
+        let ndevices = if coherent { 4 } else { 2 };
         let mut devices = KVec::with_capacity(ndevices, GFP_KERNEL)?;
         for (id, (name, kind)) in NAMES.iter().zip(kinds).take(ndevices).enumerate() {
             let dev = DmirrorDevice::new(id, kind)?;

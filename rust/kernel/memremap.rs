@@ -52,17 +52,18 @@
 //! such reference is gone, so the pagemap counts the pages that hold one
 //! ([`DevicePagemap::pages_held`]) and unregisters only once none is left:
 //!
-//! - [`DevicePagemap::try_unregister`] migrates the pages still in use back
-//!   to system memory ([`DevicePagemap::evict`]) in rounds, for a bounded
-//!   time, and gives the pagemap back if some could not be moved (locked or
-//!   pinned by someone else at the time, a large folio with no free system
-//!   folio to move to, a [`LockedDevicePage`] someone holds): a driver can
-//!   report `EBUSY` and keep the pagemap;
-//! - dropping a [`DevicePagemap`] does the same until no page is left,
-//!   logging what it still waits for every 10 s;
-//! - the driver must drop the [`FreeDevicePage`]s of a pagemap (e.g. remove
-//!   them from its free list) before unregistering it: they are counted like
-//!   pages in use, and only the driver can give them up.
+//! - [`DevicePagemap::begin_removal`] stops freed pages from going back to
+//!   the driver; the driver then drops the [`FreeDevicePage`]s it holds (e.g.
+//!   drains its free list): they are counted like pages in use, and only the
+//!   driver can give them up;
+//! - [`DevicePagemap::evict_all`] migrates the pages still in use back to
+//!   system memory ([`DevicePagemap::evict`]) in rounds, for a bounded time,
+//!   and fails with `EBUSY` if some could not be moved (locked or pinned by
+//!   someone else at the time, a large folio with no free system folio to
+//!   move to, a [`LockedDevicePage`] someone holds): a driver can report
+//!   that and keep the pagemap, or drop it, which then does not wait;
+//! - dropping a [`DevicePagemap`] evicts until no page is left, logging what
+//!   it still waits for every 10 s.
 //!
 //! C header: [`include/linux/memremap.h`](srctree/include/linux/memremap.h)
 //!
@@ -80,7 +81,7 @@ use core::{
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 use kernel::{
-    alloc::{flags::GFP_KERNEL, KBox, KVec},
+    alloc::{flags::GFP_KERNEL, KVec},
     new_mutex,
     sync::Mutex,
     time::{delay::fsleep, Delta, Instant, Monotonic},
@@ -194,8 +195,10 @@ pub trait DevicePagemapOps: Sized + Send + Sync + 'static {
     /// `data` is what [`FreeDevicePage::activate`] stored in the page; `page`
     /// is the now idle page, to be put back on the driver's free list or
     /// dropped. Called in whatever context dropped the last reference, so it
-    /// must not sleep. Not called for pages freed while the pagemap is being
-    /// dropped: their data is dropped and the page forgotten.
+    /// must not sleep. Not called for pages freed once the pagemap is being
+    /// removed ([`DevicePagemap::begin_removal`]), except by a call that was
+    /// already under way: drop the page if [`DevicePagemap::is_removing`],
+    /// testing it under the lock that guards the free list.
     fn folio_free(pagemap: &DevicePagemap<Self>, page: FreeDevicePage<Self>, data: Self::PageData);
 
     /// The CPU accessed a device-private page (`dev_pagemap_ops::migrate_to_ram`).
@@ -285,7 +288,7 @@ impl<T: DevicePagemapOps> OpsTable<T> {
             return;
         };
 
-        if pagemap.removing.load(Ordering::Acquire) {
+        if pagemap.is_removing() {
             // The pagemap is being removed: nobody is to allocate from it.
             // The core puts the folio's references after this returns.
             // INVARIANT: The pages are no longer in use, and no token owns
@@ -445,6 +448,11 @@ impl Drop for MemRegion {
 /// `[start, start + size)` is cache-coherent, CPU-addressable memory that
 /// only the holder of this value uses, for as long as a pagemap made from
 /// it is registered.
+///
+/// The value may be copied: it vouches for the range, not for one
+/// registration (a driver registers the same range again after removing
+/// it), and registering a range twice at once fails in
+/// `request_mem_region()` (`EBUSY`).
 #[derive(Clone, Copy, Debug)]
 pub struct CoherentMemory {
     start: u64,
@@ -507,6 +515,9 @@ const EVICT_BATCH: usize = 1 << bindings::HMM_RS_HPAGE_PMD_ORDER;
 ///   [`SplitPages`] iterator, and pages in use. It is zero only once no such
 ///   page is left (the core may still be putting the references of a page
 ///   whose `folio_free` ran: that does not wait on anyone).
+// `repr(C)`, with `pgmap` and `type_id` first: `AnyDevicePage::downcast()`
+// reads `type_id` through a `DevicePagemap<T>` of possibly another `T`.
+#[repr(C)]
 #[pin_data(PinnedDrop)]
 pub struct DevicePagemap<T: DevicePagemapOps> {
     #[pin]
@@ -780,7 +791,8 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
             self.held.fetch_add(nr_pages(order), Ordering::AcqRel);
             // INVARIANT: `pages_taken` was clear, so the pages are idle and
             // this is the only token for them; we took their pagemap
-            // references. A block of `order` is only made where supported.
+            // references and counted them in `held`. A block of `order` is
+            // only made where supported.
             Some(FreeDevicePage {
                 page,
                 pagemap: NonNull::from(self),
@@ -814,28 +826,48 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         self.pages_held() == 0
     }
 
-    /// Unregisters the pagemap if its pages can be evicted within `timeout`.
+    /// Starts removing the pagemap: from now on its freed pages go back to no
+    /// one, not to the driver.
     ///
-    /// From now on the pagemap's freed pages go back to no one (not to
-    /// [`DevicePagemapOps::folio_free`]). The pages in use are evicted
-    /// ([`DevicePagemap::evict`]) in rounds until none is held; the pagemap
-    /// is then dropped, and its `memunmap_pages()` does not wait.
+    /// A `folio_free` that started before this may still deliver a page to
+    /// [`DevicePagemapOps::folio_free`]: the driver checks
+    /// [`DevicePagemap::is_removing`] there, under the lock that guards its
+    /// free list, and drains that list under the same lock after calling
+    /// this, so that no [`FreeDevicePage`] of the pagemap is left.
+    #[inline]
+    pub fn begin_removal(&self) {
+        self.removing.store(true, Ordering::Release);
+    }
+
+    /// Whether [`DevicePagemap::begin_removal`] was called.
+    #[inline]
+    pub fn is_removing(&self) -> bool {
+        self.removing.load(Ordering::Acquire)
+    }
+
+    /// Evicts the pages of a pagemap being removed until none is held, for at
+    /// most `timeout`.
     ///
-    /// If pages are still held when `timeout` is up or the current task is
-    /// being killed, returns the pagemap: its pages could not be evicted yet
-    /// (locked or pinned by someone else, a large folio with no free system
-    /// folio to move to, or [`FreeDevicePage`]s the driver still owns). Call
-    /// again later, or drop it, which retries until they are gone. May sleep.
-    pub fn try_unregister(this: Pin<KBox<Self>>, timeout: Delta) -> Result<(), Pin<KBox<Self>>> {
-        this.removing.store(true, Ordering::Release);
+    /// The pages in use are evicted ([`DevicePagemap::evict`]) in rounds.
+    /// Once this succeeds no page is held, and none can be again (no page is
+    /// handed out once removal began): dropping the pagemap then does not
+    /// wait. `EBUSY` if pages are still held when the time is up: they could
+    /// not be evicted yet (locked or pinned by someone else, a large folio
+    /// with no free system folio to move to, [`FreeDevicePage`]s the driver
+    /// still owns); `EINTR` if the current task is being killed. Calls
+    /// [`DevicePagemap::begin_removal`] first. May sleep.
+    pub fn evict_all(&self, timeout: Delta) -> Result {
+        self.begin_removal();
         let start = Instant::<Monotonic>::now();
-        while !this.evict_round() {
-            if start.elapsed() > timeout || crate::task_ext::fatal_signal_pending() {
-                return Err(this);
+        while !self.evict_round() {
+            if crate::task_ext::fatal_signal_pending() {
+                return Err(EINTR);
+            }
+            if start.elapsed() > timeout {
+                return Err(EBUSY);
             }
             fsleep(UNREGISTER_RETRY_INTERVAL);
         }
-        drop(this);
         Ok(())
     }
 
@@ -998,7 +1030,7 @@ impl<T: DevicePagemapOps> PinnedDrop for DevicePagemap<T> {
         let this = self.into_ref().get_ref();
         // Pages freed from now on (by the eviction below, for one) are not
         // handed to the driver, whose free list would keep the pagemap alive.
-        this.removing.store(true, Ordering::Release);
+        this.begin_removal();
         // `memunmap_pages()` waits, uninterruptibly and without a word, for
         // every page that holds a reference: evict until none is left, and
         // say so while some are.
@@ -1031,7 +1063,7 @@ impl<T: DevicePagemapOps> PinnedDrop for DevicePagemap<T> {
 const DROP_RETRY_INTERVAL: Delta = Delta::from_millis(100);
 /// How often it reports the pages it is still waiting for.
 const DROP_REPORT_INTERVAL: Delta = Delta::from_secs(10);
-/// How long [`DevicePagemap::try_unregister`] sleeps between rounds.
+/// How long [`DevicePagemap::evict_all`] sleeps between rounds.
 const UNREGISTER_RETRY_INTERVAL: Delta = Delta::from_millis(10);
 
 /// An idle device page of a [`DevicePagemap<T>`], owned by the driver.
@@ -1364,6 +1396,7 @@ impl AnyDevicePage {
     }
 
     /// Whether the page's pagemap was registered with `owner`.
+    #[inline]
     pub fn is_owned_by(&self, owner: &PagemapOwner) -> bool {
         // SAFETY: The page is an in-use `ZONE_DEVICE` page (type invariant):
         // its pagemap is valid while the page is.
@@ -1465,6 +1498,7 @@ impl<'a> PageRef<'a> {
     }
 
     /// The device page, if it is one.
+    #[inline]
     pub fn device(&self) -> Option<&'a AnyDevicePage> {
         match self {
             Self::System(_) => None,

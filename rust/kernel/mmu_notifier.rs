@@ -168,7 +168,8 @@ pub trait MirrorOps: Sized + Send + Unpin {
     /// table.
     ///
     /// It may sleep only if `range.is_blockable()`. It must not drop a [`Mirror`] (removing an
-    /// interval notifier from a notifier callback deadlocks).
+    /// interval notifier from a notifier callback deadlocks). It is not called for the mirror's
+    /// own [`Mirror::make_exclusive()`] conversions, which leave the page mapped.
     fn invalidate(&mut self, _range: &InvalidateRange) {}
 }
 
@@ -274,8 +275,9 @@ impl PageTable {
         // that entered reclaim (which may invalidate this mm) could deadlock, so the allocation
         // must not sleep. `lib/test_hmm.c` uses `GFP_ATOMIC`; the entries are as many as the
         // pages user space had faulted, so they must not drain the atomic reserves either, and
-        // are charged to the user's memory cgroup. Failing is `ENOMEM`, not a warning.
-        let gfp = bindings::GFP_NOWAIT | bindings::__GFP_NOWARN | bindings::__GFP_ACCOUNT;
+        // are charged to the user's memory cgroup. Failing is `ENOMEM` (`GFP_NOWAIT` does not
+        // warn).
+        let gfp = bindings::GFP_NOWAIT | bindings::__GFP_ACCOUNT;
         // SAFETY: By the type invariants `xa` is initialised.
         let old = unsafe { bindings::xa_store(self.xa.get(), vpn, entry, gfp) };
         // SAFETY: `xa_err()` only inspects the value of the pointer.
@@ -354,10 +356,11 @@ fn vpn_span(start: usize, end: usize) -> Option<(usize, usize)> {
 /// device page table and then calls [`MirrorOps::invalidate()`]. [`Mirror::fault()`] is the
 /// `hmm_range_fault()` retry loop that fills the device page table.
 ///
-/// Lock order: `mmap_lock` → mirror lock. Do not hold the mirror lock ([`MirrorGuard`]) while
-/// calling anything that may fault or invalidate the mirrored mm (`copy_to_user()`,
-/// `hmm_range_fault()`, `migrate_vma_setup()`, [`Mirror::fault()`], ...): the invalidate callback
-/// needs that lock.
+/// Lock order: `mmap_lock` → the mirror's exclusive-conversion mutex → folio lock → mirror lock.
+/// Do not hold the mirror lock ([`MirrorGuard`]) while calling anything that may fault or
+/// invalidate the mirrored mm (`copy_to_user()`, `hmm_range_fault()`, `migrate_vma_setup()`,
+/// [`Mirror::fault()`], ...) or wait for a folio lock: the invalidate callback takes the mirror
+/// lock, sometimes with a folio locked (migrations, [`Mirror::make_exclusive()`]).
 ///
 /// # Examples
 ///
@@ -530,10 +533,12 @@ impl<T: MirrorOps> Mirror<T> {
             if crate::task_ext::fatal_signal_pending() {
                 return Err(EINTR);
             }
-            // SAFETY: The notifier is inserted (type invariant), and the mirror lock, which its
-            // callback takes, is not held (documented requirement of this method). The mmap read
-            // lock may be held: invalidations run under it, and waiting for one to end does not
-            // need it released. The sequence it returns is not used (see above).
+            // SAFETY: The notifier is inserted (type invariant). Waiting here for running
+            // invalidations to end cannot deadlock: none of them waits, between its start and
+            // end, for what this thread holds (the mmap read lock, which no invalidation takes
+            // once started; `excl`, taken only here; no folio lock yet; not the mirror lock, whose
+            // holders are documented not to be calling this). The sequence it returns is not used
+            // (see above).
             unsafe { bindings::mmu_interval_read_begin(notifier) };
             let mut folio: *mut bindings::folio = core::ptr::null_mut();
             // SAFETY: The mm is the mirrored one, whose mmap lock `mmap` holds; `folio` is
@@ -555,10 +560,11 @@ impl<T: MirrorOps> Mirror<T> {
                 if unsafe { bindings::mmu_interval_read_retry(notifier, seq) } {
                     None
                 } else {
-                    // INVARIANT: No invalidation of the mm ran alongside or after the conversion
-                    // (ours is the only one in flight, `excl`), so the page is mapped (as a
-                    // device-exclusive entry) at `addr`; a later invalidation takes the lock held
-                    // here to clear the entry.
+                    // INVARIANT: No invalidation of the mm set the sequence in the period of the
+                    // conversion or since (ours is the only conversion in flight, `excl`), so none
+                    // that ran alongside it has reached this mirror yet: the page is mapped (as a
+                    // device-exclusive entry) at `addr`, and any invalidation still to reach this
+                    // mirror takes the lock held here and clears the entry after the store.
                     NonNull::new(page)
                         .map(|p| guard.mirror.pt.store(addr >> PAGE_SHIFT, p, Perm::Atomic))
                 }
@@ -629,21 +635,19 @@ impl<T: MirrorOps> OpsTable<T> {
             }
         };
 
-        // This mirror's own `make_device_exclusive()` replaces a PTE by a
-        // device-exclusive entry for the same page: the entries stay valid,
-        // and the event must not bump the sequence, or `make_exclusive()`
-        // would never succeed. It records what it needs instead (see there):
-        // the current sequence, or, if an invalidation of this period
-        // already set it (`cur_seq`: one is running alongside the
-        // conversion), a value the sequence cannot have. Every other
+        // This mirror's own `make_device_exclusive()` replaces a PTE by a device-exclusive entry
+        // for the same page: the entries stay valid, and the event must not bump the sequence, or
+        // `make_exclusive()` would never succeed. It records what that needs instead: the current
+        // sequence, or, if an invalidation of this period already set it (to `cur_seq`: one is
+        // running alongside the conversion), a value the sequence cannot have. Every other
         // invalidation, other mirrors' conversions included, clears.
         if range.is_exclusive_by(mirror.exclusive_owner()) {
-            // SAFETY: `interval_sub` is valid; its `invalidate_seq` is only
-            // written at insertion and by `mmu_interval_set_seq()`, which
-            // this mirror calls with its lock held, as it is here.
+            // SAFETY: `interval_sub` is valid; its `invalidate_seq` is only written at insertion and
+            // by `mmu_interval_set_seq()`, which this mirror calls with its lock held, as it is
+            // here.
             let seq = unsafe { (*interval_sub).invalidate_seq };
-            // Sequences of running invalidations are odd, so `cur_seq + 1`
-            // is not one the notifier can be set to before it changes.
+            // A notifier's sequence is always odd (`cur_seq` of a running invalidation, or odd
+            // from insertion), so `cur_seq + 1` never matches it.
             let seq = if seq == cur_seq {
                 cur_seq.wrapping_add(1)
             } else {

@@ -20,9 +20,9 @@ use crate::{
     migrate::{Collected, LockedSystemPage, MigratePfns, MigrateVma, Select, HPAGE_PMD_ORDER},
     page_ext::{self, PageBlock},
 };
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
-    alloc::{flags::GFP_KERNEL, KBox, KVVec, KVec},
+    alloc::{flags::GFP_KERNEL, KVVec, KVec},
     new_mutex, new_spinlock,
     page::{Page, PAGE_SIZE},
     prelude::*,
@@ -172,8 +172,6 @@ pub(crate) struct FreeList {
 /// Per-chunk data: what `folio_free` needs.
 pub(crate) struct DmirrorMem {
     free: Arc<FreeList>,
-    /// Set while the chunk is being removed: freed pages are not recycled.
-    removing: AtomicBool,
 }
 
 impl FreeInner {
@@ -232,7 +230,10 @@ impl DevicePagemapOps for DmirrorMem {
         let mem = pagemap.data();
         let mut free = mem.free.inner.lock();
         free.cfree += 1 << page.order();
-        if !mem.removing.load(Ordering::Relaxed) {
+        // Tested under the free-list lock, under which `begin_removal()`
+        // drains the list once it has marked the chunk: a page of a chunk
+        // being removed never stays on the list.
+        if !pagemap.is_removing() {
             free.put(page);
             if let Some(d) = spare {
                 // Dropped, still under the lock, if the cache is full:
@@ -332,7 +333,8 @@ pub(crate) fn copy_back(
 
 /// The chunks of a device and, shared with them, its free list.
 struct Chunks {
-    pagemaps: KVec<Pin<KBox<DevicePagemap<DmirrorMem>>>>,
+    /// Shared, so that `HMM_DMIRROR_RELEASE` can evict them without the lock.
+    pagemaps: KVec<Arc<DevicePagemap<DmirrorMem>>>,
     free: Arc<FreeList>,
 }
 
@@ -341,21 +343,20 @@ struct Chunks {
 const RELEASE_TIMEOUT: Delta = Delta::from_secs(1);
 
 impl Chunks {
-    /// Takes every chunk out of the list, to be removed: marks them so that
-    /// their freed pages are not recycled, and drops the idle pages, each of
-    /// which holds a reference on its chunk.
-    fn take_all(&mut self) -> KVec<Pin<KBox<DevicePagemap<DmirrorMem>>>> {
+    /// Starts removing every chunk: from now on their freed pages go back to
+    /// no one, and their idle pages, each of which holds a reference on its
+    /// chunk, are dropped.
+    fn begin_removal(&mut self) {
         for chunk in self.pagemaps.iter() {
-            chunk.data().removing.store(true, Ordering::Relaxed);
+            chunk.begin_removal();
         }
-        // Idle pages of the chunks being removed must not be handed out.
+        // Under the lock `folio_free` tests `is_removing()` with.
         let mut free = self.free.inner.lock();
         let pages = core::mem::take(&mut free.pages);
         let folios = core::mem::take(&mut free.folios);
         drop(free);
         // Dropped outside the spinlock.
         drop((pages, folios));
-        core::mem::take(&mut self.pagemaps)
     }
 }
 
@@ -363,7 +364,7 @@ impl Drop for Chunks {
     fn drop(&mut self) {
         // Module unload: dropping a chunk evicts its pages in use until
         // none is left, saying so in the log while it waits.
-        drop(self.take_all());
+        self.begin_removal();
     }
 }
 
@@ -437,15 +438,14 @@ impl DeviceMemory {
         chunks.pagemaps.reserve(1, GFP_KERNEL)?;
         let mem = DmirrorMem {
             free: self.free.clone(),
-            removing: AtomicBool::new(false),
         };
         let pagemap = match self.kind {
-            MemKind::Private => KBox::pin_init(
+            MemKind::Private => Arc::pin_init(
                 DevicePagemap::new_private(CHUNK_SIZE, self.owner.clone(), None, mem),
                 GFP_KERNEL,
             )?,
             MemKind::Coherent(_) if !chunks.pagemaps.is_empty() => return Err(ENOMEM),
-            MemKind::Coherent(range) => KBox::pin_init(
+            MemKind::Coherent(range) => Arc::pin_init(
                 DevicePagemap::new_coherent(range, self.owner.clone(), None, mem),
                 GFP_KERNEL,
             )?,
@@ -568,38 +568,44 @@ impl DeviceMemory {
     /// Removes every chunk, moving its pages in use back to system memory
     /// (`HMM_DMIRROR_RELEASE`, `dmirror_device_remove_chunks`).
     ///
-    /// The chunks are unregistered without the chunk lock held: a migration
-    /// that holds device pages of a chunk as destinations may be waiting for
-    /// that lock to add a chunk, and unregistering waits for those pages.
-    /// Chunks whose pages cannot all be evicted within [`RELEASE_TIMEOUT`]
-    /// (pages locked or pinned by others meanwhile, a THP with no free system
-    /// THP to move to) stay, marked as being removed, and the call fails with
-    /// `EBUSY`; the next call tries them again.
+    /// The chunks are evicted without the chunk lock held: a migration that
+    /// holds device pages of a chunk as destinations may be waiting for that
+    /// lock to add a chunk, and eviction waits for those pages. Chunks whose
+    /// pages cannot all be evicted within [`RELEASE_TIMEOUT`] (pages locked
+    /// or pinned by others meanwhile, a THP with no free system THP to move
+    /// to) stay in the list, being removed, and the call fails with `EBUSY`
+    /// (`EINTR` if the task is killed); the next call tries them again. The
+    /// others are dropped once no page of theirs is left, which does not
+    /// wait.
     pub(crate) fn remove_chunks(&self) -> Result {
-        let (chunks, mut busy) = {
+        let chunks = {
             let mut chunks = self.chunks.lock();
-            let busy = KVec::with_capacity(chunks.pagemaps.len(), GFP_KERNEL)?;
-            (chunks.take_all(), busy)
-        };
-        for chunk in chunks {
-            if let Err(chunk) = DevicePagemap::try_unregister(chunk, RELEASE_TIMEOUT) {
+            let mut taken = KVec::with_capacity(chunks.pagemaps.len(), GFP_KERNEL)?;
+            for chunk in chunks.pagemaps.iter() {
                 // Cannot fail: there is room for every chunk.
-                let _ = busy.push_within_capacity(chunk);
+                let _ = taken.push_within_capacity(chunk.clone());
+            }
+            chunks.begin_removal();
+            taken
+        };
+        let mut ret = Ok(());
+        for chunk in chunks.iter() {
+            if let Err(e) = chunk.evict_all(RELEASE_TIMEOUT) {
+                ret = Err(e);
+                if e == EINTR {
+                    break;
+                }
             }
         }
-        if busy.is_empty() {
-            return Ok(());
-        }
-        let mut chunks = self.chunks.lock();
-        if chunks.pagemaps.reserve(busy.len(), GFP_KERNEL).is_ok() {
-            for chunk in busy.drain_all() {
-                let _ = chunks.pagemaps.push_within_capacity(chunk);
-            }
-        }
+        // The list lets go of the chunks with no page left (their last
+        // reference is normally `chunks`, dropped after the lock; if it is
+        // the list's, dropping it does not wait either): a chunk being
+        // removed never gets a page again.
+        self.chunks
+            .lock()
+            .pagemaps
+            .retain(|c| !(c.is_removing() && c.pages_held() == 0));
         drop(chunks);
-        // Out of memory for the list: the chunks left are dropped, which
-        // waits for their pages (without the lock).
-        drop(busy);
-        Err(EBUSY)
+        ret
     }
 }
