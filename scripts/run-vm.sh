@@ -12,6 +12,10 @@
 # Plan format (scripts/plans/*): "boot NAME" starts a boot (each its own
 # QEMU, so an Oops in one module cannot poison another's results), then
 # one suite per line:   name|module|module arguments|command
+# "host NAME|command" is a suite run on the host, before the boots, in the
+# tree's root (tests of the runner itself); it is reported as host:NAME.
+# "expect-skip SUITE CASE REASON" lets SUITE skip CASE: any other skip
+# fails, and so does every suite of the plan that does not report.
 # Module "rust_test_hmm" is this project's, "test_hmm" the C reference.
 # Suites named c:X and rust:X are tabled side by side. A name starting
 # with "ref:" (ref:c:X) makes a reference suite: its cases, exit status,
@@ -96,12 +100,13 @@ mkinitramfs() {
 	(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$dir/initramfs.cpio.gz"
 }
 
-# Split the plan into boots.
-boots=()
+# Split the plan into boots and host suites.
+boots=() hosts=()
 cur=
 while IFS= read -r line; do
 	case "$line" in
-	''|'#'*) continue ;;
+	''|'#'*|"expect-skip "*) continue ;;
+	"host "*) hosts+=("${line#host }"); continue ;;
 	"boot "*)
 		cur=${line#boot }
 		boots+=("$cur")
@@ -112,6 +117,22 @@ while IFS= read -r line; do
 		echo "$line" >>"$VMDIR/$cur/plan" ;;
 	esac
 done <"$PLAN"
+
+# Host suites: the same markers as the guest's, in a log of their own.
+if [ "${#hosts[@]}" -gt 0 ]; then
+	{
+		echo "# hmm-rs: boot host"
+		for h in "${hosts[@]}"; do
+			name=${h%%|*} cmd=${h#*|}
+			echo "# hmm-rs: suite host:$name begin"
+			start=$(date +%s)
+			rc=0
+			(cd "$HMM_RS_ROOT" && bash -c "$cmd") </dev/null 2>&1 || rc=$?
+			echo "# hmm-rs: suite host:$name end rc=$rc rmmod=- time=$(( $(date +%s) - start ))s"
+		done
+		echo "# hmm-rs: done"
+	} | tee "$LOGS/host.log"
+fi
 
 accel=(-accel tcg)
 if [ "$KVM" = 1 ]; then
@@ -137,9 +158,10 @@ for boot in "${boots[@]}"; do
 done
 
 logs=()
+[ "${#hosts[@]}" -gt 0 ] && logs+=("$LOGS/host.log")
 for boot in "${boots[@]}"; do
 	logs+=("$LOGS/$boot.log")
 done
 # Timings mean something only when guest time counts instructions.
 [ "$ICOUNT" = 1 ] && logs+=(--bench)
-exec python3 "$HMM_RS_ROOT/scripts/tap-summary.py" "${logs[@]}"
+exec python3 "$HMM_RS_ROOT/scripts/tap-summary.py" --plan "$PLAN" "${logs[@]}"

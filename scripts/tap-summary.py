@@ -13,13 +13,22 @@ tables): C and Rust time per operation, Rust/C and its geometric mean.
 
 A suite also counts as one failure when its module does not load or
 unload, when it exits non-zero without a failed case to show for it, when
-the kernel splats during it, or when the guest kills it or never finishes
-it. A boot that never reports back is one failure more.
+it reports no case at all or fewer results than its TAP plans ("1..N")
+announce, when the kernel splats during it, or when the guest kills it or
+never finishes it. A skipped case is a failure unless the plan expects it
+("expect-skip SUITE CASE REASON", the reason printed). With --plan, every
+suite of the plan must appear in its boot's log. A boot that never reports
+back is one failure more.
 
 A reference suite ("ref:c:NAME") is shown, cases, errors and splats, but
-none of it counts: instead each of its cases is one comparison with
-"rust:NAME", which fails where the reference passes and Rust does not,
-passes where Rust passes, and is skipped where neither passes. A reference
+none of it counts, except splats that name this project's module
+(rust_test_hmm, rust_kernel) or that the reference driver cannot be told
+apart from (Bad page state): the C driver runs after ours on the same
+memory, so those may be ours. Each of its cases is compared with
+"rust:NAME": the table shows where Rust passes and C does not, and a case
+the reference passes that rust:NAME never reported is one failure (a Rust
+case that failed is already counted in its own suite). Cases the
+reference never ran (it died early) are "not run", not wins. A reference
 suite with no case at all, or without its rust:NAME, is one failure.
 
 Exit status 1 if anything failed, else 0. Speed never fails.
@@ -31,16 +40,28 @@ import sys
 
 RESULT = re.compile(r"^(ok|not ok) (\d+) (\S+)(.*)$")
 DIRECTIVE = re.compile(r"#\s*(SKIP|XFAIL|TODO)\b\s*(.*)$", re.I)
-MARK = re.compile(r"^# hmm-rs: (.*)$")
-# What a kernel splat looks like on the console or in dmesg.
+# TAP plan: "1..N" (a kselftest binary prints one per run).
+TAP_PLAN = re.compile(r"^1\.\.(\d+)")
+# A runner marker; console output may stand before it on the same line.
+MARK = re.compile(r"# hmm-rs: (.*)$")
+# What a kernel splat looks like on the console or in dmesg (7.3's wording).
 SPLAT = re.compile(
     r"(BUG:|WARNING:|Oops|kernel BUG at|general protection fault|"
     r"Kernel panic|KASAN:|UBSAN:|KFENCE:|ODEBUG:|"
+    r"rust_kernel: panicked at|panicked at|"
     r"possible (circular|recursive) locking|lockdep|DEADLOCK|"
-    r"unreferenced object|list_(add|del) corruption|"
-    r"rcu_.*detected stalls|blocked for more than \d+ seconds|"
+    r"unreferenced object|list_(add|del) corruption|refcount_t:|"
+    r"rcu_.*detected stalls|self-detected stall|detected expedited stalls|"
+    r"Watchdog detected hard LOCKUP|soft lockup|"
+    r"blocked for more than \d+ seconds|"
+    r"[Bb]ad pmd|[Bb]ad pte|Bad swap file entry|Bad page state|"
+    r"Bad page map|Bad rss-counter|"
     r"Call Trace:|RIP: )"
 )
+# Kernel lines in a reference suite that make a splat this project's (a
+# frame in its module, its panics) or that cannot be told apart from it.
+OURS = re.compile(r"\[rust_test_hmm\]|rust_kernel:|Bad page state|"
+                  r"Bad rss-counter")
 # Kernel lines may carry a timestamp; console lines may carry dmesg's prefix.
 STRIP = re.compile(r"^(# dmesg: )?(\[\s*\d+\.\d+\] )?")
 # hmm_rs_bench: "# bench: op=NAME ns=N iters=N", ns per operation.
@@ -70,6 +91,11 @@ class Suite:
         self.ended = False
         self.killed = False
         self.rc = None
+        self.planned = 0  # sum of the TAP plans ("1..N") printed
+        self.results = 0  # TAP result lines seen
+        self.notes = []  # expected skips, with their reasons
+        self.own_splats = []  # reference suite: splats that may be ours
+        self.ours_errors = []  # reference suite: errors that count
 
     def counts(self):
         """Cases passed, failed (with the suite's own errors, except for
@@ -80,14 +106,23 @@ class Suite:
                 vals.count("skip"))
 
 
-def parse(path):
+def parse(path, expect_skip=None):
+    """Suites, errors and splats outside any suite of one boot's log.
+    expect_skip: {(suite, case): reason} of the skips the plan expects."""
+    expect_skip = expect_skip or {}
     boot = path.rsplit("/", 1)[-1].removesuffix(".log")
     suites, cur, done, boot_splats, qemu_rc = [], None, False, [], None
     thp_size, running = "?", "?"
     with open(path, errors="replace") as f:
         for raw in f:
             line = raw.rstrip("\n")
-            m = MARK.match(line)
+            m = MARK.search(line)
+            if m and m.start() > 0:
+                # Console output glued before a marker: check it too.
+                text = STRIP.sub("", line[:m.start()])
+                if SPLAT.search(text):
+                    (cur.splats if cur else boot_splats).append(
+                        ("console", text.strip()))
             if m:
                 words = m.group(1).split()
                 if words[:1] == ["suite"] and len(words) >= 3:
@@ -113,6 +148,9 @@ def parse(path):
                     qemu_rc = int(words[2])
                 continue
             text = STRIP.sub("", line)
+            if cur is not None and cur.ref and OURS.search(text):
+                cur.own_splats.append(("dmesg" if line.startswith("# dmesg: ")
+                                       else "console", text.strip()))
             if SPLAT.search(text):
                 src = "dmesg" if line.startswith("# dmesg: ") else "console"
                 (cur.splats if cur else boot_splats).append((src, text.strip()))
@@ -138,11 +176,26 @@ def parse(path):
                     op = f"{thp_size}MB.{way}.{kind}"
                     cur.bench[(running, op)] = round(float(ms) * 1e6)
                 continue
+            p = TAP_PLAN.match(line)
+            if p:
+                cur.planned += int(p.group(1))
+                continue
             r = RESULT.match(line)
             if r:
                 d = DIRECTIVE.search(r.group(4))
+                cur.results += 1
                 if d and d.group(1).upper() == "SKIP":
-                    res = "skip"
+                    reason = expect_skip.get((cur.name, r.group(3)))
+                    if reason is None and not cur.ref:
+                        res = "fail"
+                        cur.errors.append(f"{r.group(3)} skipped "
+                                          f"({d.group(2).strip() or 'no reason'}), "
+                                          f"which the plan does not expect")
+                    else:
+                        res = "skip"
+                        if reason is not None:
+                            cur.notes.append(f"{r.group(3)} skipped as expected: "
+                                             f"{reason}")
                 elif r.group(1) == "ok" or (d and d.group(1).upper() == "TODO"):
                     res = "pass"
                 else:
@@ -153,6 +206,17 @@ def parse(path):
             s.errors.append("guest never finished this suite (hang, crash or timeout)")
         elif s.rc and not s.killed and "fail" not in s.cases.values():
             s.errors.append(f"exited {s.rc} without a failed case to show for it")
+        if not s.cases:
+            s.errors.append("reported no case at all")
+        elif s.results < s.planned:
+            s.errors.append(f"stopped short of its TAP plan: {s.results} of "
+                            f"{s.planned} results")
+        if s.ref and s.own_splats:
+            # The reference runs after ours on the same memory: what names
+            # our module, or cannot be told apart, counts as ours.
+            s.ours_errors.append(f"kernel splat in the reference suite that "
+                                 f"may be rust_test_hmm's "
+                                 f"({len(s.own_splats)} line(s))")
         if s.splats:
             s.errors.append(f"kernel splat ({len(s.splats)} line(s))")
     errors = []
@@ -200,19 +264,23 @@ def side_by_side(what, c, r):
 
 
 def compare(what, c, r):
-    """One counted assertion per case of reference c: Rust passes where C
-    passes. Returns (passed, failed, skipped)."""
+    """Case by case, reference c against rust r. Rust's own results are
+    counted in r; what counts here is a case the reference passes that r
+    never reported. Returns (passed, failed, skipped) to count."""
     cases = list(dict.fromkeys(list(c.cases) + list(r.cases)))
     width = max([len(x) for x in cases] + [4])
     verdicts = {}
     for case in cases:
         cr, rr = c.cases.get(case, "-"), r.cases.get(case, "-")
         if cr == "pass":
-            verdicts[case] = "ok" if rr == "pass" else "FAIL"
+            verdicts[case] = {"pass": "ok", "-": "FAIL: not run by Rust"}.get(
+                rr, "FAIL (counted in Rust's suite)")
+        elif cr == "-":
+            verdicts[case] = "not run by C"
         else:
-            verdicts[case] = "rust beats C" if rr == "pass" else "skip"
-    print(f"#\n# {what}: rust_test_hmm passes every case the reference "
-          f"C test_hmm passes ({c.boot}/{c.name} vs {r.boot}/{r.name})")
+            verdicts[case] = "rust beats C" if rr == "pass" else "neither passes"
+    print(f"#\n# {what}: rust_test_hmm against the reference C test_hmm "
+          f"({c.boot}/{c.name} vs {r.boot}/{r.name})")
     print(f"# {'case':<{width}}  {'C':<5} {'Rust':<5} verdict")
     for case in cases:
         cr, rr = c.cases.get(case, "-"), r.cases.get(case, "-")
@@ -221,18 +289,18 @@ def compare(what, c, r):
         p, f, k = s.counts()
         print(f"# {impl}: {p} passed, {f} failed, {k} skipped")
     beats = [x for x, v in verdicts.items() if v == "rust beats C"]
-    worse = [x for x, v in verdicts.items() if v == "FAIL"]
+    worse = [x for x, v in verdicts.items() if v.startswith("FAIL")]
+    unrun = [x for x, v in verdicts.items() if v == "not run by C"]
     print(f"# Rust passes where C does not: {len(beats)} case(s)")
     for x in beats:
         print(f"#   {x}")
+    if unrun:
+        print(f"# Not run by C (its suite stopped early): {len(unrun)} case(s)")
     print(f"# Rust does not pass where C does: {len(worse)} case(s)")
     for x in worse:
         print(f"#   FAIL {x}")
-    vals = list(verdicts.values())
-    res = (len(vals) - vals.count("FAIL") - vals.count("skip"),
-           vals.count("FAIL"), vals.count("skip"))
-    print(f"# comparison: {res[0]} passed, {res[1]} failed, {res[2]} skipped")
-    return res
+    missing = sum(1 for v in verdicts.values() if v == "FAIL: not run by Rust")
+    return (0, missing, 0)
 
 
 def mean(values):
@@ -279,16 +347,50 @@ def bench_tables(suites):
                   f"{gm:>7.3f}  ({len(logs)} ops)")
 
 
+def read_plan(path):
+    """The plan's boots with their suites, in order, and the skips it
+    expects: ({boot: [suite, ...]}, {(suite, case): reason})."""
+    boots, expect, cur = {}, {}, None
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            words = line.split()
+            if words[0] == "boot":
+                cur = boots.setdefault(words[1], [])
+            elif words[0] == "host":
+                boots.setdefault("host", []).append(
+                    "host:" + line[5:].split("|", 1)[0].strip())
+            elif words[0] == "expect-skip" and len(words) >= 4:
+                expect[(words[1], words[2])] = " ".join(words[3:])
+            elif cur is not None:
+                cur.append(line.split("|", 1)[0])
+    return boots, expect
+
+
 def main(args):
     bench = "--bench" in args
+    plan = None
+    if "--plan" in args:
+        i = args.index("--plan")
+        plan = args[i + 1]
+        args = args[:i] + args[i + 2:]
     paths = [a for a in args if a != "--bench"]
+    boots, expect = read_plan(plan) if plan else ({}, {})
     suites, errors = [], []
     splats, ref_splats = [], []
     for p in paths:
-        s, e, b = parse(p)
+        s, e, b = parse(p, expect)
         suites += s
         errors += e
         splats += [(f"boot {p}", x) for x in b]
+    for boot, names in boots.items():
+        seen = {s.name for s in suites if s.boot == boot}
+        for name in names:
+            if name not in seen:
+                errors.append(f"plan suite {boot}/{name} never ran (no "
+                              f"begin marker in its boot's log)")
 
     print("\n# ===== hmm-rs summary =====")
     for s in suites:
@@ -300,8 +402,17 @@ def main(args):
                 print(f"#   FAIL {case}")
         for e in s.errors:
             print(f"#   {'note' if s.ref else 'ERROR'} {e}")
-        (ref_splats if s.ref else splats).extend(
-            (f"{s.boot}/{s.name}", x) for x in s.splats)
+        for e in s.ours_errors:
+            print(f"#   ERROR {e}")
+        for n in s.notes:
+            print(f"#   note {n}")
+        if s.ref:
+            splats.extend((f"{s.boot}/{s.name} (may be ours)", x)
+                          for x in s.own_splats)
+            ref_splats.extend((f"{s.boot}/{s.name}", x) for x in s.splats
+                              if x not in s.own_splats)
+        else:
+            splats.extend((f"{s.boot}/{s.name}", x) for x in s.splats)
 
     # Side by side: suites named c:X and rust:X; a reference c suite is
     # compared case by case instead.
@@ -336,7 +447,8 @@ def main(args):
 
     own = [s for s in suites if not s.ref]
     passed = sum(s.counts()[0] for s in own) + counted[0]
-    failed = sum(s.counts()[1] for s in own) + counted[1] + len(errors)
+    failed = sum(s.counts()[1] for s in own) + counted[1] + len(errors) + \
+        sum(len(s.ours_errors) for s in suites if s.ref)
     skipped = sum(s.counts()[2] for s in own) + counted[2]
     if not own:
         failed += 1
