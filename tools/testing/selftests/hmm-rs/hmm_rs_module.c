@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * hmm-rs module kselftests: rust_test_hmm is loaded and its build
- * mechanisms work (the module's own bindgen output and its C helpers
- * object both reached the Rust code).
+ * hmm-rs module kselftests: rust_test_hmm registers its devices, holds
+ * itself while a file is open, and its build mechanisms work (the module's
+ * own bindgen output and its C helpers object both reached the Rust code).
  *
  * Runs with the module loaded; see scripts/plans/check.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,23 +45,65 @@ static int kmsg_find(const char *needle, char *line, size_t len)
 	return found;
 }
 
-TEST(module_is_loaded)
+/* Reads /sys/module/rust_test_hmm/refcnt; -1 if it cannot. */
+static long module_refcnt(void)
 {
-	struct stat st;
+	FILE *f = fopen("/sys/module/" MODULE_NAME "/refcnt", "r");
+	long n = -1;
 
-	ASSERT_EQ(0, stat("/sys/module/" MODULE_NAME, &st));
-	ASSERT_TRUE(S_ISDIR(st.st_mode));
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld", &n) != 1)
+		n = -1;
+	fclose(f);
+	return n;
 }
 
-TEST(module_is_live)
+/*
+ * The devices are registered: each /dev/hmm_dmirror<N> the module makes
+ * is a misc character device that opens, two without device-coherent
+ * memory and four with it (the plan gives spm_addr_dev0/1 when
+ * HMM_RS_COHERENT=1 is set for this test).
+ */
+TEST(devices_are_registered)
 {
-	char state[32] = "";
-	FILE *f = fopen("/sys/module/" MODULE_NAME "/initstate", "r");
+	const char *coherent = getenv("HMM_RS_COHERENT");
+	int n = coherent && !strcmp(coherent, "1") ? 4 : 2;
+	char path[64];
+	struct stat st;
+	int i, fd;
 
-	ASSERT_NE(NULL, f);
-	ASSERT_NE(NULL, fgets(state, sizeof(state), f));
-	fclose(f);
-	ASSERT_EQ(0, strcmp(state, "live\n"));
+	for (i = 0; i < 4; i++) {
+		snprintf(path, sizeof(path), "/dev/hmm_dmirror%d", i);
+		if (i >= n) {
+			ASSERT_NE(0, stat(path, &st));
+			continue;
+		}
+		ASSERT_EQ(0, stat(path, &st));
+		ASSERT_TRUE(S_ISCHR(st.st_mode));
+		fd = open(path, O_RDWR);
+		ASSERT_LE(0, fd);
+		close(fd);
+	}
+}
+
+/*
+ * An open file holds a reference on the module, so that it cannot be
+ * unloaded while its file operations may still run (a missing .owner in
+ * the misc device's file operations would let rmmod free the code under
+ * an open file).
+ */
+TEST(open_files_hold_the_module)
+{
+	long before = module_refcnt();
+	int fd;
+
+	ASSERT_LE(0, before);
+	fd = open("/dev/hmm_dmirror0", O_RDWR);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(before + 1, module_refcnt());
+	close(fd);
+	ASSERT_EQ(before, module_refcnt());
 }
 
 /*
