@@ -35,7 +35,11 @@ EXTRA=(-w)
 build "$OUT/hmm-tests" "$MM/hmm-tests.c" "$MM/vm_util.c" "$MM/hugepage_settings.c"
 
 EXTRA=(-Wall -Werror)
+HDR=$HMM_RS_ROOT/tools/testing/selftests/hmm-rs/hmm_rs.h
 for src in "$HMM_RS_ROOT"/tools/testing/selftests/hmm-rs/*.c; do
 	[ -e "$src" ] || continue
-	build "$OUT/$(basename "$src" .c)" "$src"
+	out=$OUT/$(basename "$src" .c)
+	# The shared header is a dependency of every test.
+	[ -e "$out" ] && [ "$HDR" -nt "$out" ] && rm -f "$out"
+	build "$out" "$src"
 done

@@ -13,9 +13,12 @@
 #include <unistd.h>
 
 #include "kselftest_harness.h"
-#include "lib/test_hmm_uapi.h"
+#include "hmm_rs.h"
 
 #define NPAGES 16
+
+#define cmd(fd, req, addr, ptr, npages, out) \
+	hmm_rs_cmd(fd, req, (uintptr_t)(addr), ptr, npages, out)
 
 FIXTURE(dmirror)
 {
@@ -42,21 +45,6 @@ FIXTURE_TEARDOWN(dmirror)
 	munmap(self->buf, NPAGES * self->page_size);
 	free(self->mirror);
 	close(self->fd);
-}
-
-static int cmd(int fd, unsigned long req, void *addr, void *ptr,
-	       uint64_t npages, struct hmm_dmirror_cmd *out)
-{
-	struct hmm_dmirror_cmd c = {
-		.addr = (uintptr_t)addr,
-		.ptr = (uintptr_t)ptr,
-		.npages = npages,
-	};
-	int ret = ioctl(fd, req, &c);
-
-	if (out)
-		*out = c;
-	return ret ? -errno : 0;
 }
 
 TEST_F(dmirror, read_works)

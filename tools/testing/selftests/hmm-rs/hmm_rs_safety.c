@@ -63,7 +63,7 @@
 #include <unistd.h>
 
 #include "kselftest_harness.h"
-#include "lib/test_hmm_uapi.h"
+#include "hmm_rs.h"
 
 #define DEVICE "/dev/hmm_dmirror0"
 #define GIB (1ULL << 30)
@@ -117,21 +117,6 @@ static const char *errname(int err)
 	const char *s = strerrorname_np(err);
 
 	return s ? s : "E?";
-}
-
-static int dmirror_cmd(int fd, unsigned long req, uint64_t addr, void *ptr,
-		       uint64_t npages, struct hmm_dmirror_cmd *out)
-{
-	struct hmm_dmirror_cmd c = {
-		.addr = addr,
-		.ptr = (uintptr_t)ptr,
-		.npages = npages,
-	};
-	int ret = ioctl(fd, req, &c);
-
-	if (out)
-		*out = c;
-	return ret ? -errno : 0;
 }
 
 /*
@@ -198,7 +183,7 @@ static int device_works(void)
 	out = buf + ps;
 	for (i = 0; i < ps; i++)
 		buf[i] = 0x5a ^ i;
-	ret = dmirror_cmd(fd, HMM_DMIRROR_READ, (uintptr_t)buf, out, 1, NULL);
+	ret = hmm_rs_cmd(fd, HMM_DMIRROR_READ, (uintptr_t)buf, out, 1, NULL);
 	if (!ret && memcmp(buf, out, ps))
 		ret = -EIO;
 	munmap(buf, 2 * ps);
@@ -282,7 +267,7 @@ static int overflow_call(unsigned long req, uint64_t addr, uint64_t npages,
 		fd = open(DEVICE, O_RDWR);
 		if (fd < 0)
 			_exit(255);
-		ret = dmirror_cmd(fd, req, addr, buf, npages, NULL);
+		ret = hmm_rs_cmd(fd, req, addr, buf, npages, NULL);
 		_exit(ret < 0 ? -ret : 0);
 	}
 	if (!wait_child(pid, &status, 30)) {
@@ -427,7 +412,7 @@ static void *xrace_convert(void *p)
 		if (LOAD(r->stop))
 			break;
 		STORE(r->started[a->i], 1);
-		ret = bounce ? dmirror_cmd(r->fd[a->i], HMM_DMIRROR_EXCLUSIVE,
+		ret = bounce ? hmm_rs_cmd(r->fd[a->i], HMM_DMIRROR_EXCLUSIVE,
 					   (uintptr_t)r->buf, bounce,
 					   r->npages, NULL) : -ENOMEM;
 		slot = !ret ? 0 : ret == -EBUSY ? 1 : ret == -ENOENT ? 2 : 3;
@@ -468,7 +453,7 @@ TEST_F_TIMEOUT(exclusive_race, exclusive_vs_dontneed, 120)
 	t0 = now();
 	for (i = 0; i < 20; i++) {
 		memset(self->buf, 1, self->len);
-		dmirror_cmd(self->fd[0], HMM_DMIRROR_EXCLUSIVE,
+		hmm_rs_cmd(self->fd[0], HMM_DMIRROR_EXCLUSIVE,
 			    (uintptr_t)self->buf, self->out, self->npages, NULL);
 	}
 	jitter = 1.2 * (now() - t0) / 20;
@@ -506,7 +491,7 @@ TEST_F_TIMEOUT(exclusive_race, exclusive_vs_dontneed, 120)
 
 		/* The CPU sees zeroes now; so must the device. */
 		for (i = 0; i < variant->nfiles; i++) {
-			int ret = dmirror_cmd(self->fd[i], HMM_DMIRROR_READ,
+			int ret = hmm_rs_cmd(self->fd[i], HMM_DMIRROR_READ,
 					      (uintptr_t)self->buf, self->out,
 					      self->npages, NULL);
 			long stale = 0;
@@ -745,7 +730,7 @@ static void kill_child(enum kill_op op, struct kill_state *st, uint64_t size, lo
 
 		ret = p == MAP_FAILED ? -errno : 0;
 	} else {
-		ret = dmirror_cmd(fd, req, (uintptr_t)addr, ptr, npages, NULL);
+		ret = hmm_rs_cmd(fd, req, (uintptr_t)addr, ptr, npages, NULL);
 	}
 	st->ret = ret;
 	st->t_return = now();
@@ -780,11 +765,11 @@ static uint64_t migrate_size(double *loop)
 		return 128 * GIB;
 	}
 	t = now();
-	dmirror_cmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, (uintptr_t)p, out, npages,
+	hmm_rs_cmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, (uintptr_t)p, out, npages,
 		    NULL);
 	t_sys = (now() - t) / 2;
 	t = now();
-	dmirror_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)p, out, npages,
+	hmm_rs_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)p, out, npages,
 		    NULL);
 	t_dev = (now() - t) / 2;
 	munmap(p, cal);
@@ -998,7 +983,7 @@ static void *rel_migrator(void *p)
 			for (i = 0; i < c->ps; i += 64)
 				c->buf[pg * c->ps + i] = rel_byte(round, pg, i);
 		rel_op(sh, 0, OP_MIGRATE_TO_DEV);
-		ret = dmirror_cmd(c->fd[0], HMM_DMIRROR_MIGRATE_TO_DEV,
+		ret = hmm_rs_cmd(c->fd[0], HMM_DMIRROR_MIGRATE_TO_DEV,
 				  (uintptr_t)c->buf, c->out, npages, &cmd);
 		if (!ret) {
 			INC(sh->to_dev_ok, 1);
@@ -1012,7 +997,7 @@ static void *rel_migrator(void *p)
 		}
 		if (lrand48() % 2) {
 			rel_op(sh, 0, OP_MIGRATE_TO_SYS);
-			ret = dmirror_cmd(c->fd[0], HMM_DMIRROR_MIGRATE_TO_SYS,
+			ret = hmm_rs_cmd(c->fd[0], HMM_DMIRROR_MIGRATE_TO_SYS,
 					  (uintptr_t)c->buf, c->out, npages,
 					  NULL);
 			if (ret)
@@ -1041,7 +1026,7 @@ static void *rel_releaser(void *p)
 	STORE(sh->th[1].tid, gettid());
 	while (!LOAD(sh->stop)) {
 		rel_op(sh, 1, OP_RELEASE);
-		ret = dmirror_cmd(c->fd[1], HMM_DMIRROR_RELEASE, 0, NULL, 1,
+		ret = hmm_rs_cmd(c->fd[1], HMM_DMIRROR_RELEASE, 0, NULL, 1,
 				  NULL);
 		if (ret == -EBUSY)
 			INC(sh->release_busy, 1);
@@ -1203,7 +1188,7 @@ static void *cw_writer(void *p)
 	int ret;
 
 	while (!LOAD(*a->stop)) {
-		ret = dmirror_cmd(a->fd, HMM_DMIRROR_WRITE, (uintptr_t)a->buf,
+		ret = hmm_rs_cmd(a->fd, HMM_DMIRROR_WRITE, (uintptr_t)a->buf,
 				  a->src, CW_PAGES, NULL);
 		if (ret) {
 			a->errors++;
@@ -1266,7 +1251,7 @@ TEST(concurrent_write)
 
 	bad_cpu = cw_bad((unsigned char *)buf, len, pat[0], pat[1]);
 	for (i = 0; i < 2; i++) {
-		ret = dmirror_cmd(a[i].fd, HMM_DMIRROR_READ, (uintptr_t)buf,
+		ret = hmm_rs_cmd(a[i].fd, HMM_DMIRROR_READ, (uintptr_t)buf,
 				  out, CW_PAGES, NULL);
 		EXPECT_EQ(0, ret);
 		bad_read[i] = ret ? -1 : cw_bad((unsigned char *)out, len,

@@ -18,7 +18,10 @@
  * unload.*.exit_during_unload: as while_mapped, but the child is killed
  *   while the module is being removed, so that its exit frees the device
  *   pages the removal is moving back; HMM_RS_UNLOAD_ROUNDS (4) rounds,
- *   the kill at a different moment of the removal each.
+ *   the kill at a different moment of the removal each. Skipped unless
+ *   HMM_RS_KERNEL_BUGS is set: on 7.3 it hits a kernel bug (see
+ *   KERNEL_BUG_ANON_VMA), which KASAN reports and which no driver can
+ *   work around.
  *
  * The removal runs in a child of its own with a deadline (30 s), so a
  * removal stuck in the kernel is reported rather than hanging the suite;
@@ -48,8 +51,15 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Why exit_during_unload is skipped on an unpatched 7.3 kernel. */
+#define KERNEL_BUG_ANON_VMA \
+	"kernel bug: migrate_device_range() does not pin the anon_vma of " \
+	"the folios it unmaps, so a process exiting during eviction frees " \
+	"it before migrate_device_finalize() walks it (KASAN: " \
+	"slab-use-after-free in rmap_walk_anon); see patches/README"
+
 #include "kselftest_harness.h"
-#include "lib/test_hmm_uapi.h"
+#include "hmm_rs.h"
 
 #define THP_SIZE (2UL << 20)
 /* A THP and as many small pages. */
@@ -228,21 +238,6 @@ static int insert_module(const char *args)
 	return ret == -EEXIST ? 0 : ret;
 }
 
-static int dmirror_cmd(int fd, unsigned long req, void *addr, void *ptr,
-		       uint64_t npages, struct hmm_dmirror_cmd *out)
-{
-	struct hmm_dmirror_cmd c = {
-		.addr = (uintptr_t)addr,
-		.ptr = (uintptr_t)ptr,
-		.npages = npages,
-	};
-	int ret = ioctl(fd, req, &c);
-
-	if (out)
-		*out = c;
-	return ret ? -errno : 0;
-}
-
 static unsigned char pattern(size_t i)
 {
 	return (i * 13 + i / 4096) % 251 + 1;
@@ -284,10 +279,10 @@ static char *migrate_area(int fd, struct migrated *m)
 	madvise(area + THP_SIZE, AREA_SIZE - THP_SIZE, MADV_NOHUGEPAGE);
 	for (i = 0; i < AREA_SIZE; i++)
 		area[i] = pattern(i);
-	m->ret = dmirror_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, area, out,
+	m->ret = hmm_rs_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)(area), out,
 			     npages, &c);
 	m->cpages = c.cpages;
-	if (!m->ret && !dmirror_cmd(fd, HMM_DMIRROR_SNAPSHOT, area, snap,
+	if (!m->ret && !hmm_rs_cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)(area), snap,
 				    npages, NULL)) {
 		for (i = 0; i < npages; i++) {
 			if (snap[i] & (HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL |
@@ -372,6 +367,16 @@ static void report_migration(const char *dev, const struct migrated *m)
 	     (unsigned long long)m->pmd);
 }
 
+/* Inserts the module again after a removal; says how it went. */
+static int reinsert(const char *args)
+{
+	int ins = insert_module(args);
+
+	note("module inserted again (\"%s\"): %s\n", args,
+	     ins ? errname(-ins) : "ok");
+	return ins;
+}
+
 TEST_F_TIMEOUT(unload, after_exit, 120)
 {
 	struct migrated m = { 0 };
@@ -402,13 +407,8 @@ TEST_F_TIMEOUT(unload, after_exit, 120)
 	note("child exited (status 0x%x); module removal right after: %s in %.2f s%s\n",
 	     status, ret ? errname(-ret) : "ok", took,
 	     ret == -ETIMEDOUT ? " (STUCK in delete_module)" : "");
-	if (ret != -ETIMEDOUT) {
-		int ins = insert_module(self->args);
-
-		note("module inserted again (\"%s\"): %s\n", self->args,
-		     ins ? errname(-ins) : "ok");
-		EXPECT_EQ(0, ins);
-	}
+	if (ret != -ETIMEDOUT)
+		EXPECT_EQ(0, reinsert(self->args));
 	EXPECT_EQ(0, m.ret);
 	EXPECT_NE(0, m.on_device);
 	ASSERT_EQ(0, ret);
@@ -471,13 +471,8 @@ TEST_F_TIMEOUT(unload, while_mapped, 120)
 	}
 	note("child read its data back: %d bad page(s) of %lu; child %s\n",
 	     m.bad_pages, AREA_SIZE / sysconf(_SC_PAGESIZE), how);
-	if (ret != -ETIMEDOUT) {
-		int ins = insert_module(self->args);
-
-		note("module inserted again (\"%s\"): %s\n", self->args,
-		     ins ? errname(-ins) : "ok");
-		EXPECT_EQ(0, ins);
-	}
+	if (ret != -ETIMEDOUT)
+		EXPECT_EQ(0, reinsert(self->args));
 	EXPECT_EQ(0, m.ret);
 	EXPECT_NE(0, m.on_device);
 	EXPECT_EQ(0, ret);
@@ -494,6 +489,8 @@ TEST_F_TIMEOUT(unload, exit_during_unload, 120)
 	char how[64];
 	pid_t pid, rm;
 
+	if (!getenv("HMM_RS_KERNEL_BUGS"))
+		SKIP(return, "%s", KERNEL_BUG_ANON_VMA);
 	if (env && atoi(env) > 0 && atoi(env) <= 50)
 		rounds = atoi(env);
 	for (round = 0; round < rounds && ret != -ETIMEDOUT; round++) {
