@@ -38,12 +38,30 @@ import math
 import re
 import sys
 
-RESULT = re.compile(r"^(ok|not ok) (\d+) (\S+)(.*)$")
-DIRECTIVE = re.compile(r"#\s*(SKIP|XFAIL|TODO)\b\s*(.*)$", re.I)
+RESULT = re.compile(r"^(ok|not ok) (\d+)(?: -)?[ \t]*([^#\s]*)[^#]*(#.*)?$")
+DIRECTIVE = re.compile(r"#\s*(SKIP\w*|XFAIL|XPASS|TODO)\b\s*(.*)$", re.I)
 # TAP plan: "1..N" (a kselftest binary prints one per run).
 TAP_PLAN = re.compile(r"^1\.\.(\d+)")
 # A runner marker; console output may stand before it on the same line.
 MARK = re.compile(r"# hmm-rs: (.*)$")
+# What a marker says (anything else after "# hmm-rs: " is informational).
+MARKER = re.compile(r"(?:suite (?P<suite>\S+) (?P<what>begin|end|insmod|timeout)\b"
+                    r"(?P<rest>.*)|(?P<done>done)\b|qemu exit (?P<qemu>-?\d+)\b|"
+                    r"(?:boot|guest|kmemleak|vm)\b)")
+KV = re.compile(r"\b(rc|rmmod)=(-?\d+|-)")
+# A printk timestamp: where kernel text starts on a console line.
+KSTAMP = re.compile(r"\[\s*\d+\.\d+\] ")
+
+
+def kernel_text(line):
+    """The kernel's part of a log line, or None if it has none."""
+    for prefix in ("# dmesg: ", "# kmemleak: "):
+        if line.startswith(prefix):
+            return STRIP.sub("", line[len(prefix):])
+    m = KSTAMP.search(line)
+    if m:
+        return line[m.end():]
+    return None
 # What a kernel splat looks like on the console or in dmesg (7.3's wording).
 SPLAT = re.compile(
     r"(BUG:|WARNING:|Oops|kernel BUG at|general protection fault|"
@@ -58,6 +76,8 @@ SPLAT = re.compile(
     r"Bad page map|Bad rss-counter|"
     r"Call Trace:|RIP: )"
 )
+# Results from best to worst: a case reported twice keeps the worse.
+RANK = ["pass", "skip", "fail"]
 # Kernel lines in a reference suite that make a splat this project's (a
 # frame in its module, its panics) or that cannot be told apart from it.
 OURS = re.compile(r"\[rust_test_hmm\]|rust_kernel:|Bad page state|"
@@ -112,48 +132,57 @@ def parse(path, expect_skip=None):
     expect_skip = expect_skip or {}
     boot = path.rsplit("/", 1)[-1].removesuffix(".log")
     suites, cur, done, boot_splats, qemu_rc = [], None, False, [], None
+    boot_errors = []
     thp_size, running = "?", "?"
     with open(path, errors="replace") as f:
         for raw in f:
             line = raw.rstrip("\n")
+            # Kernel text: a dmesg or kmemleak dump line, or console output
+            # from its printk timestamp on (wherever on the line it stands:
+            # glued before or after a marker too). Test output is never
+            # searched for splats: a test may print the words.
+            ktext = kernel_text(line)
+            if ktext is not None:
+                src = "dmesg" if line.startswith("# dmesg: ") else "console"
+                if cur is not None and cur.ref and OURS.search(ktext):
+                    cur.own_splats.append((src, ktext.strip()))
+                if SPLAT.search(ktext):
+                    (cur.splats if cur else boot_splats).append((src, ktext.strip()))
             m = MARK.search(line)
-            if m and m.start() > 0:
-                # Console output glued before a marker: check it too.
-                text = STRIP.sub("", line[:m.start()])
-                if SPLAT.search(text):
-                    (cur.splats if cur else boot_splats).append(
-                        ("console", text.strip()))
             if m:
-                words = m.group(1).split()
-                if words[:1] == ["suite"] and len(words) >= 3:
-                    if words[2] == "begin":
-                        cur = Suite(boot, words[1])
+                mk = MARKER.match(m.group(1))
+                if not mk:
+                    boot_errors.append(f"damaged marker: {line.strip()!r}")
+                    continue
+                if mk.group("suite"):
+                    name, what = mk.group("suite"), mk.group("what")
+                    if what == "begin":
+                        cur = Suite(boot, name)
                         suites.append(cur)
-                    elif words[2] == "end" and cur:
-                        kv = dict(w.split("=", 1) for w in words[3:] if "=" in w)
-                        cur.rc = int(kv.get("rc", "0"))
+                    elif cur is None or cur.name != name:
+                        boot_errors.append(f"marker for a suite that is not "
+                                           f"running: {line.strip()!r}")
+                    elif what == "end":
+                        kv = dict(KV.findall(mk.group("rest")))
+                        if "rc" not in kv:
+                            boot_errors.append(f"damaged marker: {line.strip()!r}")
+                        cur.rc = int(kv.get("rc", "1"))
                         if kv.get("rmmod", "-") not in ("-", "0"):
                             cur.errors.append("module did not unload")
                         cur.ended = True
                         cur = None
-                    elif words[2] == "insmod" and cur:
+                    elif what == "insmod":
                         cur.errors.append("module did not load")
-                    elif words[2] == "timeout" and cur:
+                    elif what == "timeout":
                         cur.killed = True
-                        cur.errors.append(f"killed by the guest after "
-                                          f"{words[4]} s (hung or too slow)")
-                elif words[:1] == ["done"]:
+                        cur.errors.append(f"killed by the guest "
+                                          f"{mk.group('rest').strip()} (hung or too slow)")
+                elif mk.group("done"):
                     done = True
-                elif words[:2] == ["qemu", "exit"]:
-                    qemu_rc = int(words[2])
+                elif mk.group("qemu") is not None:
+                    qemu_rc = int(mk.group("qemu"))
                 continue
-            text = STRIP.sub("", line)
-            if cur is not None and cur.ref and OURS.search(text):
-                cur.own_splats.append(("dmesg" if line.startswith("# dmesg: ")
-                                       else "console", text.strip()))
-            if SPLAT.search(text):
-                src = "dmesg" if line.startswith("# dmesg: ") else "console"
-                (cur.splats if cur else boot_splats).append((src, text.strip()))
+            if ktext is not None:
                 continue
             if cur is None:
                 continue
@@ -182,25 +211,32 @@ def parse(path, expect_skip=None):
                 continue
             r = RESULT.match(line)
             if r:
-                d = DIRECTIVE.search(r.group(4))
+                name = r.group(3) or f"#{r.group(2)}"
+                d = DIRECTIVE.search(r.group(4) or "")
+                word = d.group(1).upper() if d else ""
                 cur.results += 1
-                if d and d.group(1).upper() == "SKIP":
-                    reason = expect_skip.get((cur.name, r.group(3)))
+                if word.startswith("SKIP") or word in ("TODO", "XFAIL"):
+                    # Not a pass unless the plan expects it.
+                    reason = expect_skip.get((cur.name, name))
                     if reason is None and not cur.ref:
                         res = "fail"
-                        cur.errors.append(f"{r.group(3)} skipped "
+                        cur.errors.append(f"{name} {word.lower()} "
                                           f"({d.group(2).strip() or 'no reason'}), "
                                           f"which the plan does not expect")
                     else:
                         res = "skip"
                         if reason is not None:
-                            cur.notes.append(f"{r.group(3)} skipped as expected: "
-                                             f"{reason}")
-                elif r.group(1) == "ok" or (d and d.group(1).upper() == "TODO"):
+                            cur.notes.append(f"{name} {word.lower()} as "
+                                             f"expected: {reason}")
+                elif r.group(1) == "ok" and word != "XPASS":
                     res = "pass"
                 else:
                     res = "fail"
-                cur.cases[r.group(3)] = res
+                old = cur.cases.get(name)
+                if old is not None:
+                    cur.errors.append(f"{name} reported twice")
+                    res = max(old, res, key=RANK.index)
+                cur.cases[name] = res
     for s in suites:
         if not s.ended:
             s.errors.append("guest never finished this suite (hang, crash or timeout)")
@@ -219,7 +255,7 @@ def parse(path, expect_skip=None):
                                  f"({len(s.own_splats)} line(s))")
         if s.splats:
             s.errors.append(f"kernel splat ({len(s.splats)} line(s))")
-    errors = []
+    errors = [f"boot {boot}: {e}" for e in boot_errors]
     if not done:
         errors.append(f"boot {boot}: the guest never reported back "
                       f"(qemu exit {qemu_rc})")
@@ -362,10 +398,13 @@ def read_plan(path):
             elif words[0] == "host":
                 boots.setdefault("host", []).append(
                     "host:" + line[5:].split("|", 1)[0].strip())
-            elif words[0] == "expect-skip" and len(words) >= 4:
+            elif words[0] == "expect-skip":
+                if len(words) < 4:
+                    raise SystemExit(f"{path}: expect-skip needs SUITE CASE "
+                                     f"REASON: {line!r}")
                 expect[(words[1], words[2])] = " ".join(words[3:])
             elif cur is not None:
-                cur.append(line.split("|", 1)[0])
+                cur.append(line.split("|", 1)[0].strip())
     return boots, expect
 
 
