@@ -35,6 +35,21 @@ echo 16 > /proc/sys/vm/nr_hugepages
 echo "# hmm-rs: guest up: $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpu(s), $(sed -n 's/MemTotal: *//p' /proc/meminfo)"
 dmesg -c >/dev/null
 
+# Debug kernels: a kmemleak scan, its reports as "# kmemleak:" lines, then
+# cleared, so that each report shows once, in the suite whose end found it
+# (the module of the suite is unloaded by then). Twice: an object kmemleak
+# sees for the first time is greyed (its checksum changes from 0) and only
+# reported by the next scan.
+kmemleak_scan() {
+	[ -w /sys/kernel/debug/kmemleak ] || return 0
+	echo scan > /sys/kernel/debug/kmemleak
+	sleep 5
+	echo scan > /sys/kernel/debug/kmemleak
+	echo "# hmm-rs: kmemleak scan: $(grep -c 'unreferenced object' /sys/kernel/debug/kmemleak) report(s)"
+	sed 's/^/# kmemleak: /' /sys/kernel/debug/kmemleak
+	echo clear > /sys/kernel/debug/kmemleak
+}
+
 dump_dmesg() {
 	dmesg -c | sed 's/^/# dmesg: /'
 }
@@ -88,19 +103,12 @@ while IFS='|' read -r name mod args cmd; do
 		rmmod_rc=$((1 - $?))
 	fi
 	dump_dmesg
+	kmemleak_scan
 	echo "# hmm-rs: suite $name end rc=$rc rmmod=$rmmod_rc time=$(( $(uptime_s) - start ))s"
 done </plan
 
-# Debug kernels: a last kmemleak scan, its reports as kernel log lines.
-if [ -w /sys/kernel/debug/kmemleak ]; then
-	# Twice: an object kmemleak sees for the first time is greyed
-	# (its checksum changes from 0) and only reported by the next scan.
-	echo scan > /sys/kernel/debug/kmemleak
-	sleep 5
-	echo scan > /sys/kernel/debug/kmemleak
-	echo "# hmm-rs: kmemleak scan: $(grep -c 'unreferenced object' /sys/kernel/debug/kmemleak) report(s)"
-	sed 's/^/# kmemleak: /' /sys/kernel/debug/kmemleak
-fi
+# Debug kernels: a last kmemleak scan, outside any suite.
+kmemleak_scan
 
 echo "# hmm-rs: done"
 sync

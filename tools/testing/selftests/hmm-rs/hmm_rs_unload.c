@@ -23,6 +23,16 @@
  *   KERNEL_BUG_ANON_VMA), which KASAN reports and which no driver can
  *   work around.
  *
+ * load.cycles: HMM_RS_LOAD_CYCLES (1000) removals and insertions of the
+ *   module in a row; every 100th cycle the test first migrates 4 MiB to
+ *   /dev/hmm_dmirror0, closes it and keeps the pages mapped, so that the
+ *   removal evicts them: the data must come back intact. Every removal
+ *   and insertion must succeed (no leak, no hang: a debug kernel's
+ *   kmemleak scan and hung-task detector watch the rest).
+ *
+ * load.refused_while_open: removal fails (EBUSY or EAGAIN) while a device
+ *   file is open, the module stays live, and succeeds once it is closed.
+ *
  * The removal runs in a child of its own with a deadline (30 s), so a
  * removal stuck in the kernel is reported rather than hanging the suite;
  * afterwards the module is inserted again (finit_module()) with the same
@@ -552,6 +562,83 @@ TEST_F_TIMEOUT(unload, exit_during_unload, 120)
 	}
 	note("%d round(s), %d bad\n", round, bad);
 	ASSERT_EQ(0, bad);
+}
+
+FIXTURE(load) {
+	char args[512];
+};
+
+FIXTURE_SETUP(load)
+{
+	module_args(self->args, sizeof(self->args));
+	ASSERT_TRUE(module_loaded());
+}
+
+FIXTURE_TEARDOWN(load)
+{
+	if (!module_loaded())
+		insert_module(self->args);
+}
+
+TEST_F_TIMEOUT(load, cycles, 900)
+{
+	const char *env = getenv("HMM_RS_LOAD_CYCLES");
+	int cycles = 1000, i, ret, fd, bad = 0, checked = 0;
+	double start = now(), took, slowest = 0;
+	struct migrated m;
+	char *area = NULL;
+
+	if (env && atoi(env) > 0 && atoi(env) <= 100000)
+		cycles = atoi(env);
+	for (i = 0; i < cycles; i++) {
+		if (i % 100 == 0) {
+			fd = open("/dev/hmm_dmirror0", O_RDWR);
+			ASSERT_LE(0, fd);
+			area = migrate_area(fd, &m);
+			close(fd);
+			ASSERT_EQ(0, m.ret);
+			ASSERT_NE(NULL, area);
+		}
+		ret = remove_module(REMOVE_SECS, &took);
+		if (took > slowest)
+			slowest = took;
+		ASSERT_EQ(0, ret) {
+			TH_LOG("cycle %d: removal: %s after %.2f s", i,
+			       errname(-ret), took);
+		}
+		ret = insert_module(self->args);
+		ASSERT_EQ(0, ret) {
+			TH_LOG("cycle %d: insertion: %s", i, errname(-ret));
+		}
+		if (area) {
+			bad += check_area(area);
+			checked++;
+			munmap(area, AREA_SIZE);
+			area = NULL;
+		}
+	}
+	note("%d load/unload cycles in %.1f s (%.1f ms each, slowest removal %.2f s); %d of them evicted 4 MiB of mapped device pages: %d bad page(s)\n",
+	     cycles, now() - start, (now() - start) * 1000 / cycles, slowest,
+	     checked, bad);
+	ASSERT_EQ(0, bad);
+}
+
+TEST_F_TIMEOUT(load, refused_while_open, 60)
+{
+	double took;
+	int fd, ret;
+
+	fd = open("/dev/hmm_dmirror0", O_RDWR);
+	ASSERT_LE(0, fd);
+	ret = syscall(SYS_delete_module, module_name(), O_NONBLOCK) ? errno : 0;
+	note("removal with a file open: %s\n", ret ? errname(ret) : "ok");
+	if (!ret)
+		EXPECT_EQ(0, insert_module(self->args));
+	ASSERT_TRUE(ret == EBUSY || ret == EAGAIN);
+	ASSERT_TRUE(module_loaded());
+	close(fd);
+	ASSERT_EQ(0, remove_module(REMOVE_SECS, &took));
+	ASSERT_EQ(0, insert_module(self->args));
 }
 
 TEST_HARNESS_MAIN
