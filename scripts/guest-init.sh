@@ -37,13 +37,15 @@ dmesg -c >/dev/null
 
 # Debug kernels: a kmemleak scan, its reports as "# kmemleak:" lines, then
 # cleared, so that each report shows once, in the suite whose end found it
-# (the module of the suite is unloaded by then). Twice: an object kmemleak
-# sees for the first time is greyed (its checksum changes from 0) and only
-# reported by the next scan.
+# (the module of the suite is unloaded by then). kmemleak ignores objects
+# younger than 5 s, and greys an object the first time it checksums it
+# (the checksum changes from 0), reporting it only at the next scan: wait
+# out the age, then scan twice.
 kmemleak_scan() {
 	[ -w /sys/kernel/debug/kmemleak ] || return 0
+	sleep 6
 	echo scan > /sys/kernel/debug/kmemleak
-	sleep 5
+	sleep 1
 	echo scan > /sys/kernel/debug/kmemleak
 	echo "# hmm-rs: kmemleak scan: $(grep -c 'unreferenced object' /sys/kernel/debug/kmemleak) report(s)"
 	sed 's/^/# kmemleak: /' /sys/kernel/debug/kmemleak
