@@ -70,6 +70,10 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'
 MEM=6G
 KAPPEND="console=ttyS0 loglevel=${HMM_RS_LOGLEVEL:-5} panic=-1 nokaslr"
 KAPPEND="$KAPPEND memmap=256M\$0x180000000 memmap=256M\$0x190000000"
+# Lockup detectors (hmm-rs.config) at three times their default period:
+# soft lockups after 60 s, hard ones after 30 s. A TCG vCPU that the host
+# does not schedule for a while is not a kernel lockup.
+KAPPEND="$KAPPEND watchdog_thresh=30"
 
 module_path() {
 	case "$1" in
