@@ -72,7 +72,10 @@ run_suite() {
 	run_wd=$!
 	wait "$run_pid"
 	run_rc=$?
-	kill -KILL "-$run_wd" 2>/dev/null
+	# Its session too, and the process itself: a suite that ends at once
+	# can end before the watchdog's setsid, which then would go on to
+	# sleep out its time, and the boot with it.
+	kill -KILL "-$run_wd" "$run_wd" 2>/dev/null
 	wait "$run_wd" 2>/dev/null
 	return "$run_rc"
 }
