@@ -3,12 +3,22 @@
 #
 # /init of the hmm-rs test guest (busybox). Runs the suites of /plan, one
 # line each:   name|module|module arguments|command
-# loading the module (if any) before the command and unloading it after,
-# and brackets each suite with markers the host's runner parses:
-#   # hmm-rs: suite NAME begin / end rc=N rmmod=N time=Ns
-# followed by the suite's kernel log lines ("# dmesg: ..."), in which the
-# runner looks for splats. Ends with "# hmm-rs: done" and a reboot, which
-# QEMU (-no-reboot) turns into an exit.
+# loading the module (if any) before the command and unloading it after.
+#
+# Two channels: the kernel console is ttyS0, and everything this script
+# and the suites print goes to ttyS1 alone, a serial port the kernel never
+# writes to, so that no printk can cut a marker or a TAP line. On ttyS1,
+# each suite is bracketed with markers the host's runner parses:
+#   # hmm-rs: suite NAME begin t=T
+#   # hmm-rs: suite NAME end rc=N rmmod=N time=Ns t=T
+# the end preceded by the suite's kernel log lines ("# dmesg: ...", and on
+# debug kernels "# kmemleak: ..."), in which the runner looks for splats.
+# T is the kernel log's clock (a record "hmm-rs: mark N ..." written to
+# /dev/kmsg for the purpose, read back), so that the runner can also
+# place what the console showed and no dump did (a panic, a hang, a dump
+# that lost lines) in the suite that ran at the time. Ends with
+# "# hmm-rs: done" and a reboot, which QEMU (-no-reboot) turns into an
+# exit. The console gets only "guest up" and "guest done" lines.
 #
 # /env (from the host) sets HMM_RS_DEBUG (1: a debug kernel, which plans
 # may test) and HMM_RS_TIMEOUT: the host kills the guest after that many
@@ -32,8 +42,28 @@ mkdir -p /dev/hugepages && mount -t hugetlbfs hugetlbfs /dev/hugepages
 # hmm-tests' anon_write_hugetlbfs needs a few free huge pages.
 echo 16 > /proc/sys/vm/nr_hugepages
 
-echo "# hmm-rs: guest up: $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpu(s), $(sed -n 's/MemTotal: *//p' /proc/meminfo)"
+up="# hmm-rs: guest up: $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpu(s), $(sed -n 's/MemTotal: *//p' /proc/meminfo)"
+echo "$up; the suites' output on ttyS1"
+# From here on, all output to ttyS1 (raw: no \r added, nothing echoed).
+if ! { [ -c /dev/ttyS1 ] && stty -F /dev/ttyS1 raw -echo; } 2>/dev/null; then
+	echo "# hmm-rs: no serial port ttyS1 for the suites' output: giving up"
+	reboot -f
+fi
+exec >/dev/ttyS1 2>&1 </dev/null
+echo "$up"
 dmesg -c >/dev/null
+
+# ktime TEXT: sets kt to the kernel log's clock now, in seconds: the
+# timestamp of a record written for the purpose ("hmm-rs: mark N TEXT",
+# at KERN_INFO: in the suite's dmesg dump, not on the console). Falls back
+# to /proc/uptime, which runs some 40 ms ahead of that clock.
+mark_n=0
+ktime() {
+	mark_n=$((mark_n + 1))
+	echo "<6>hmm-rs: mark $mark_n $1" >/dev/kmsg 2>/dev/null
+	kt=$(dmesg | sed -n "s/^\[ *\([0-9]*\.[0-9]*\)\] hmm-rs: mark $mark_n .*/\1/p" | tail -n 1)
+	[ -n "$kt" ] || kt=$(cut -d' ' -f1 /proc/uptime)
+}
 
 # Debug kernels: a kmemleak scan, its reports as "# kmemleak:" lines, then
 # cleared, so that each report shows once, in the suite whose end found it
@@ -82,7 +112,8 @@ run_suite() {
 
 while IFS='|' read -r name mod args cmd; do
 	case "$name" in ''|'#'*) continue ;; esac
-	echo "# hmm-rs: suite $name begin"
+	ktime "suite $name begin"
+	echo "# hmm-rs: suite $name begin t=$kt"
 	start=$(uptime_s)
 	rmmod_rc=-
 	if [ -n "$mod" ]; then
@@ -90,7 +121,8 @@ while IFS='|' read -r name mod args cmd; do
 		if ! insmod "/lib/modules/$mod.ko" $args; then
 			echo "# hmm-rs: suite $name insmod $mod failed"
 			dump_dmesg
-			echo "# hmm-rs: suite $name end rc=125 rmmod=-"
+			ktime "suite $name end"
+			echo "# hmm-rs: suite $name end rc=125 rmmod=- t=$kt"
 			continue
 		fi
 	fi
@@ -109,12 +141,16 @@ while IFS='|' read -r name mod args cmd; do
 	fi
 	dump_dmesg
 	kmemleak_scan
-	echo "# hmm-rs: suite $name end rc=$rc rmmod=$rmmod_rc time=$(( $(uptime_s) - start ))s"
+	ktime "suite $name end"
+	echo "# hmm-rs: suite $name end rc=$rc rmmod=$rmmod_rc time=$(( $(uptime_s) - start ))s t=$kt"
 done </plan
 
 # Debug kernels: a last kmemleak scan, outside any suite.
 kmemleak_scan
 
 echo "# hmm-rs: done"
+# The last close of ttyS1 waits until its output is sent.
+exec >/dev/console 2>&1
+echo "# hmm-rs: guest done"
 sync
 reboot -f

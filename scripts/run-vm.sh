@@ -2,10 +2,16 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Boots the test kernel in QEMU once per "boot" of a plan, runs the plan's
-# suites inside (scripts/guest-init.sh), streams the guest console (the
-# suites' TAP) and ends with scripts/tap-summary.py's verdict: per-suite
-# results, C-vs-Rust tables, splats, and the line
+# suites inside (scripts/guest-init.sh) and ends with scripts/tap-summary.py's
+# verdict: per-suite results, C-vs-Rust tables, splats, and the line
 #   N passed, N failed, N skipped
+# The guest has two serial ports, each logged and streamed to the terminal:
+# ttyS0, the kernel console, in build/logs/BOOT.console.log (with the
+# host's "# hmm-rs: boot NAME" and "# hmm-rs: qemu exit N after N s"
+# lines), and ttyS1, which only the guest's userspace writes (the runner's
+# markers, the suites' TAP, their dmesg dumps), in build/logs/BOOT.log.
+# The runner reads its markers and TAP from the second alone, where no
+# printk can cut them, and kernel splats from both.
 # Exit status: non-zero on any failure, splat, or a guest that did not
 # report back within the timeout.
 #
@@ -149,18 +155,30 @@ for boot in "${boots[@]}"; do
 	dir=$VMDIR/$boot
 	mkinitramfs "$dir" "$dir/plan"
 	log "vm: boot '$boot' ($(grep -c . "$dir/plan") suite(s), timeout ${TIMEOUT}s)"
-	echo "# hmm-rs: boot $boot" >"$LOGS/$boot.log"
+	console=$LOGS/$boot.console.log user=$LOGS/$boot.log
+	echo "# hmm-rs: boot $boot" >"$console"
+	: >"$user"
+	# ttyS1 goes straight to its log (QEMU writes it); a tail shows it.
+	tail -n +1 -s 0.2 -f "$user" &
+	tail_pid=$!
 	start=$(date +%s)
 	set +e
 	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" -cpu max \
 		-smp "$SMP" -m "$MEM" -display none -monitor none -serial stdio \
+		-chardev "file,id=ttyS1,path=$user" -serial chardev:ttyS1 \
 		-no-reboot -kernel "$BZIMAGE" -initrd "$dir/initramfs.cpio.gz" \
-		-append "$KAPPEND" </dev/null 2>&1 | sed -u 's/\r$//' | tee -a "$LOGS/$boot.log"
+		-append "$KAPPEND" </dev/null 2>&1 | sed -u 's/\r$//' | tee -a "$console"
 	rc=${PIPESTATUS[0]}
 	set -e
-	echo "# hmm-rs: qemu exit $rc after $(( $(date +%s) - start )) s" | tee -a "$LOGS/$boot.log"
+	sleep 0.5
+	kill "$tail_pid" 2>/dev/null || true
+	wait "$tail_pid" 2>/dev/null || true
+	# A console cut mid-line (QEMU killed) still gets the exit on a line.
+	[ -z "$(tail -c 1 "$console")" ] || echo >>"$console"
+	echo "# hmm-rs: qemu exit $rc after $(( $(date +%s) - start )) s" | tee -a "$console"
 done
 
+# Per boot, the runner reads BOOT.log and finds BOOT.console.log beside it.
 logs=()
 [ "${#hosts[@]}" -gt 0 ] && logs+=("$LOGS/host.log")
 for boot in "${boots[@]}"; do

@@ -1,15 +1,30 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
-"""Summarise the hmm-rs guest console logs written by scripts/run-vm.sh.
+"""Summarise the hmm-rs guest logs written by scripts/run-vm.sh.
 
-Each log holds the TAP of the suites one boot ran, bracketed by the markers
-scripts/guest-init.sh prints, and the kernel messages. Prints one line per
-suite, the failed cases, a side-by-side table for suites run against both
-modules ("c:NAME" and "rust:NAME"), every kernel splat with the suite it
-happened in, and last the line "N passed, N failed, N skipped". With
---bench, also a table per benchmark the suites printed figures for
-(hmm_rs_bench's "# bench:" lines, hmm-tests benchmark_thp_migration's
-tables): C and Rust time per operation, Rust/C and its geometric mean.
+Per boot, two logs. BOOT.log is what the guest's userspace wrote on its own
+serial port (ttyS1), where the kernel never writes: the TAP of the suites
+the boot ran, bracketed by the markers scripts/guest-init.sh prints
+("# hmm-rs: suite NAME begin t=T", "... end rc=N rmmod=N time=Ns t=T"),
+each suite's kernel log as "# dmesg: " lines before its end marker, and
+"# hmm-rs: done" last. BOOT.console.log, beside it, is the kernel console
+(ttyS0), with the host's "# hmm-rs: qemu exit N" line. Markers and TAP
+come from the first alone. Kernel splats come from the dmesg dumps, and
+from the console for what no dump shows (a panic or a hang before the
+dump, a dump that lost lines, a boot that died): such a console line is
+placed by its printk timestamp in the suite whose begin and end marker
+times (T, the same clock) enclose it, else it is the boot's. A console
+line that a dump shows too (same timestamp and text) counts once, where
+the dump puts it. A log without a console log beside it (the host suites')
+is read alone.
+
+Prints one line per suite, the failed cases, a side-by-side table for
+suites run against both modules ("c:NAME" and "rust:NAME"), every kernel
+splat with the suite it happened in, and last the line "N passed,
+N failed, N skipped". With --bench, also a table per benchmark the suites
+printed figures for (hmm_rs_bench's "# bench:" lines, hmm-tests
+benchmark_thp_migration's tables): C and Rust time per operation, Rust/C
+and its geometric mean.
 
 A suite also counts as one failure when its module does not load or
 unload, when it exits non-zero without a failed case to show for it, when
@@ -18,7 +33,8 @@ announce, when the kernel splats during it, or when the guest kills it or
 never finishes it. A skipped case is a failure unless the plan expects it
 ("expect-skip SUITE CASE REASON", the reason printed). With --plan, every
 suite of the plan must appear in its boot's log. A boot that never reports
-back is one failure more.
+back (no ttyS1 log, or one without "# hmm-rs: done") is one failure more,
+shown with the console's last lines; so is a splat outside any suite.
 
 A reference suite ("ref:c:NAME") is shown, cases, errors and splats, but
 none of it counts, except splats that name this project's module
@@ -42,26 +58,41 @@ RESULT = re.compile(r"^(ok|not ok) (\d+)(?: -)?[ \t]*([^#\s]*)[^#]*(#.*)?$")
 DIRECTIVE = re.compile(r"#\s*(SKIP\w*|XFAIL|XPASS|TODO)\b\s*(.*)$", re.I)
 # TAP plan: "1..N" (a kselftest binary prints one per run).
 TAP_PLAN = re.compile(r"^1\.\.(\d+)")
-# A runner marker; console output may stand before it on the same line.
+# A runner marker; test output without a newline may stand before it.
 MARK = re.compile(r"# hmm-rs: (.*)$")
 # What a marker says (anything else after "# hmm-rs: " is informational).
 MARKER = re.compile(r"(?:suite (?P<suite>\S+) (?P<what>begin|end|insmod|timeout)\b"
                     r"(?P<rest>.*)|(?P<done>done)\b|qemu exit (?P<qemu>-?\d+)\b|"
                     r"(?:boot|guest|kmemleak|vm)\b)")
-KV = re.compile(r"\b(rc|rmmod)=(-?\d+|-)")
-# A printk timestamp: where kernel text starts on a console line.
-KSTAMP = re.compile(r"\[\s*\d+\.\d+\] ")
+KV = re.compile(r"\b(rc|rmmod|t)=(-?\d+(?:\.\d+)?|-)")
+# A printk timestamp: where kernel text starts on a console line (wherever
+# on the line: QEMU's or the guest's own words may stand before it).
+KSTAMP = re.compile(r"\[\s*(\d+\.\d+)\] ")
+# A kernel log line in the ttyS1 log: a suite's dump.
+DUMP = re.compile(r"# (dmesg|kmemleak): (.*)$")
+# How many console lines to show when a boot died.
+TAIL = 20
 
 
-def kernel_text(line):
-    """The kernel's part of a log line, or None if it has none."""
-    for prefix in ("# dmesg: ", "# kmemleak: "):
-        if line.startswith(prefix):
-            return STRIP.sub("", line[len(prefix):])
+def dump_text(line):
+    """(kind, timestamp or None, text) of a dump line, or None."""
+    m = DUMP.search(line)
+    if not m:
+        return None
+    k = KSTAMP.match(m.group(2))
+    if k:
+        return m.group(1), k.group(1), m.group(2)[k.end():].strip()
+    return m.group(1), None, m.group(2).strip()
+
+
+def console_text(line):
+    """(timestamp, text) of a console line's kernel part, or None."""
     m = KSTAMP.search(line)
     if m:
-        return line[m.end():]
+        return m.group(1), line[m.end():].strip()
     return None
+
+
 # What a kernel splat looks like on the console or in dmesg (7.3's wording).
 SPLAT = re.compile(
     r"(BUG:|WARNING:|Oops|kernel BUG at|general protection fault|"
@@ -82,8 +113,6 @@ RANK = ["pass", "skip", "fail"]
 # frame in its module, its panics) or that cannot be told apart from it.
 OURS = re.compile(r"\[rust_test_hmm\]|rust_kernel:|Bad page state|"
                   r"Bad rss-counter")
-# Kernel lines may carry a timestamp; console lines may carry dmesg's prefix.
-STRIP = re.compile(r"^(# dmesg: )?(\[\s*\d+\.\d+\] )?")
 # hmm_rs_bench: "# bench: op=NAME ns=N iters=N", ns per operation.
 BENCH = re.compile(r"^# bench: op=(\S+) ns=(\d+) iters=(\d+)")
 # The kselftest harness starts a case: "#  RUN           fixture.variant.test ..."
@@ -109,6 +138,8 @@ class Suite:
         self.splats = []
         self.bench = {}  # (table, op) -> ns per operation
         self.ended = False
+        self.t_begin = None  # kernel log clock at the markers, seconds
+        self.t_end = None
         self.killed = False
         self.rc = None
         self.planned = 0  # sum of the TAP plans ("1..N") printed
@@ -126,117 +157,185 @@ class Suite:
                 vals.count("skip"))
 
 
+def console_path(path):
+    """The console log beside a boot's ttyS1 log."""
+    return path.removesuffix(".log") + ".console.log"
+
+
+def read_lines(path):
+    """The lines of a log, without line ends (a serial port's \\r too),
+    or None if there is no such file."""
+    try:
+        with open(path, errors="replace") as f:
+            return [raw.rstrip("\r\n") for raw in f]
+    except FileNotFoundError:
+        return None
+
+
+def tail_of(console):
+    """The console's last lines, as the end of an error message."""
+    if console is None:
+        return " (no console log)"
+    lines = [x for x in console if x.strip()][-TAIL:]
+    return "; the console's last lines:" + "".join(f"\n#     | {x}"
+                                                  for x in lines)
+
+
 def parse(path, expect_skip=None):
-    """Suites, errors and splats outside any suite of one boot's log.
-    expect_skip: {(suite, case): reason} of the skips the plan expects."""
+    """Suites, errors and splats outside any suite of one boot's logs.
+    expect_skip: {(suite, case): reason} of the skips the plan expects.
+    The splats outside any suite are (where, (source, line)) pairs."""
     expect_skip = expect_skip or {}
     boot = path.rsplit("/", 1)[-1].removesuffix(".log")
     suites, cur, done, boot_splats, qemu_rc = [], None, False, [], None
     boot_errors = []
     thp_size, running = "?", "?"
-    with open(path, errors="replace") as f:
-        for raw in f:
-            line = raw.rstrip("\n")
-            # Kernel text: a dmesg or kmemleak dump line, or console output
-            # from its printk timestamp on (wherever on the line it stands:
-            # glued before or after a marker too). Test output is never
-            # searched for splats: a test may print the words.
-            ktext = kernel_text(line)
-            if ktext is not None:
-                src = "dmesg" if line.startswith("# dmesg: ") else "console"
-                if cur is not None and cur.ref and OURS.search(ktext):
-                    cur.own_splats.append((src, ktext.strip()))
-                if SPLAT.search(ktext):
-                    (cur.splats if cur else boot_splats).append((src, ktext.strip()))
-            m = MARK.search(line)
-            if m:
-                mk = MARKER.match(m.group(1))
-                if not mk:
-                    boot_errors.append(f"damaged marker: {line.strip()!r}")
-                    continue
-                if mk.group("suite"):
-                    name, what = mk.group("suite"), mk.group("what")
-                    if what == "begin":
-                        cur = Suite(boot, name)
-                        suites.append(cur)
-                    elif cur is None or cur.name != name:
-                        boot_errors.append(f"marker for a suite that is not "
-                                           f"running: {line.strip()!r}")
-                    elif what == "end":
-                        kv = dict(KV.findall(mk.group("rest")))
-                        if "rc" not in kv:
-                            boot_errors.append(f"damaged marker: {line.strip()!r}")
-                        cur.rc = int(kv.get("rc", "1"))
-                        if kv.get("rmmod", "-") not in ("-", "0"):
-                            cur.errors.append("module did not unload")
-                        cur.ended = True
-                        cur = None
-                    elif what == "insmod":
-                        cur.errors.append("module did not load")
-                    elif what == "timeout":
-                        cur.killed = True
-                        cur.errors.append(f"killed by the guest "
-                                          f"{mk.group('rest').strip()} (hung or too slow)")
-                elif mk.group("done"):
-                    done = True
-                elif mk.group("qemu") is not None:
-                    qemu_rc = int(mk.group("qemu"))
-                continue
-            if ktext is not None:
-                continue
-            if cur is None:
-                continue
-            b = BENCH.match(line)
-            if b:
-                cur.bench[("hmm_rs_bench", b.group(1))] = int(b.group(2))
-                continue
-            t = RUN.match(line)
-            if t:
-                running = t.group(1)
-                continue
-            t = THP_HEAD.match(line)
-            if t:
-                thp_size = t.group(1)
-                continue
-            t = THP_ROW.match(line)
-            if t:
-                way = "s2d" if t.group(1) == "Sys->Dev" else "d2s"
-                for kind, ms in (("thp", t.group(2)), ("4k", t.group(3))):
-                    op = f"{thp_size}MB.{way}.{kind}"
-                    cur.bench[(running, op)] = round(float(ms) * 1e6)
-                continue
-            p = TAP_PLAN.match(line)
-            if p:
-                cur.planned += int(p.group(1))
-                continue
-            r = RESULT.match(line)
-            if r:
-                name = r.group(3) or f"#{r.group(2)}"
-                d = DIRECTIVE.search(r.group(4) or "")
-                word = d.group(1).upper() if d else ""
-                cur.results += 1
-                if word.startswith("SKIP") or word in ("TODO", "XFAIL"):
-                    # Not a pass unless the plan expects it.
-                    reason = expect_skip.get((cur.name, name))
-                    if reason is None and not cur.ref:
-                        res = "fail"
-                        cur.errors.append(f"{name} {word.lower()} "
-                                          f"({d.group(2).strip() or 'no reason'}), "
-                                          f"which the plan does not expect")
-                    else:
-                        res = "skip"
-                        if reason is not None:
-                            cur.notes.append(f"{name} {word.lower()} as "
-                                             f"expected: {reason}")
-                elif r.group(1) == "ok" and word != "XPASS":
-                    res = "pass"
+    # The console: QEMU's exit, and kernel lines to check against the dumps.
+    console = read_lines(console_path(path))
+    for line in console or []:
+        m = MARK.search(line)
+        mk = MARKER.match(m.group(1)) if m else None
+        if mk and mk.group("qemu") is not None:
+            qemu_rc = int(mk.group("qemu"))
+    user = read_lines(path)
+    dumped = set()  # (timestamp, text) of every dump line
+    for line in user or []:
+        # Kernel text: a dmesg or kmemleak dump line (its timestamps key
+        # the console lines it shows too). Test output is never searched
+        # for splats: a test may print the words.
+        dump = dump_text(line)
+        if dump is not None:
+            src, ts, ktext = dump
+            if ts is not None:
+                dumped.add((ts, ktext))
+            if cur is not None and cur.ref and OURS.search(ktext):
+                cur.own_splats.append((src, ktext))
+            if SPLAT.search(ktext):
+                if cur is not None:
+                    cur.splats.append((src, ktext))
                 else:
+                    boot_splats.append((f"boot {boot}", (src, ktext)))
+            continue
+        m = MARK.search(line)
+        if m:
+            mk = MARKER.match(m.group(1))
+            if not mk:
+                boot_errors.append(f"damaged marker: {line.strip()!r}")
+                continue
+            if mk.group("suite"):
+                name, what = mk.group("suite"), mk.group("what")
+                kv = dict(KV.findall(mk.group("rest")))
+                if what == "begin":
+                    cur = Suite(boot, name)
+                    suites.append(cur)
+                    if kv.get("t", "-") != "-":
+                        cur.t_begin = float(kv["t"])
+                elif cur is None or cur.name != name:
+                    boot_errors.append(f"marker for a suite that is not "
+                                       f"running: {line.strip()!r}")
+                elif what == "end":
+                    if "rc" not in kv:
+                        boot_errors.append(f"damaged marker: {line.strip()!r}")
+                    cur.rc = int(kv.get("rc", "1"))
+                    if kv.get("rmmod", "-") not in ("-", "0"):
+                        cur.errors.append("module did not unload")
+                    if kv.get("t", "-") != "-":
+                        cur.t_end = float(kv["t"])
+                    cur.ended = True
+                    cur = None
+                elif what == "insmod":
+                    cur.errors.append("module did not load")
+                elif what == "timeout":
+                    cur.killed = True
+                    cur.errors.append(f"killed by the guest "
+                                      f"{mk.group('rest').strip()} (hung or too slow)")
+            elif mk.group("done"):
+                done = True
+            elif mk.group("qemu") is not None:
+                qemu_rc = int(mk.group("qemu"))
+            continue
+        if cur is None:
+            continue
+        b = BENCH.match(line)
+        if b:
+            cur.bench[("hmm_rs_bench", b.group(1))] = int(b.group(2))
+            continue
+        t = RUN.match(line)
+        if t:
+            running = t.group(1)
+            continue
+        t = THP_HEAD.match(line)
+        if t:
+            thp_size = t.group(1)
+            continue
+        t = THP_ROW.match(line)
+        if t:
+            way = "s2d" if t.group(1) == "Sys->Dev" else "d2s"
+            for kind, ms in (("thp", t.group(2)), ("4k", t.group(3))):
+                op = f"{thp_size}MB.{way}.{kind}"
+                cur.bench[(running, op)] = round(float(ms) * 1e6)
+            continue
+        p = TAP_PLAN.match(line)
+        if p:
+            cur.planned += int(p.group(1))
+            continue
+        r = RESULT.match(line)
+        if r:
+            name = r.group(3) or f"#{r.group(2)}"
+            d = DIRECTIVE.search(r.group(4) or "")
+            word = d.group(1).upper() if d else ""
+            cur.results += 1
+            if word.startswith("SKIP") or word in ("TODO", "XFAIL"):
+                # Not a pass unless the plan expects it.
+                reason = expect_skip.get((cur.name, name))
+                if reason is None and not cur.ref:
                     res = "fail"
-                old = cur.cases.get(name)
-                if old is not None:
-                    cur.errors.append(f"{name} reported twice")
-                    res = max(old, res, key=RANK.index)
-                cur.cases[name] = res
+                    cur.errors.append(f"{name} {word.lower()} "
+                                      f"({d.group(2).strip() or 'no reason'}), "
+                                      f"which the plan does not expect")
+                else:
+                    res = "skip"
+                    if reason is not None:
+                        cur.notes.append(f"{name} {word.lower()} as "
+                                         f"expected: {reason}")
+            elif r.group(1) == "ok" and word != "XPASS":
+                res = "pass"
+            else:
+                res = "fail"
+            old = cur.cases.get(name)
+            if old is not None:
+                cur.errors.append(f"{name} reported twice")
+                res = max(old, res, key=RANK.index)
+            cur.cases[name] = res
+    # Console lines no dump shows: in the suite whose markers' times
+    # enclose them (one that never ended runs on to the next begin, or
+    # to the end), else the boot's.
+    timed = [s for s in suites if s.t_begin is not None]
+    for line in console or []:
+        k = console_text(line)
+        if k is None or k in dumped:
+            continue
+        ts, ktext = float(k[0]), k[1]
+        owner = None
+        where = "before the first suite" if timed else "no suite began"
+        for i, s in enumerate(timed):
+            if ts < s.t_begin:
+                break
+            until = s.t_end
+            if until is None:
+                until = timed[i + 1].t_begin if i + 1 < len(timed) \
+                    else math.inf
+            if ts <= until:
+                owner = s
+                break
+            where = f"after {s.name}"
+        if owner is not None:
+            if owner.ref and OURS.search(ktext):
+                owner.own_splats.append(("console", ktext))
+            if SPLAT.search(ktext):
+                owner.splats.append(("console", ktext))
+        elif SPLAT.search(ktext):
+            boot_splats.append((f"boot {boot}, {where}", ("console", ktext)))
     for s in suites:
         if not s.ended:
             s.errors.append("guest never finished this suite (hang, crash or timeout)")
@@ -256,29 +355,35 @@ def parse(path, expect_skip=None):
         if s.splats:
             s.errors.append(f"kernel splat ({len(s.splats)} line(s))")
     errors = [f"boot {boot}: {e}" for e in boot_errors]
-    if not done:
+    if user is None:
+        errors.append(f"boot {boot}: no ttyS1 log ({path}): the guest's "
+                      f"userspace never wrote (qemu exit {qemu_rc})"
+                      + tail_of(console))
+    elif not any(x.strip() for x in user):
+        errors.append(f"boot {boot}: the ttyS1 log is empty: the guest's "
+                      f"userspace never wrote (qemu exit {qemu_rc})"
+                      + tail_of(console))
+    elif not done:
         errors.append(f"boot {boot}: the guest never reported back "
-                      f"(qemu exit {qemu_rc})")
+                      f"(qemu exit {qemu_rc}; the ttyS1 log stops before "
+                      f"\"# hmm-rs: done\")" + tail_of(console))
     if boot_splats:
         errors.append(f"boot {boot}: kernel splat outside any suite")
     return suites, errors, boot_splats
 
 
 def print_splats(title, splats, limit=40):
-    """Each distinct splat line once, with its count and suite. The
-    console shows warnings and worse as they happen, the suite's dmesg
-    dump shows every level but may have lost the oldest lines: a line
-    counts as often as the source that saw it most often."""
+    """Each distinct splat line once, with its count and suite. A line
+    the console and a dump both show is the dump's alone (parse())."""
     if not splats:
         return
     print(f"#\n# {title} (each distinct line once, with its count):")
     seen = {}
     for where, (src, x) in splats:
         key = (where, re.sub(r"hmm-tests/\d+|#\d+", "", x))
-        entry = seen.setdefault(key, [x, {"dmesg": 0, "console": 0}])
-        entry[1][src] += 1
+        entry = seen.setdefault(key, [x, 0])
+        entry[1] += 1
     for (where, _), (x, n) in list(seen.items())[:limit]:
-        n = max(n.values())
         print(f"#   [{where}] {x}" + (f"  (x{n})" if n > 1 else ""))
     if len(seen) > limit:
         print(f"#   ... and {len(seen) - limit} more distinct line(s)")
@@ -423,7 +528,7 @@ def main(args):
         s, e, b = parse(p, expect)
         suites += s
         errors += e
-        splats += [(f"boot {p}", x) for x in b]
+        splats += b
     for boot, names in boots.items():
         seen = {s.name for s in suites if s.boot == boot}
         for name in names:

@@ -3,6 +3,10 @@
 """Tests of scripts/tap-summary.py: synthetic guest logs that a correct
 runner must fail (or pass), one per way a broken run could slip through.
 
+A boot is two logs, as scripts/run-vm.sh writes them: BOOT.log, what the
+guest's userspace wrote on ttyS1 (markers, TAP, dmesg dumps), and
+BOOT.console.log, the kernel console (ttyS0) and QEMU's exit.
+
 Prints TAP (run by `make check` as the host suite host:tap-summary), exit
 status 1 if any test fails.
 """
@@ -19,18 +23,37 @@ summary = __import__("tap-summary")
 MOD = "rust_test_hmm|spm_addr_dev0=0x180000000"
 
 
+def at(i, dt=0.0):
+    """Kernel log time dt seconds into suite i (0-based) of log_of(): it
+    begins at 10 * (i + 1) and ends 8 s later."""
+    return 10.0 * (i + 1) + dt
+
+
+def kline(t, text):
+    """A kernel log line as the console and dmesg print it."""
+    return f"[{t:12.6f}] {text}"
+
+
 def log_of(*suites, done=True, extra=""):
-    """A boot log: each suite is (name, body, rc)."""
+    """A boot's ttyS1 log: each suite is (name, body, rc), suite i from
+    at(i) to at(i, 8)."""
     out = []
-    for name, body, rc in suites:
-        out.append(f"# hmm-rs: suite {name} begin")
+    for i, (name, body, rc) in enumerate(suites):
+        out.append(f"# hmm-rs: suite {name} begin t={at(i):.6f}")
         out.append(body.strip("\n"))
-        out.append(f"# hmm-rs: suite {name} end rc={rc} rmmod=0 time=1s")
+        out.append(f"# hmm-rs: suite {name} end rc={rc} rmmod=0 time=1s "
+                   f"t={at(i, 8):.6f}")
     out.append(extra)
     if done:
         out.append("# hmm-rs: done")
-    out.append("# hmm-rs: qemu exit 0 after 5 s")
     return "\n".join(out) + "\n"
+
+
+def console_of(*lines, qemu=0):
+    """A boot's console log: kernel lines (see kline()), then QEMU's exit
+    as run-vm.sh appends it."""
+    return "\n".join(["# hmm-rs: boot b", "[    0.000000] Linux version 7.3.4",
+                      *lines, f"# hmm-rs: qemu exit {qemu} after 5 s"]) + "\n"
 
 
 def tap(*results, plan=None):
@@ -47,17 +70,23 @@ def tap(*results, plan=None):
     return "\n".join(lines) + "\n"
 
 
-def run(logs, plan=None):
-    """Runs tap-summary on {boot: text} logs and an optional plan text;
-    returns (exit status, last line, whole output)."""
+def run(logs, plan=None, args=()):
+    """Runs tap-summary on {boot: ttyS1 text or (ttyS1 text, console
+    text)} logs (None: no such file; a console not given: a clean one) and
+    an optional plan text; returns (exit status, last line, whole output)."""
     with tempfile.TemporaryDirectory() as d:
         paths = []
-        for boot, text in logs.items():
+        for boot, texts in logs.items():
+            user, console = texts if isinstance(texts, tuple) else \
+                (texts, console_of())
             p = os.path.join(d, f"{boot}.log")
-            with open(p, "w") as f:
-                f.write(text)
+            for path, text in ((p, user),
+                               (os.path.join(d, f"{boot}.console.log"), console)):
+                if text is not None:
+                    with open(path, "w") as f:
+                        f.write(text)
             paths.append(p)
-        args = list(paths)
+        args = list(paths) + list(args)
         if plan is not None:
             pp = os.path.join(d, "plan")
             with open(pp, "w") as f:
@@ -168,31 +197,33 @@ SPLATS = [
 @case
 def every_splat_of_7_3_fails_the_suite():
     for line in SPLATS:
-        body = GOOD + f"[    3.141592] {line}\n"
-        rc, last, out = run({"b": log_of(("rust:x", body, 0))})
-        assert rc == 1 and "kernel splat" in out, f"not caught: {line}"
-        body = GOOD + f"# dmesg: [    3.141592] {line}\n"
-        rc, last, out = run({"b": log_of(("rust:x", body, 0))})
-        assert rc == 1 and "kernel splat" in out, f"not caught in dmesg: {line}"
+        # On the console only (no dump shows it), in the dump only, both.
+        dump = f"# dmesg: {kline(at(0, 3), line)}\n"
+        for body, con in ((GOOD, console_of(kline(at(0, 3), line))),
+                          (GOOD + dump, console_of()),
+                          (GOOD + dump, console_of(kline(at(0, 3), line)))):
+            rc, last, out = run({"b": (log_of(("rust:x", body, 0)), con)})
+            assert rc == 1 and "ERROR kernel splat (1 line(s))" in out, \
+                f"not caught once: {line}\n{out}"
 
 
 @case
-def a_splat_glued_to_a_marker_is_caught():
-    text = log_of(("rust:x", GOOD, 0)).replace(
-        "# hmm-rs: suite rust:x end",
-        "[    2.0] kernel BUG at mm/x.c:1!# hmm-rs: suite rust:x end")
-    rc, last, out = run({"b": text})
-    assert rc == 1 and "kernel BUG" in out, last
+def a_splat_glued_to_console_text_at_a_marker_is_caught():
+    # At the very time of the end marker, after other console text.
+    con = console_of("qemu: some warning" + kline(at(0, 8), "kernel BUG at mm/x.c:1!"))
+    rc, last, out = run({"b": (log_of(("rust:x", GOOD, 0)), con)})
+    assert rc == 1 and "[b/rust:x] kernel BUG" in out, out
 
 
 @case
-def a_begin_marker_after_console_output_still_opens_the_suite():
-    text = log_of(("rust:x", GOOD, 0)).replace(
-        "# hmm-rs: suite rust:x begin",
-        "[    1.5] random: crng init done# hmm-rs: suite rust:x begin")
-    plan = f"boot b\nrust:x|{MOD}|/t/x\n"
+def a_begin_marker_after_test_output_still_opens_the_suite():
+    # A suite that ends without a newline: the next marker on its line.
+    text = log_of(("rust:w", GOOD + "no newline", 0), ("rust:x", GOOD, 0))
+    text = text.replace("no newline\n# hmm-rs: suite rust:w end",
+                        "no newline# hmm-rs: suite rust:w end")
+    plan = f"boot b\nrust:w|{MOD}|/t/w\nrust:x|{MOD}|/t/x\n"
     rc, last, _ = run({"b": text}, plan)
-    assert rc == 0 and last == "2 passed, 0 failed, 0 skipped", last
+    assert rc == 0 and last == "4 passed, 0 failed, 0 skipped", last
 
 
 @case
@@ -200,23 +231,27 @@ def test_output_that_names_a_splat_is_not_one():
     body = tap("ok a.one", "skip a.two").replace(
         "# SKIP not supported", "# SKIP kernel bug (KASAN: use-after-free)")
     plan = f"boot b\nrust:x|{MOD}|/t/x\nexpect-skip rust:x a.two known bug\n"
+    # A test that prints kernel log lines (its own dmesg) does not splat.
+    body += "# [    3.000000] WARNING: CPU: 0 PID: 1 at mm/x.c:1 f+0x1/0x2\n"
     rc, last, out = run({"b": log_of(("rust:x", body, 0))}, plan)
     assert rc == 0 and last == "1 passed, 0 failed, 1 skipped", last
 
 
 @case
-def a_splat_glued_after_a_marker_is_caught():
-    text = log_of(("rust:x", GOOD, 0)).replace(
-        "rmmod=0 time=1s", "rmmod=0 time=1s[   50.1] BUG: Bad rss-counter state")
-    rc, last, out = run({"b": text})
+def a_splat_after_the_last_end_marker_fails_the_boot():
+    con = console_of(kline(at(0, 9), "BUG: Bad rss-counter state"))
+    rc, last, out = run({"b": (log_of(("rust:x", GOOD, 0)), con)})
     assert rc == 1 and "Bad rss-counter" in out, last
+    assert "ERROR boot b: kernel splat outside any suite" in out, out
+    assert "[boot b, after rust:x] BUG" in out, out
+    assert "b/rust:x: 2 passed, 0 failed" in out, out
 
 
 @case
-def markers_with_console_text_glued_on_do_not_crash_the_runner():
-    # Console text after an end marker's fields: still an end.
+def markers_with_text_glued_on_do_not_crash_the_runner():
+    # Text after an end marker's fields: still an end.
     text = log_of(("rust:x", GOOD, 0)).replace(
-        "rmmod=0 time=1s", "rmmod=0 time=1s[ 20.1] x: y")
+        f"t={at(0, 8):.6f}", f"t={at(0, 8):.6f}[ 20.1] x: y")
     rc, last, _ = run({"b": text})
     assert rc == 0 and last == "2 passed, 0 failed, 0 skipped", last
     # A cut timeout marker: still a killed suite, never finished.
@@ -246,6 +281,141 @@ def odd_result_forms_are_not_passes():
         body = f"TAP version 13\n1..2\nok 1 a.one\n{res}\n"
         rc, last, out = run({"b": log_of(("rust:x", body, 0))})
         assert rc == 1, (res, last)
+
+
+@case
+def a_console_splat_no_dump_shows_fails_the_suite():
+    # A splat on the console that never made it into the dump (the guest
+    # skipped it, or the dump lost the line): the suite of its time fails.
+    body = GOOD + "# dmesg: " + kline(at(0, 2), "rust_test_hmm: loaded") + "\n"
+    con = console_of(kline(at(0, 3), "BUG: kernel NULL pointer dereference, "
+                           "address: 0000000000000000"))
+    plan = f"boot b\nrust:x|{MOD}|/t/x\n"
+    rc, last, out = run({"b": (log_of(("rust:x", body, 0)), con)}, plan)
+    assert rc == 1 and last == "2 passed, 1 failed, 0 skipped", last
+    assert "b/rust:x: 2 passed, 1 failed" in out, out
+    assert "[b/rust:x] BUG: kernel NULL pointer" in out, out
+    # The same line in the dump too: one splat line, not two.
+    body += "# dmesg: " + con.splitlines()[2] + "\n"
+    rc, last, out = run({"b": (log_of(("rust:x", body, 0)), con)}, plan)
+    assert rc == 1 and "ERROR kernel splat (1 line(s))" in out, out
+    assert "(x2)" not in out, out
+
+
+@case
+def a_splat_during_a_suite_is_that_suites():
+    suites = [(f"rust:{n}", GOOD, 0) for n in "wxy"]
+    con = console_of(kline(at(0, 4), "random: crng init done"),
+                     kline(at(1, 0), "WARNING: CPU: 1 PID: 9 at mm/x.c:1 f+0x1"),
+                     kline(at(1, 0.1), "Call Trace:"))
+    rc, last, out = run({"b": (log_of(*suites), con)})
+    assert rc == 1 and last == "6 passed, 1 failed, 0 skipped", last
+    assert "b/rust:w: 2 passed, 0 failed" in out, out
+    assert "b/rust:x: 2 passed, 1 failed" in out, out
+    assert "b/rust:y: 2 passed, 0 failed" in out, out
+    assert "[b/rust:x] WARNING" in out, out
+
+
+@case
+def a_console_line_a_later_dump_shows_is_that_suites():
+    # Printed after rust:w's dump: the console places it in rust:w, but
+    # rust:x's dump shows it; it counts once, in rust:x.
+    line = kline(at(0, 7.5), "BUG: sleeping function called from invalid context")
+    body = GOOD + f"# dmesg: {line}\n"
+    rc, last, out = run({"b": (log_of(("rust:w", GOOD, 0), ("rust:x", body, 0)),
+                               console_of(line))})
+    assert rc == 1 and last == "4 passed, 1 failed, 0 skipped", last
+    assert "b/rust:w: 2 passed, 0 failed" in out, out
+    assert "b/rust:x: 2 passed, 1 failed" in out, out
+
+
+@case
+def console_interleaving_does_not_matter():
+    # Console lines cut into each other, and marker-like text there, at
+    # every marker's time: the markers and TAP come from ttyS1 alone.
+    con = console_of(
+        kline(at(0), "random: crng init") + kline(at(0), "ACPI: x"),
+        "# hmm-rs: suite rust:x end rc=1 rmmod=1",
+        kline(at(0, 1), "rust_test_hmm: loaded") + "# hmm-rs: suite rust:z begin",
+        "not ok 7 a.three",
+        kline(at(0, 8), "rust_test_hmm: unloaded") + kline(at(0, 8), "x"))
+    plan = f"boot b\nrust:x|{MOD}|/t/x\n"
+    rc, last, out = run({"b": (log_of(("rust:x", GOOD, 0)), con)}, plan)
+    assert rc == 0 and last == "2 passed, 0 failed, 0 skipped", out
+
+
+@case
+def a_splat_before_any_suite_fails_the_boot():
+    con = console_of(kline(1.5, "WARNING: CPU: 0 PID: 1 at init/main.c:1 f"))
+    rc, last, out = run({"b": (log_of(("rust:x", GOOD, 0)), con)})
+    assert rc == 1 and "[boot b, before the first suite] WARNING" in out, out
+    assert "b/rust:x: 2 passed, 0 failed" in out, out
+
+
+@case
+def a_missing_ttys1_log_fails_with_the_console_tail():
+    con = console_of(kline(2.0, "Kernel panic - not syncing: Attempted to "
+                           "kill init! exitcode=0x00000100"), qemu=0)
+    plan = f"boot b\nrust:x|{MOD}|/t/x\n"
+    for user in (None, ""):
+        rc, last, out = run({"b": (user, con)}, plan)
+        assert rc == 1, last
+        assert ("no ttyS1 log" if user is None else "the ttyS1 log is empty") \
+            in out, out
+        assert "#     | [    2.000000] Kernel panic - not syncing" in out, out
+        assert "(qemu exit 0)" in out, out
+        assert "plan suite b/rust:x never ran" in out, out
+        assert "[boot b, no suite began] Kernel panic" in out, out
+
+
+@case
+def a_guest_that_died_in_a_suite_fails_it_with_the_console_tail():
+    # ttyS1 stops mid-suite (the tty's buffer lost with the guest), the
+    # panic is on the console only: it is the running suite's.
+    text = log_of(("rust:w", GOOD, 0)) .replace("# hmm-rs: done\n", "") + \
+        f"# hmm-rs: suite rust:x begin t={at(1):.6f}\nTAP version 13\n1..2\nok 1 a"
+    con = console_of(kline(at(1, 30), "Oops: general protection fault, probably "
+                           "for non-canonical address 0xdead: 0000 [#1] SMP"),
+                     kline(at(1, 30.1), "Kernel panic - not syncing: Fatal exception"),
+                     qemu=0)
+    rc, last, out = run({"b": (text, con)})
+    assert rc == 1, last
+    assert "b/rust:w: 2 passed, 0 failed" in out, out
+    assert "never finished this suite" in out, out
+    assert "[b/rust:x] Oops: general protection fault" in out, out
+    assert "stops before \"# hmm-rs: done\"" in out, out
+    assert "#     | [   50.100000] Kernel panic - not syncing: Fatal" in out, out
+
+
+@case
+def a_timeout_shows_qemu_exit_and_console_tail():
+    text = log_of(("rust:x", GOOD, 0), done=False)
+    con = console_of(kline(at(0, 9), "rcu: INFO: rcu_preempt self-detected "
+                           "stall on CPU"), qemu=124)
+    rc, last, out = run({"b": (text, con)})
+    assert rc == 1 and "never reported back (qemu exit 124" in out, out
+    assert "self-detected stall" in out, out
+
+
+@case
+def bench_figures_make_tables():
+    bench = "# bench: op=read ns={} iters=10\n# bench: op=write ns={} iters=10\n"
+    thp = ("#  RUN           hmm.hmm_device_private.benchmark_thp_migration ...\n"
+           "=== Two THP Size (4.0 MB) ===\n"
+           "Sys->Dev Migration   | {} ms        | 2.000 ms        | 47.4%\n"
+           "Dev->Sys Migration   | 1.000 ms        | 2.000 ms        | 50.0%\n")
+    text = log_of(("c:bench.1", GOOD + bench.format(100, 200), 0),
+                  ("rust:bench.1", GOOD + bench.format(50, 200), 0),
+                  ("c:thp", GOOD + thp.format("1.000"), 0),
+                  ("rust:thp", GOOD + thp.format("2.000"), 0))
+    rc, last, out = run({"b": text}, args=["--bench"])
+    assert rc == 0 and last == "8 passed, 0 failed, 0 skipped", out
+    rows = {x.split()[1]: x.split()[2:5] for x in out.splitlines()
+            if x.startswith("# ") and len(x.split()) > 4}
+    assert rows["read"] == ["100", "50", "0.500"], rows
+    assert rows["write"] == ["200", "200", "1.000"], rows
+    assert rows["4.0MB.s2d.thp"] == ["1000000", "2000000", "2.000"], rows
+    assert "# geometric mean" in out and "0.707" in out, out
 
 
 REF_TAP = tap("ok h.one", "not ok h.two", "ok h.three")
@@ -279,31 +449,43 @@ def cases_a_dead_reference_never_ran_are_not_wins():
     assert "Not run by C (its suite stopped early): 2 case(s)" in out, out
 
 
+OURS_SPLAT = ["Modules linked in: test_hmm",
+              " dmirror_fops_release+0x1/0x2 [rust_test_hmm]",
+              "WARNING: CPU: 0 PID: 1 at mm/x.c:1 f+0x1/0x2"]
+
+
 @case
 def a_reference_splat_that_names_our_module_is_ours():
-    body = REF_TAP + "[    9.0] Modules linked in: test_hmm\n" \
-        "[    9.1]  dmirror_fops_release+0x1/0x2 [rust_test_hmm]\n" \
-        "[    9.2] WARNING: CPU: 0 PID: 1 at mm/x.c:1 f+0x1/0x2\n"
-    rc, last, out = run({"b": log_of(("rust:hmm", RUST_TAP, 0),
-                                     ("ref:c:hmm", body, 1))})
-    assert rc == 1 and "may be rust_test_hmm's" in out, last
+    # In the reference suite's dump, or on the console alone.
+    lines = [kline(at(1, 1 + i / 10), x) for i, x in enumerate(OURS_SPLAT)]
+    dump = "".join(f"# dmesg: {x}\n" for x in lines)
+    for body, con in ((REF_TAP + dump, console_of()),
+                      (REF_TAP, console_of(*lines))):
+        rc, last, out = run({"b": (log_of(("rust:hmm", RUST_TAP, 0),
+                                          ("ref:c:hmm", body, 1)), con)})
+        assert rc == 1 and "may be rust_test_hmm's" in out, last
 
 
 @case
 def a_reference_splat_of_its_own_does_not_count():
-    body = REF_TAP + "[    9.2] WARNING: CPU: 0 PID: 1 at mm/memremap.c:158 " \
-        "memremap_pages+0x1/0x2\n"
-    rc, last, out = run({"b": log_of(("rust:hmm", RUST_TAP, 0),
-                                     ("ref:c:hmm", body, 1))})
-    assert rc == 0 and last == "3 passed, 0 failed, 0 skipped", last
+    line = kline(at(1, 2), "WARNING: CPU: 0 PID: 1 at mm/memremap.c:158 "
+                 "memremap_pages+0x1/0x2")
+    for body, con in ((REF_TAP + f"# dmesg: {line}\n", console_of()),
+                      (REF_TAP, console_of(line))):
+        rc, last, out = run({"b": (log_of(("rust:hmm", RUST_TAP, 0),
+                                          ("ref:c:hmm", body, 1)), con)})
+        assert rc == 0 and last == "3 passed, 0 failed, 0 skipped", last
+        assert "reference-driver splats" in out, out
 
 
 @case
 def a_bad_page_state_in_the_reference_suite_counts():
-    body = REF_TAP + "[    9.2] BUG: Bad page state in process hmm-tests pfn:1\n"
-    rc, last, out = run({"b": log_of(("rust:hmm", RUST_TAP, 0),
-                                     ("ref:c:hmm", body, 1))})
-    assert rc == 1, last
+    line = kline(at(1, 2), "BUG: Bad page state in process hmm-tests pfn:1")
+    for body, con in ((REF_TAP + f"# dmesg: {line}\n", console_of()),
+                      (REF_TAP, console_of(line))):
+        rc, last, out = run({"b": (log_of(("rust:hmm", RUST_TAP, 0),
+                                          ("ref:c:hmm", body, 1)), con)})
+        assert rc == 1 and "may be rust_test_hmm's" in out, last
 
 
 def main():
