@@ -15,9 +15,10 @@
 # Exit status: non-zero on any failure, splat, or a guest that did not
 # report back within the timeout.
 #
-# Plan format (scripts/plans/*): "boot NAME" starts a boot (each its own
-# QEMU, so an Oops in one module cannot poison another's results), then
-# one suite per line:   name|module|module arguments|command
+# Plan format (scripts/plans/*): "boot NAME [timeout=SECONDS]" starts a
+# boot (each its own QEMU, so an Oops in one module cannot poison
+# another's results; the timeout, if given, replaces --timeout for it),
+# then one suite per line:   name|module|module arguments|command
 # "host NAME|command" is a suite run on the host, before the boots, in the
 # tree's root (tests of the runner itself); it is reported as host:NAME.
 # "expect-skip SUITE CASE REASON" lets SUITE skip CASE: any other skip
@@ -29,8 +30,11 @@
 # every case of it is one counted comparison with rust:X, which fails
 # where the reference passes and rust:X does not. A reference driver can
 # leave the kernel damaged (an Oops, a stuck task): run it last in its
-# boot. A suite still running a minute before the timeout is killed by
-# the guest (scripts/guest-init.sh), so that the boot can still report.
+# boot, or in a boot of its own with a timeout that bounds what a hang
+# costs. A boot of reference suites only is itself a reference: that it
+# never reported back is shown, not counted. A suite still running a
+# minute before the timeout is killed by the guest
+# (scripts/guest-init.sh), so that the boot can still report.
 #
 # --icount: one CPU whose clock counts instructions (-icount shift=0,
 # sleep=off): timings are exact and immune to host load, and the summary
@@ -92,7 +96,7 @@ module_path() {
 # mkinitramfs DIR PLANLINES: a busybox initramfs with the tests, the
 # modules the plan names and the plan itself.
 mkinitramfs() {
-	local dir=$1 plan=$2 root=$1/root
+	local dir=$1 plan=$2 timeout=$3 root=$1/root
 	mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,lib/modules,tests}
 	cp "$BUSYBOX" "$root/bin/busybox"
 	for app in $("$BUSYBOX" --list | grep -vx busybox); do
@@ -100,7 +104,7 @@ mkinitramfs() {
 	done
 	cp "$HMM_RS_ROOT/scripts/guest-init.sh" "$root/init"
 	cp "$plan" "$root/plan"
-	printf 'HMM_RS_TIMEOUT=%s\nHMM_RS_DEBUG=%s\n' "$TIMEOUT" "${DEBUG:-0}" >"$root/env"
+	printf 'HMM_RS_TIMEOUT=%s\nHMM_RS_DEBUG=%s\n' "$timeout" "${DEBUG:-0}" >"$root/env"
 	cp -r "$TESTS"/. "$root/tests/"
 	local mod
 	for mod in $(cut -d'|' -f2 "$plan" | sort -u); do
@@ -112,13 +116,19 @@ mkinitramfs() {
 
 # Split the plan into boots and host suites.
 boots=() hosts=()
+declare -A boot_timeout=()
 cur=
 while IFS= read -r line; do
 	case "$line" in
 	''|'#'*|"expect-skip "*) continue ;;
 	"host "*) hosts+=("${line#host }"); continue ;;
 	"boot "*)
-		cur=${line#boot }
+		read -r _ cur opt <<<"$line"
+		case "$opt" in
+		'') boot_timeout[$cur]=$TIMEOUT ;;
+		timeout=[0-9]*) boot_timeout[$cur]=${opt#timeout=} ;;
+		*) die "run-vm: bad boot line in $PLAN: $line" ;;
+		esac
 		boots+=("$cur")
 		mkdir -p "$VMDIR/$cur"
 		: >"$VMDIR/$cur/plan" ;;
@@ -153,8 +163,9 @@ fi
 
 for boot in "${boots[@]}"; do
 	dir=$VMDIR/$boot
-	mkinitramfs "$dir" "$dir/plan"
-	log "vm: boot '$boot' ($(grep -c . "$dir/plan") suite(s), timeout ${TIMEOUT}s)"
+	btimeout=${boot_timeout[$boot]}
+	mkinitramfs "$dir" "$dir/plan" "$btimeout"
+	log "vm: boot '$boot' ($(grep -c . "$dir/plan") suite(s), timeout ${btimeout}s)"
 	console=$LOGS/$boot.console.log user=$LOGS/$boot.log
 	echo "# hmm-rs: boot $boot" >"$console"
 	: >"$user"
@@ -163,7 +174,7 @@ for boot in "${boots[@]}"; do
 	tail_pid=$!
 	start=$(date +%s)
 	set +e
-	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" -cpu max \
+	timeout -k 10 "$btimeout" qemu-system-x86_64 "${accel[@]}" -cpu max \
 		-smp "$SMP" -m "$MEM" -display none -monitor none -serial stdio \
 		-chardev "file,id=ttyS1,path=$user" -serial chardev:ttyS1 \
 		-no-reboot -kernel "$BZIMAGE" -initrd "$dir/initramfs.cpio.gz" \

@@ -488,6 +488,57 @@ def a_bad_page_state_in_the_reference_suite_counts():
         assert rc == 1 and "may be rust_test_hmm's" in out, last
 
 
+
+REF_PLAN = (f"boot b\nrust:hmm|{MOD}|/t/hmm\n"
+            f"boot r timeout=120\nref:c:hmm|test_hmm|x|/t/hmm\n")
+
+
+@case
+def a_reference_boot_that_hangs_is_shown_not_counted():
+    # The C driver hangs in an unkillable loop: its boot never reports
+    # back. That is the reference's result, not a failure of ours.
+    hung = "# hmm-rs: suite ref:c:hmm begin t=10.0\n" + tap("ok h.one", plan=3)
+    rc, last, out = run({"b": log_of(("rust:hmm", RUST_TAP, 0)),
+                         "r": (hung, console_of(qemu=124))}, REF_PLAN)
+    assert rc == 0 and last.endswith("0 failed, 0 skipped"), last
+    assert "note (reference, not counted) boot r: the guest never " \
+        "reported back" in out, out
+
+
+@case
+def a_reference_boot_splat_outside_suites_is_not_counted():
+    line = kline(300.0, "BUG: kernel NULL pointer dereference, address: 0")
+    rc, last, out = run({"b": log_of(("rust:hmm", RUST_TAP, 0)),
+                         "r": (log_of(("ref:c:hmm", REF_TAP, 1)),
+                               console_of(line))}, REF_PLAN)
+    assert rc == 0, last
+    assert "reference-driver splats" in out, out
+
+
+@case
+def a_boot_with_our_suite_that_hangs_still_fails():
+    # The same hang with a suite of ours in the boot is ours to answer.
+    plan = f"boot b\nrust:hmm|{MOD}|/t/hmm\nref:c:hmm|test_hmm|x|/t/hmm\n"
+    text = log_of(("rust:hmm", RUST_TAP, 0), done=False) + \
+        "# hmm-rs: suite ref:c:hmm begin t=20.0\n"
+    rc, last, out = run({"b": (text, console_of(qemu=124))}, plan)
+    assert rc == 1 and "never reported back" in out, last
+
+
+@case
+def a_reference_that_reports_no_case_is_a_note():
+    hung = "# hmm-rs: suite ref:c:hmm begin t=10.0\n# seed 1\n"
+    rc, last, out = run({"b": log_of(("rust:hmm", RUST_TAP, 0)),
+                         "r": (hung, console_of(qemu=124))}, REF_PLAN)
+    assert rc == 0, last
+    assert "reference suite r/ref:c:hmm reported no case" in out, out
+    # ... but a reference suite the plan names and that never began is
+    # still an error.
+    rc, last, out = run({"b": log_of(("rust:hmm", RUST_TAP, 0)),
+                         "r": (log_of(), console_of())}, REF_PLAN)
+    assert rc == 1 and "never ran" in out, last
+
+
 def main():
     print("TAP version 13")
     print(f"1..{len(CASES)}")
