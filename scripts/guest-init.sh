@@ -51,6 +51,15 @@ if ! { [ -c /dev/ttyS1 ] && stty -F /dev/ttyS1 raw -echo; } 2>/dev/null; then
 fi
 exec >/dev/ttyS1 2>&1 </dev/null
 echo "$up"
+# The detectors this kernel runs (scripts/config/hmm-rs.config), as the
+# kernel reports them ("-": not in this kernel).
+sysval() { cat "$1" 2>/dev/null || echo -; }
+echo "# hmm-rs: guest detectors: soft lockup $(sysval /proc/sys/kernel/soft_watchdog)," \
+	"hard lockup $(sysval /proc/sys/kernel/nmi_watchdog)," \
+	"watchdog_thresh $(sysval /proc/sys/kernel/watchdog_thresh) s," \
+	"hung task $(sysval /proc/sys/kernel/hung_task_timeout_secs) s," \
+	"kfence sample $(sysval /sys/module/kfence/parameters/sample_interval) ms," \
+	"kmemleak $([ -e /sys/kernel/debug/kmemleak ] && echo 1 || echo -)"
 dmesg -c >/dev/null
 
 # ktime TEXT: sets kt to the kernel log's clock now, in seconds: the
