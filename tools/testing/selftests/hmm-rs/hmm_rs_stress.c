@@ -76,7 +76,8 @@
  * HMM_RS_STRESS_THREADS (3 owners per process, plus the chaos thread;
  * with HMM_RS_DEBUG=1, a debug kernel, 2 processes of 2), HMM_RS_STRESS_OPS
  * (32 per round), HMM_RS_STRESS_ROUNDS (0: as many as the time allows),
- * HMM_RS_STRESS_CASES (a comma-separated subset), HMM_RS_STRESS_CHAOS and
+ * HMM_RS_STRESS_CASES (the cases to run, in this order, comma-separated;
+ * the time is shared by those), HMM_RS_STRESS_CHAOS and
  * HMM_RS_STRESS_FORKS (1; 0 turns them off). A worker with a thread in one
  * operation for over HMM_RS_STRESS_STUCK_SECS (60; 180 with HMM_RS_DEBUG=1),
  * or still running 120 s past its case's time, is reported with what each
@@ -1423,10 +1424,11 @@ static void *chaos_main(void *arg)
 
 	while (!LOAD(stop_chaos)) {
 		int d = tc->devs[pick(&t->rng, tc->ndevs)], w = pick(&t->rng, 20);
-		int r = pick(&t->rng, 3) ? R_HUGE : R_SHARED, op = -1, ret = 0;
+		int r = pick(&t->rng, 3) ? R_HUGE : R_SHARED, op, ret = 0;
 		unsigned long p, n;
 		bool small = false;
 
+		doing(t, -1, -1, 0, 0, 0);
 		usleep(200 + pick(&t->rng, 2000));
 		if (r == R_HUGE && !pick(&t->rng, 6)) {
 			r = R_SMALL;	/* moves owners' pages: bump slot_seq */
@@ -1436,56 +1438,74 @@ static void *chaos_main(void *arg)
 		n = 1 + pick(&t->rng, reg[r].pages - p);
 		if (n > (small ? 2 * SLOT_PAGES : MAX_OP_PAGES))
 			n = small ? 2 * SLOT_PAGES : MAX_OP_PAGES;
-		doing(t, w < 6 ? OP_C_TO_DEV : w < 10 ? OP_C_TO_SYS : w < 13 ?
-		      OP_C_READ : w < 17 ? OP_C_SNAPSHOT : OP_C_MADV, d, r, p, n);
 		if (w < 6)
+			op = OP_C_TO_DEV;
+		else if (w < 10)
+			op = OP_C_TO_SYS;
+		else if (w < 13 && !small)
+			op = OP_C_READ;
+		else if (w < 17)
+			op = OP_C_SNAPSHOT;
+		else if (r == R_HUGE && w < 19)
+			op = OP_C_MADV;
+		else if (r == R_HUGE)
+			op = OP_C_COLLAPSE;
+		else if (!proc_id && now() - last_compact > 3)
+			op = OP_C_COMPACT;
+		else
+			continue;
+		if (op == OP_C_TO_DEV)
 			avoid_thp_split_bug(d, r, p, &n);
+		if (op == OP_C_COLLAPSE) {
+			p -= p % HUGE_PAGES;
+			n = HUGE_PAGES;
+		}
+		doing(t, op, d, r, p, n);
 		if (small)
 			bump_slots(p, n);
-		if (w < 6) {
-			op = OP_C_TO_DEV;
+		switch (op) {
+		case OP_C_TO_DEV:
 			ret = hmm_rs_cmd(fds[d], HMM_DMIRROR_MIGRATE_TO_DEV,
 					 (uintptr_t)addr_of(r, p), t->buf, n, NULL);
-		} else if (w < 10) {
-			op = OP_C_TO_SYS;
+			break;
+		case OP_C_TO_SYS:
 			ret = hmm_rs_cmd(fds[d], HMM_DMIRROR_MIGRATE_TO_SYS,
 					 (uintptr_t)addr_of(r, p), NULL, n, NULL);
-		} else if (w < 13 && !small) {
-			op = OP_C_READ;
+			break;
+		case OP_C_READ:
 			ret = hmm_rs_cmd(fds[d], HMM_DMIRROR_READ,
 					 (uintptr_t)addr_of(r, p), t->buf, n, NULL);
-		} else if (w < 17) {
-			op = OP_C_SNAPSHOT;
+			break;
+		case OP_C_SNAPSHOT:
 			ret = hmm_rs_cmd(fds[d], HMM_DMIRROR_SNAPSHOT,
 					 (uintptr_t)addr_of(r, p), t->perm, n, NULL);
 			if (!ret)
 				check_snapshot(t, r, p, n, d, t->perm, false, false,
 					       OP_C_SNAPSHOT);
-		} else if (r == R_HUGE && w < 19) {
-			op = OP_C_MADV;
+			break;
+		case OP_C_MADV:
 			ret = madvise(addr_of(r, p), n * psz,
 				      pick(&t->rng, 2) ? MADV_COLD : MADV_PAGEOUT);
 			ret = ret ? -errno : 0;
-		} else if (r == R_HUGE) {
+			break;
+		case OP_C_COLLAPSE:
 			/* It may fail on pages on a device: whatever it says. */
-			op = OP_C_COLLAPSE;
-			p -= p % HUGE_PAGES;
-			madvise(addr_of(r, p), HUGE_PAGES * psz, MADV_COLLAPSE);
-		} else if (!proc_id && now() - last_compact > 3) {
+			madvise(addr_of(r, p), n * psz, MADV_COLLAPSE);
+			break;
+		default: {
 			int fd = open("/proc/sys/vm/compact_memory", O_WRONLY);
 
-			op = OP_C_COMPACT;
 			last_compact = now();
 			if (fd >= 0) {
 				if (write(fd, "1", 1) < 0)
 					ret = -errno;
 				close(fd);
 			}
+			break;
+		}
 		}
 		if (small)
 			bump_slots(p, n);
-		if (op < 0)
-			continue;
 		count(op, ret);
 		/*
 		 * Owners remap and mremap their ranges meanwhile: a hole makes
@@ -1918,9 +1938,10 @@ int main(void)
 	const char *seed_env = getenv("HMM_RS_STRESS_SEED");
 	bool has_coherent = !access("/dev/hmm_dmirror2", F_OK) &&
 			    !access("/dev/hmm_dmirror3", F_OK);
-	int i, ncases = 0, failed = 0;
+	const struct tcase *run[8];
+	int i, k, ncases = 0;
+	char replay[600], list[64], *tok, *save;
 	double total;
-	char replay[600];
 	bool debug;
 
 	psz = sysconf(_SC_PAGESIZE);
@@ -1943,39 +1964,42 @@ int main(void)
 		cfg.threads = 3;
 	if (cfg.ops < 1)
 		cfg.ops = 32;
-	for (i = 0; i < 3; i++)
-		if (!sel || strstr(sel, cases[i].name))
-			ncases++;
+	/* The cases HMM_RS_STRESS_CASES names, in its order; else all three. */
+	snprintf(list, sizeof(list), "%s", sel ? sel : "private,coherent,mixed");
+	for (tok = strtok_r(list, ", ", &save); tok && ncases < 8;
+	     tok = strtok_r(NULL, ", ", &save)) {
+		for (k = 0; k < 3 && strcmp(tok, cases[k].name); k++)
+			;
+		if (k == 3)
+			ksft_exit_fail_msg("HMM_RS_STRESS_CASES: no case '%s' (private, coherent, mixed)\n",
+					   tok);
+		run[ncases++] = &cases[k];
+	}
 	cfg.secs = ncases ? total / ncases : total;
 
 	snprintf(replay, sizeof(replay),
-		 "HMM_RS_STRESS_SEED=%llu HMM_RS_STRESS_SECS=%g HMM_RS_STRESS_PROCS=%d HMM_RS_STRESS_THREADS=%d HMM_RS_STRESS_OPS=%d HMM_RS_STRESS_ROUNDS=%lu HMM_RS_STRESS_CHAOS=%d HMM_RS_STRESS_FORKS=%d HMM_RS_KERNEL_BUGS=%d%s%s /tests/hmm_rs_stress",
+		 "HMM_RS_STRESS_SEED=%llu HMM_RS_STRESS_SECS=%g HMM_RS_STRESS_PROCS=%d HMM_RS_STRESS_THREADS=%d HMM_RS_STRESS_OPS=%d HMM_RS_STRESS_ROUNDS=%lu HMM_RS_STRESS_CHAOS=%d HMM_RS_STRESS_FORKS=%d HMM_RS_KERNEL_BUGS=%d%s%s%s /tests/hmm_rs_stress",
 		 (unsigned long long)cfg.seed, total, cfg.procs, cfg.threads,
 		 cfg.ops, cfg.rounds, cfg.chaos, cfg.forks, cfg.kernel_bugs,
-		 sel ? " HMM_RS_STRESS_CASES=" : "", sel ? sel : "");
+		 sel ? " HMM_RS_STRESS_CASES='" : "", sel ? sel : "", sel ? "'" : "");
 	ksft_print_header();
 	ksft_set_plan(ncases);
 	ksft_print_msg("seed %llu; replay: %s\n", (unsigned long long)cfg.seed, replay);
 	if (!cfg.kernel_bugs)
 		ksft_print_msg("a kernel bug (fork-shared THP split by migrate_vma_pages()) is avoided: whole THPs go to coherent devices only with no fork child alive; HMM_RS_KERNEL_BUGS=1 hits it\n");
-	for (i = 0; i < 3; i++) {
-		if (sel && !strstr(sel, cases[i].name))
+	for (i = 0; i < ncases; i++) {
+		if (coherent(run[i]->devs[run[i]->ndevs - 1]) && !has_coherent) {
+			ksft_test_result_skip("stress.%s: no /dev/hmm_dmirror2 and 3 (module without spm_addr_dev0/1)\n",
+					      run[i]->name);
 			continue;
-		if (coherent(cases[i].devs[1]) || cases[i].ndevs > 2) {
-			if (!has_coherent) {
-				ksft_test_result_skip("stress.%s: no /dev/hmm_dmirror2 and 3 (module without spm_addr_dev0/1)\n",
-						      cases[i].name);
-				continue;
-			}
 		}
 		fflush(stdout);
-		if (run_case(&cases[i])) {
-			ksft_test_result_pass("stress.%s\n", cases[i].name);
+		if (run_case(run[i])) {
+			ksft_test_result_pass("stress.%s\n", run[i]->name);
 		} else {
-			failed++;
-			ksft_print_msg("stress.%s failed; replay: %s\n", cases[i].name,
+			ksft_print_msg("stress.%s failed; replay: %s\n", run[i]->name,
 				       replay);
-			ksft_test_result_fail("stress.%s\n", cases[i].name);
+			ksft_test_result_fail("stress.%s\n", run[i]->name);
 		}
 	}
 	ksft_finished();
