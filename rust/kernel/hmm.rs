@@ -265,7 +265,9 @@ impl<T: MirrorOps> Mirror<T> {
     /// `mm` must be the mirrored mm ([`Mirror::mm()`]), and `start` and `end` page aligned;
     /// otherwise this fails with `EINVAL`. Errors of `hmm_range_fault()` and of `commit` are
     /// returned as they are; chunks committed before an error stay committed. `EINTR` if the task
-    /// is being killed: it is checked before every chunk, so a huge range stops quickly.
+    /// is being killed: it is checked before every chunk, so a huge range stops quickly. `EFAULT`
+    /// if `write` and a device-private page of the owner is mapped read-only (after a fork or an
+    /// `mprotect()`): the fault does not make it writable.
     ///
     /// Must not be called with the mirror lock held, nor with the mmap lock of `mm` held (an
     /// [`kernel::mm::MmapReadGuard`] alive): it takes that lock itself, and taking it again could
@@ -473,6 +475,15 @@ impl<T: MirrorOps> Mirror<T> {
         // INVARIANT: The entries describe `range.start..range.end` of the mirrored mm; the
         // mirror lock is held and no invalidation ran since `mmu_interval_read_begin()`; the
         // entries are only lent to `commit`, which cannot keep them past the guard.
+        // `HMM_PFN_REQ_WRITE` does not apply to device-private pages of the
+        // mirror's own owner: `hmm_range_fault()` returns them as they are,
+        // read-only ones included (after a fork, or `mprotect()`). Committing
+        // one would leave the caller faulting it again forever; fail instead,
+        // as test_hmm's `dmirror_do_fault()` does (without its `WARN_ON`:
+        // user space can get here).
+        if range.default_flags & PFN_REQ_WRITE != 0 && pfns.iter().any(|p| !p.is_write()) {
+            return Some(Err(EFAULT));
+        }
         let pfns = HmmPfns {
             mirror: self.notifier_raw(),
             start: range.start,

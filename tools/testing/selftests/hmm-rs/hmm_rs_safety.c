@@ -1274,4 +1274,89 @@ TEST(concurrent_write)
 	ASSERT_EQ(0, bad_cpu);
 }
 
+/*
+ * HMM_DMIRROR_WRITE on a page that sits read-only in the same device's
+ * private memory, after a fork (copy-on-write) or mprotect(PROT_READ):
+ * hmm_range_fault() returns the device's own pages as they are, so a
+ * driver that maps the read-only entry and faults again never ends (found
+ * by hmm_rs_stress). The WRITE must return within 5 s, with EFAULT (as
+ * test_hmm.c) or having written; the page then holds the old or the new
+ * contents, nothing else.
+ */
+FIXTURE(readonly_device_write) {
+	int fd;
+	char *p;
+	long ps;
+};
+
+FIXTURE_VARIANT(readonly_device_write) {
+	int fork;
+};
+
+FIXTURE_VARIANT_ADD(readonly_device_write, after_fork) { .fork = 1 };
+FIXTURE_VARIANT_ADD(readonly_device_write, after_mprotect) { .fork = 0 };
+
+FIXTURE_SETUP(readonly_device_write)
+{
+	self->ps = sysconf(_SC_PAGESIZE);
+	self->fd = open(DEVICE, O_RDWR);
+	ASSERT_GE(self->fd, 0);
+	self->p = mmap(NULL, self->ps, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, self->p);
+}
+
+FIXTURE_TEARDOWN(readonly_device_write)
+{
+	munmap(self->p, self->ps);
+	close(self->fd);
+}
+
+TEST_F_TIMEOUT(readonly_device_write, returns, 60)
+{
+	char *buf = malloc(self->ps);
+	pid_t child = -1, w;
+	int st, ret;
+
+	ASSERT_NE(NULL, buf);
+	memset(self->p, 1, self->ps);
+	ASSERT_EQ(0, hmm_rs_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV,
+				(uintptr_t)self->p, buf, 1, NULL));
+	if (variant->fork) {
+		child = fork();
+		ASSERT_GE(child, 0);
+		if (!child) {
+			pause();
+			_exit(0);
+		}
+	} else {
+		ASSERT_EQ(0, mprotect(self->p, self->ps, PROT_READ));
+	}
+	/* The WRITE in a process of its own, which a hang cannot stop. */
+	w = fork();
+	ASSERT_GE(w, 0);
+	if (!w) {
+		memset(buf, 2, self->ps);
+		alarm(5);
+		ret = hmm_rs_cmd(self->fd, HMM_DMIRROR_WRITE,
+				 (uintptr_t)self->p, buf, 1, NULL);
+		_exit(ret == 0 ? 0 : ret == -EFAULT ? 1 : 2);
+	}
+	ASSERT_EQ(w, waitpid(w, &st, 0));
+	if (child > 0) {
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+	}
+	if (WIFSIGNALED(st))
+		note("WRITE killed by signal %d (SIGALRM: it did not return in 5 s)\n",
+		     WTERMSIG(st));
+	else
+		note("WRITE: %s\n", WEXITSTATUS(st) == 0 ? "done" :
+		     WEXITSTATUS(st) == 1 ? "EFAULT" : "another error");
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_LE(WEXITSTATUS(st), 1);
+	EXPECT_TRUE(self->p[0] == 1 || self->p[0] == 2);
+	free(buf);
+}
+
 TEST_HARNESS_MAIN
