@@ -22,7 +22,7 @@
 #
 # /env (from the host) sets HMM_RS_DEBUG (1: a debug kernel, which plans
 # may test) and HMM_RS_TIMEOUT: the host kills the guest after that many
-# seconds. A suite still running a minute before that is killed, with
+# seconds; and exports what run-vm.sh --env asks for to the suites. A suite still running a minute before that is killed, with
 # the marker
 #   # hmm-rs: suite NAME timeout after N s
 # so that a hung test (a reference driver's Oops can leave one) still

@@ -40,12 +40,16 @@
 # sleep=off): timings are exact and immune to host load, and the summary
 # adds the benchmark tables (make bench).
 #
+# --env NAME=VALUE (repeatable): exported to every suite of the guest
+# (through /env), e.g. a test's budget from make's command line.
+#
 # Usage: run-vm.sh --plan FILE [--kdir DIR] [--timeout SECONDS] [--kvm]
-#                  [--icount] [--smp N]
+#                  [--icount] [--smp N] [--env NAME=VALUE]...
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 PLAN='' KDIR='' TIMEOUT=${HMM_RS_TIMEOUT:-600} KVM=0 ICOUNT=0 SMP=2
+GUEST_ENV=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--plan) PLAN=$2; shift ;;
@@ -54,6 +58,10 @@ while [ $# -gt 0 ]; do
 	--kvm) KVM=1 ;;
 	--icount) ICOUNT=1 SMP=1 ;;
 	--smp) SMP=$2; shift ;;
+	--env)
+		[[ "$2" =~ ^[A-Z][A-Z0-9_]*=[A-Za-z0-9_.,:/+-]*$ ]] ||
+			die "run-vm: --env wants NAME=VALUE (plain characters), not '$2'"
+		GUEST_ENV+=("$2"); shift ;;
 	*) die "run-vm: unknown argument $1" ;;
 	esac
 	shift
@@ -105,6 +113,10 @@ mkinitramfs() {
 	cp "$HMM_RS_ROOT/scripts/guest-init.sh" "$root/init"
 	cp "$plan" "$root/plan"
 	printf 'HMM_RS_TIMEOUT=%s\nHMM_RS_DEBUG=%s\n' "$timeout" "${DEBUG:-0}" >"$root/env"
+	local e
+	for e in "${GUEST_ENV[@]}"; do
+		echo "export $e" >>"$root/env"
+	done
 	cp -r "$TESTS"/. "$root/tests/"
 	local mod
 	for mod in $(cut -d'|' -f2 "$plan" | sort -u); do
