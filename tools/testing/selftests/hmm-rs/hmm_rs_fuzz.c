@@ -1,62 +1,288 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * hmm-rs ioctl fuzzer: random sequences of every dmirror ioctl (and unknown
- * ones), on random ranges (mapped read-write, read-only, PROT_NONE, shared
- * memfd, the device's own mapping, unmapped holes, kernel addresses,
- * unaligned, wrapping, just below 2^64) with random page counts (0, 1,
- * small, huge, overflowing) and buffers (valid, too short, NULL, kernel),
- * through several open files, while a second thread remaps, protects,
- * zaps and pages out the same ranges. The process must survive every call,
- * and the device must still work at the end (a READ returns what the CPU
- * wrote). The kernel side of "no splat" is the runner's.
+ * hmm-rs fuzzer: random sequences of every dmirror operation, from several
+ * threads at once, on every dmirror device there is (/dev/hmm_dmirror0-3),
+ * while another thread changes the address space under them.
  *
- * Seeded and bounded: HMM_RS_FUZZ_SEED (default: from the clock),
- * HMM_RS_FUZZ_CALLS (100000), HMM_RS_FUZZ_SECS (300, whichever ends
- * first). Prints the seed and the command that replays it, the calls made
- * and the count of each errno per ioctl.
+ * The fuzzing threads (HMM_RS_FUZZ_THREADS, 2) draw from:
+ *  - ioctl: every dmirror command; unknown ones ('H' numbers past the
+ *    last); known numbers with a wrong size or direction; foreign numbers.
+ *    The range: an "arena" of adjacent VMAs of every kind (anonymous
+ *    read-write, read-only and PROT_NONE; a shared memfd; a private mapping
+ *    of a file in /tmp (tmpfs); a shared and a private mapping of a file on
+ *    a ramfs mount (page cache that is not shmem); a mapping of the device
+ *    itself; a hole; 4 MiB of THP; 4 MiB of hugetlbfs) so that one range
+ *    can span several of them; the [vdso], [vvar] and [vvar_vclock]
+ *    (VM_IO | VM_PFNMAP) mappings and a PCI BAR (VM_IO | VM_PFNMAP) if
+ *    sysfs offers one; unmapped, below mmap_min_addr, non-canonical,
+ *    kernel, vsyscall and just-below-2^64 addresses; unaligned ones. Page
+ *    counts: 0, 1, small, up to 1024, 2^16, 2^40, ending exactly at 2^64,
+ *    overflowing (in 64 bits, and in npages << PAGE_SHIFT only). The
+ *    buffer: valid, too short (a guard page after it), unaligned, NULL,
+ *    kernel, read-only, the range itself or overlapping it, the command
+ *    itself. The command: valid, unaligned, NULL, kernel, read-only (the
+ *    result cannot be written back), straddling a PROT_NONE page, garbage
+ *    from the arena. The file: any of a pool, which also gets closed and
+ *    reopened (see "close" below), so a call may land on a closed file.
+ *  - mmap of the device: random length (0, unaligned, up to 4 MiB, past the
+ *    address space), offset (unaligned, overflowing), protection and flags
+ *    (private, populate, locked, unknown); an ioctl on the mapping, a CPU
+ *    access, munmap.
+ *  - close: a file of the pool is replaced by a new one of a random device
+ *    and closed, while the other threads may be inside an ioctl or mmap on
+ *    it (or, once its number is reused, on the new file).
+ * The mutating thread, on arena ranges: munmap; mmap over them (anonymous,
+ * the region's file, the device); mprotect; madvise (DONTNEED, PAGEOUT,
+ * FREE, COLD, WILLNEED, REMOVE, POPULATE_*, [NO]HUGEPAGE, COLLAPSE,
+ * [DO|DONT]FORK, WIPE/KEEPONFORK); mremap; truncating the files; CPU reads
+ * and writes (device-private pages fault back); restoring a region; and
+ * fork: the child issues ioctls on the same ranges through the inherited
+ * files (which mirror the parent), touches them, migrates its own copies
+ * through a file of its own, and exits.
+ *
+ * Cases (the runner adds: no kernel splat, the module unloads):
+ *  fuzz.no_stall: no thread spends HMM_RS_FUZZ_STALL_SECS (60) in one
+ *    operation, no fork child takes longer than that to finish; otherwise
+ *    the thread's operation and kernel stack are printed and the test ends.
+ *  fuzz.invalid_calls_fail: a call the drivers must reject fails: an
+ *    unaligned address, 0 pages, a range that wraps or whose size
+ *    overflows (npages << PAGE_SHIFT included), an unknown command or
+ *    size, a command the kernel cannot read (EFAULT), a READ, WRITE,
+ *    migration or EXCLUSIVE where no user mapping can be, a command whose
+ *    result cannot be written back; a READ, WRITE or SNAPSHOT that
+ *    succeeds reports all its pages in cpages.
+ *  fuzz.children_exited: every fork child exited normally.
+ *  fuzz.devices_work: afterwards each device still READs what the CPU
+ *    wrote, WRITEs what the CPU then reads, and migrates a range to itself
+ *    and back with its contents intact.
+ * The process must survive every call (a crash cuts the TAP plan short).
+ *
+ * Two kernel bugs (7.3, patches/README) are kept out of reach, since
+ * either driver would hit them: HMM_DMIRROR_RELEASE evicts device memory
+ * with migrate_device_range(), which races unmap and exit (a use after
+ * free of the anon_vma): RELEASE takes a lock that munmap, mmap, mremap
+ * and a fork child's life take shared. And a migration to the device,
+ * page by page, of a THP that another process (a fork child) maps with a
+ * PMD too, splits the folio under that PMD (an Oops): the child splits
+ * its PMDs before the parent may migrate again, and before it migrates.
+ * HMM_RS_KERNEL_BUGS=1 does neither.
+ *
+ * Seeded and bounded: HMM_RS_FUZZ_SEED (default: from the clock) seeds
+ * each thread's generator; HMM_RS_FUZZ_CALLS (100000; 0: no limit) calls
+ * of the fuzzing threads, HMM_RS_FUZZ_SECS (300), whichever ends first.
+ * The threads race with each other: a replay with the same seed repeats
+ * each thread's sequence of operations, not their interleaving, so a
+ * failure found by a race need not come back on replay. Prints the seed
+ * and the command that replays it, the calls made, and per operation the
+ * time spent in it and the count of each result (ok, an errno, for CPU
+ * accesses the signal, for fork children how they ended).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "kselftest.h"
 #include "hmm_rs.h"
 
-#define NFILES 3
-#define REGION_PAGES 128
-#define BUF_SIZE (1UL << 20)
+#define MAX_THREADS 8
+#define NPOOL 6
+#define BUF_PAGES 1024
+#define HPAGE (2UL << 20)
 #define MAX_ERRNO 140
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
+#define INC(x) __atomic_fetch_add(&(x), 1, __ATOMIC_RELAXED)
 
-static const unsigned long cmds[] = {
+#ifndef fallthrough
+#define fallthrough __attribute__((__fallthrough__))
+#endif
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* ksft_print_msg(), flushed: a crash or a stuck thread must not eat it. */
+#define note(...) do {				\
+	ksft_print_msg(__VA_ARGS__);		\
+	fflush(stdout);				\
+} while (0)
+
+/* The rows of the result table; the first ten are the dmirror commands. */
+enum {
+	OP_READ, OP_WRITE, OP_MIGRATE_TO_DEV, OP_MIGRATE_TO_SYS, OP_SNAPSHOT,
+	OP_EXCLUSIVE, OP_CHECK_EXCLUSIVE, OP_RELEASE, OP_FLAGS,
+	OP_READ_UNLOCKED, NCMDS,
+	OP_UNKNOWN = NCMDS, OP_BADSIZE, OP_FOREIGN, OP_DEVMMAP, OP_CLOSE,
+	OP_REOPEN, OP_MUNMAP, OP_MMAP, OP_MPROTECT, OP_MADVISE, OP_MREMAP,
+	OP_TRUNCATE, OP_TOUCH, OP_FORK, NOPS
+};
+
+static const char *const op_names[NOPS] = {
+	"READ", "WRITE", "MIGRATE_TO_DEV", "MIGRATE_TO_SYS", "SNAPSHOT",
+	"EXCLUSIVE", "CHECK_EXCLUSIVE", "RELEASE", "FLAGS", "READ_UNLOCKED",
+	"unknown cmd", "bad size/dir", "foreign cmd", "mmap(device)",
+	"close", "reopen", "munmap", "mmap(fixed)", "mprotect", "madvise",
+	"mremap", "truncate", "cpu access", "fork",
+};
+
+static const unsigned long cmds[NCMDS] = {
 	HMM_DMIRROR_READ, HMM_DMIRROR_WRITE, HMM_DMIRROR_MIGRATE_TO_DEV,
 	HMM_DMIRROR_MIGRATE_TO_SYS, HMM_DMIRROR_SNAPSHOT,
 	HMM_DMIRROR_EXCLUSIVE, HMM_DMIRROR_CHECK_EXCLUSIVE,
 	HMM_DMIRROR_RELEASE, HMM_DMIRROR_FLAGS, HMM_DMIRROR_READ_UNLOCKED,
 };
-static const char *const cmd_names[] = {
-	"READ", "WRITE", "MIGRATE_TO_DEV", "MIGRATE_TO_SYS", "SNAPSHOT",
-	"EXCLUSIVE", "CHECK_EXCLUSIVE", "RELEASE", "FLAGS", "READ_UNLOCKED",
-	"unknown",
+
+/*
+ * Result columns: an errno (0: ok), one for any errno past MAX_ERRNO (the
+ * kernel's internal ones, which must not reach user space), then the
+ * signals of a CPU access and how a fork child ended.
+ */
+enum { R_BIG = MAX_ERRNO + 1, R_SEGV, R_BUS, R_SIGNAL, R_EXIT, NRES };
+
+struct violation {
+	int op, ret, arg;
+	unsigned long req;
+	uint64_t addr, ptr, npages, cpages;
+	const char *why;
 };
-#define NCMDS ARRAY_SIZE(cmds)
 
-/* Per ioctl (and "unknown"), how often each errno came back (0: success). */
-static unsigned long counts[NCMDS + 1][MAX_ERRNO + 1];
+/* Shared with the fork children (MAP_SHARED): they count too. */
+struct shared {
+	unsigned long counts[NOPS][NRES];
+	unsigned long usecs[NOPS];
+	unsigned long nviolations;
+	struct violation violations[8];
+	unsigned long child_calls;
+	/* The fork child's operation, for when it gets killed. */
+	struct {
+		const char *what;
+		unsigned long req;
+		uint64_t addr, npages;
+		int fd;
+		char dev[24];
+	} child_op;
+	unsigned long killed_children;
+	int child_ready;
+};
 
-/* The ranges the fuzzer and the remapping thread share. */
-enum { R_RW, R_RO, R_NONE, R_SHARED, R_THP, NREGIONS };
-static char *regions[NREGIONS];
-static size_t region_size[NREGIONS];
+static struct shared *sh;
+
+/* The arena: regions of every kind, adjacent, in this order. */
+enum {
+	K_THP, K_HUGETLB, K_ANON_RW, K_MEMFD, K_ANON_RO, K_TMPFILE, K_DEVMAP,
+	K_RAMFS_SHARED, K_HOLE, K_RAMFS_PRIVATE, K_ANON_NONE, NREGIONS
+};
+
+static const char *const region_names[NREGIONS] = {
+	"thp", "hugetlbfs", "anon-rw", "memfd-shared", "anon-ro",
+	"tmpfs-private", "device", "ramfs-shared", "hole", "ramfs-private",
+	"anon-none",
+};
+
+static const size_t region_pages[NREGIONS] = {
+	1024, 1024, 64, 32, 32, 32, 16, 32, 16, 32, 32,
+};
+
+static char *arena;
+static size_t arena_size, region_off[NREGIONS], region_size[NREGIONS];
+/* The file behind each file region (-1: none). */
+static int region_fd[NREGIONS];
+static int hugetlb_ok;
+
+/* Mappings the fuzzer does not own but may name: [vdso], [vvar], ... */
+struct special {
+	const char *name;
+	uintptr_t start;
+	size_t size;
+};
+
+static struct special specials[8];
+static int nspecials;
+
+static const char *devices[4];
+static int ndevices;
+static int pool[NPOOL];
+
+static char *buf;		/* BUF_PAGES pages, then a PROT_NONE page */
 static long page_size;
 static int stop;
+static int kernel_bugs;
+static double stall_secs = 60;
+static unsigned long calls = 100000, issued, finished;
+/* Taken by RELEASE, shared by what can free an anon_vma. */
+static pthread_rwlock_t evict_lock;
+/* Taken by fork until the child split its THP mappings; shared by migrations. */
+static pthread_rwlock_t fork_lock;
+
+struct worker {
+	int id;
+	pthread_t thread;
+	pid_t tid;
+	uint64_t rng;
+	char *scratch;		/* a page for the command, then PROT_NONE */
+	char *scratch_ro;	/* the same page, read-only */
+	/* What it is doing, for the stall report. */
+	const char *what;
+	unsigned long req;
+	uint64_t addr, npages;
+	int fd;
+	long long since;	/* ms; 0: between operations */
+	pid_t child;
+	unsigned long ops;
+};
+
+static struct worker workers[MAX_THREADS + 1];
+static int nthreads = 2;
+
+/* A CPU access that may fault: the handler jumps back to touch(). */
+static __thread sigjmp_buf touch_jmp;
+static __thread int touch_armed;	/* __atomic: the handler reads it */
+/* When the thread's operation began, or its last part was counted. */
+static __thread double mark;
+static int in_child;
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static long long now_ms(void)
+{
+	return now() * 1000 + 1;
+}
+
+static double env_num(const char *name, double def)
+{
+	const char *s = getenv(name);
+	char *end;
+	double v;
+
+	if (!s || !*s)
+		return def;
+	v = strtod(s, &end);
+	return (*end || v < 0) ? def : v;
+}
 
 /* xorshift64*: one generator per thread, seeded from the run's seed. */
 static uint64_t next(uint64_t *s)
@@ -72,251 +298,1309 @@ static uint64_t pick(uint64_t *s, uint64_t n)
 	return n ? next(s) % n : 0;
 }
 
-static uint64_t random_addr(uint64_t *s)
+/* splitmix64: the seed of thread @i, never 0. */
+static uint64_t thread_seed(uint64_t seed, int i)
+{
+	uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ULL;
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	z ^= z >> 31;
+	return z ? z : 1;
+}
+
+/* Counts result @res (0, an errno, negative or not, or an R_*) of @op. */
+static void count(int op, int res)
+{
+	if (res < 0)
+		res = -res;
+	if (res > MAX_ERRNO && res < R_SEGV)
+		res = R_BIG;
+	INC(sh->counts[op][res]);
+	if (mark) {
+		double t = now();
+
+		__atomic_fetch_add(&sh->usecs[op], (unsigned long)((t - mark) * 1e6),
+				   __ATOMIC_RELAXED);
+		mark = t;
+	}
+}
+
+static void begin(struct worker *w, const char *what, unsigned long req,
+		  uint64_t addr, uint64_t npages, int fd)
+{
+	if (in_child) {
+		sh->child_op.what = what;
+		sh->child_op.req = req;
+		sh->child_op.addr = addr;
+		sh->child_op.npages = npages;
+		sh->child_op.fd = fd;
+	}
+	w->what = what;
+	w->req = req;
+	w->addr = addr;
+	w->npages = npages;
+	w->fd = fd;
+	mark = now();
+	STORE(w->since, (long long)(mark * 1000) + 1);
+}
+
+static void end(struct worker *w)
+{
+	STORE(w->since, 0LL);
+	w->ops++;
+}
+
+static void fault_handler(int sig, siginfo_t *si, void *uc)
+{
+	if (__atomic_load_n(&touch_armed, __ATOMIC_SEQ_CST)) {
+		__atomic_store_n(&touch_armed, 0, __ATOMIC_SEQ_CST);
+		siglongjmp(touch_jmp, sig);
+	}
+	/* Not a guarded access: die of it. */
+	signal(sig, SIG_DFL);
+}
+
+/*
+ * Reads (or writes @val to) one byte of each page of [@p, @p + @len):
+ * 0, or R_SEGV / R_BUS if an access faulted.
+ */
+static int touch(char *p, size_t len, int write, int val)
+{
+	size_t off;
+	int sig;
+
+	sig = sigsetjmp(touch_jmp, 1);
+	if (sig)
+		return sig == SIGBUS ? R_BUS : R_SEGV;
+	__atomic_store_n(&touch_armed, 1, __ATOMIC_SEQ_CST);
+	/* Atomic accesses: real ones, each of them. */
+	for (off = 0; off < len; off += page_size) {
+		if (write)
+			__atomic_store_n(&p[off], val, __ATOMIC_RELAXED);
+		else
+			__atomic_load_n(&p[off], __ATOMIC_RELAXED);
+	}
+	__atomic_store_n(&touch_armed, 0, __ATOMIC_SEQ_CST);
+	return 0;
+}
+
+static int pool_fd(uint64_t *s)
+{
+	return LOAD(pool[pick(s, NPOOL)]);
+}
+
+/* Address classes, for what a call on them may do. */
+enum { A_USER, A_NOMAP, A_UNALIGNED };
+
+static uint64_t random_addr(uint64_t *s, int *cls)
 {
 	int r = pick(s, NREGIONS);
+	uint64_t a;
 
-	switch (pick(s, 12)) {
+	*cls = A_NOMAP;
+	switch (pick(s, 24)) {
 	case 0:	/* an address nobody maps */
 		return 0x100000000000ULL + pick(s, 1 << 20) * page_size;
 	case 1:	/* the kernel's */
 		return 0xffff888000000000ULL + pick(s, 1 << 20) * page_size;
 	case 2:	/* just below 2^64 */
 		return -(uint64_t)((1 + pick(s, 600)) * page_size);
-	case 3:	/* unaligned */
-		return (uintptr_t)regions[r] + 1 + pick(s, page_size - 1);
-	case 4:
-		return 0;
+	case 3:	/* [vsyscall] */
+		return 0xffffffffff600000ULL;
+	case 4:	/* non-canonical */
+		return 0x800000000000ULL + pick(s, 1 << 30) * page_size;
+	case 5:	/* below mmap_min_addr, 0 included */
+		return pick(s, 16) * page_size;
+	case 6:
+		*cls = A_UNALIGNED;
+		return (uintptr_t)arena + pick(s, arena_size / page_size) * page_size +
+			1 + pick(s, page_size - 1);
+	case 7:
+	case 8:
+		*cls = A_USER;
+		if (nspecials) {
+			struct special *sp = &specials[pick(s, nspecials)];
+
+			return sp->start + pick(s, sp->size / page_size) * page_size;
+		}
+		fallthrough;
+	case 9:
+	case 10:
+	case 11:
+		*cls = A_USER;
+		return (uintptr_t)arena + pick(s, arena_size / page_size) * page_size;
 	default:	/* in a region, maybe running past its end */
-		return (uintptr_t)regions[r] +
-			pick(s, region_size[r] / page_size + 8) * page_size;
+		*cls = A_USER;
+		a = (uintptr_t)arena + region_off[r];
+		if (r == K_HUGETLB && pick(s, 2))
+			return a + pick(s, region_size[r] / HPAGE) * HPAGE;
+		return a + pick(s, region_size[r] / page_size + 8) * page_size;
 	}
 }
 
-static uint64_t random_npages(uint64_t *s)
+static uint64_t random_npages(uint64_t *s, uint64_t addr)
 {
-	switch (pick(s, 10)) {
+	switch (pick(s, 24)) {
 	case 0:
 		return 0;
 	case 1:
-		return 1ULL << 40;
 	case 2:
-		return UINT64_MAX / page_size + pick(s, 3);
-	case 3:
-		return UINT64_MAX;
-	case 4:
 		return 1;
+	case 3:
+		return 1ULL << 40;
+	case 4:	/* overflows in bytes */
+		return UINT64_MAX / page_size + 1 + pick(s, 3);
+	case 5:
+		return UINT64_MAX - pick(s, 2);
+	case 6:	/* npages << PAGE_SHIFT wraps to a small size */
+		return (1ULL << (64 - 12)) + 1 + pick(s, 15);
+	case 7:	/* ends exactly at 2^64, or a page before */
+		return (-addr) / page_size - pick(s, 2);
+	case 8:
+		return 1ULL << 16;
+	case 9:
+	case 10:
+	case 11:
+		return 1 + pick(s, BUF_PAGES);
 	default:
-		return 1 + pick(s, 2 * REGION_PAGES);
+		return 1 + pick(s, 64);
 	}
 }
 
-static void *random_ptr(uint64_t *s, char *buf)
+/* The command's buffer. @cmd is where the command itself is. */
+static uint64_t random_ptr(uint64_t *s, struct worker *w, uint64_t addr,
+			   void *cmd)
 {
+	switch (pick(s, 20)) {
+	case 0:
+		return 0;
+	case 1:
+		return 0xffff888000000000ULL;
+	case 2:	/* too short: the guard page follows */
+		return (uintptr_t)buf + (BUF_PAGES - 1 - pick(s, 8)) * page_size;
+	case 3:
+		return (uintptr_t)buf + 1 + pick(s, page_size - 1);
+	case 4:	/* the range itself */
+		return addr;
+	case 5:	/* overlapping it */
+		return addr + (1 + pick(s, 8)) * page_size;
+	case 6:
+		return (uintptr_t)arena + pick(s, arena_size / page_size) * page_size;
+	case 7:	/* read-only */
+		return (uintptr_t)w->scratch_ro;
+	case 8:	/* the command */
+		return (uintptr_t)cmd;
+	case 9:
+		if (nspecials)
+			return specials[0].start;
+		fallthrough;
+	default:
+		return (uintptr_t)buf;
+	}
+}
+
+/* The request of an ioctl: returns its row. */
+static int random_request(uint64_t *s, unsigned long *req, int child)
+{
+	static const unsigned int sizes[] = { 0, 8, 32, 39, 41, 48, 4096, 0x3fff };
+	int k = pick(s, 64), c, dir, size;
+
+	if (k < 54) {
+		c = pick(s, NCMDS);
+		/* RELEASE evicts everything: now and then only. */
+		if (c == OP_RELEASE && (child || pick(s, 50)))
+			c = OP_CHECK_EXCLUSIVE;
+		if (c == OP_FLAGS && pick(s, 4))
+			c = OP_SNAPSHOT;
+		*req = cmds[c];
+		return c;
+	}
+	if (k < 58) {
+		*req = _IOWR('H', NCMDS + pick(s, 256 - NCMDS), struct hmm_dmirror_cmd);
+		return OP_UNKNOWN;
+	}
+	if (k < 63) {
+		dir = pick(s, 4);
+		size = sizes[pick(s, ARRAY_SIZE(sizes))];
+		if (dir == (_IOC_READ | _IOC_WRITE) && size == 40)
+			size = 0;
+		*req = _IOC(dir, 'H', pick(s, NCMDS), size);
+		return OP_BADSIZE;
+	}
+	/* Any other number, but not one the VFS handles itself ('f', 'X', 'T'). */
+	do {
+		*req = (uint32_t)next(s);
+	} while (strchr("fXT\x94", _IOC_TYPE(*req)) || _IOC_TYPE(*req) == 'H');
+	return OP_FOREIGN;
+}
+
+static void violation(int op, unsigned long req, struct hmm_dmirror_cmd *in,
+		      struct hmm_dmirror_cmd *out, int arg, int ret, const char *why)
+{
+	unsigned long n = INC(sh->nviolations);
+	struct violation *v;
+
+	if (n >= ARRAY_SIZE(sh->violations))
+		return;
+	v = &sh->violations[n];
+	v->op = op;
+	v->req = req;
+	v->addr = in->addr;
+	v->ptr = in->ptr;
+	v->npages = in->npages;
+	v->cpages = out ? out->cpages : 0;
+	v->arg = arg;
+	v->ret = ret;
+	v->why = why;
+}
+
+/* How the command is passed. */
+enum { ARG_OK, ARG_UNALIGNED, ARG_RO, ARG_NULL, ARG_KERNEL, ARG_STRADDLE,
+	ARG_ARENA };
+
+static const char *const arg_names[] = {
+	"valid", "unaligned", "read-only", "NULL", "kernel", "straddling",
+	"arena",
+};
+
+/* What a call whose command the kernel read must have done. */
+static void check_call(int op, unsigned long req, struct hmm_dmirror_cmd *in,
+		       struct hmm_dmirror_cmd *out, int arg, int cls, int ret)
+{
+	uint64_t a = in->addr, n = in->npages;
+	int faulting = op == OP_READ || op == OP_WRITE || op == OP_READ_UNLOCKED ||
+		       op == OP_MIGRATE_TO_DEV || op == OP_MIGRATE_TO_SYS ||
+		       op == OP_EXCLUSIVE;
+
+	/* A pool file closed (or its number reused) under us. */
+	if (ret == -EBADF || ret == -ENOTTY || op == OP_FOREIGN || arg == ARG_ARENA)
+		return;
+	if (arg == ARG_NULL || arg == ARG_KERNEL || arg == ARG_STRADDLE) {
+		if (ret != -EFAULT)
+			violation(op, req, in, NULL, arg, ret,
+				  "unreadable command, not EFAULT");
+		return;
+	}
+	if (ret)
+		return;
+	if (op == OP_UNKNOWN || op == OP_BADSIZE)
+		violation(op, req, in, out, arg, ret, "unknown command accepted");
+	else if (a % page_size)
+		violation(op, req, in, out, arg, ret, "unaligned address accepted");
+	else if (!n)
+		violation(op, req, in, out, arg, ret, "0 pages accepted");
+	else if (n > UINT64_MAX / page_size || a + n * page_size < a ||
+		 a + n * page_size == 0)
+		violation(op, req, in, out, arg, ret,
+			  "overflowing or wrapping range accepted");
+	else if (cls == A_NOMAP && faulting)
+		violation(op, req, in, out, arg, ret,
+			  "access where nothing can be mapped succeeded");
+	else if (arg == ARG_RO)
+		violation(op, req, in, out, arg, ret,
+			  "result written to a read-only command");
+	else if ((op == OP_READ || op == OP_WRITE || op == OP_SNAPSHOT ||
+		  op == OP_READ_UNLOCKED) && out->cpages != n)
+		violation(op, req, in, out, arg, ret, "cpages is not npages");
+}
+
+/* One random ioctl on a file of the pool. */
+static void fuzz_ioctl(struct worker *w, int child)
+{
+	uint64_t *s = &w->rng;
+	struct hmm_dmirror_cmd in, out, *cmd;
+	unsigned long req;
+	int op, cls, arg, ret, fd;
+	char *argp;
+
+	op = random_request(s, &req, child);
+	in.addr = random_addr(s, &cls);
+	in.npages = random_npages(s, in.addr);
+	in.cpages = next(s);
+	in.faults = next(s);
+	arg = pick(s, 24);
+	if (arg > ARG_ARENA)
+		arg = ARG_OK;
+	cmd = (struct hmm_dmirror_cmd *)(w->scratch +
+		(arg == ARG_UNALIGNED ? 1 + pick(s, 7) : 0) +
+		8 * pick(s, page_size / 8 - 6));
+	if (arg == ARG_STRADDLE)
+		cmd = (struct hmm_dmirror_cmd *)(w->scratch + page_size - 8 * (1 + pick(s, 4)));
+	in.ptr = random_ptr(s, w, in.addr, cmd);
+	/*
+	 * SNAPSHOT writes a byte per page: with a huge count, it walks as
+	 * far as the buffer goes (16 GiB of address space for buf). Mostly
+	 * a short buffer then.
+	 */
+	if (op == OP_SNAPSHOT && in.npages > BUF_PAGES && pick(s, 16))
+		in.ptr = (uintptr_t)buf + (BUF_PAGES - 1) * page_size;
+	/* Unaligned: by memcpy. Straddling: what fits of it. */
+	memcpy(cmd, &in, arg == ARG_STRADDLE ?
+	       w->scratch + page_size - (char *)cmd : sizeof(in));
+	switch (arg) {
+	case ARG_RO:
+		argp = w->scratch_ro + ((char *)cmd - w->scratch);
+		break;
+	case ARG_NULL:
+		argp = NULL;
+		break;
+	case ARG_KERNEL:
+		argp = (char *)0xffff888000001000ULL;
+		break;
+	case ARG_ARENA:
+		argp = arena + pick(s, arena_size - sizeof(in));
+		break;
+	default:
+		argp = (char *)cmd;
+		break;
+	}
+	fd = pool_fd(s);
+	if (req == HMM_DMIRROR_RELEASE && !kernel_bugs)
+		pthread_rwlock_wrlock(&evict_lock);
+	if (req == HMM_DMIRROR_MIGRATE_TO_DEV && !child && !kernel_bugs)
+		pthread_rwlock_rdlock(&fork_lock);
+	begin(w, op_names[op], req, in.addr, in.npages, fd);
+	ret = ioctl(fd, req, argp) ? -errno : 0;
+	end(w);
+	if (req == HMM_DMIRROR_MIGRATE_TO_DEV && !child && !kernel_bugs)
+		pthread_rwlock_unlock(&fork_lock);
+	if (req == HMM_DMIRROR_RELEASE && !kernel_bugs)
+		pthread_rwlock_unlock(&evict_lock);
+	count(op, ret);
+	if (arg == ARG_OK || arg == ARG_UNALIGNED)
+		memcpy(&out, cmd, sizeof(out));
+	else
+		out = in;
+	check_call(op, req, &in, &out, arg, cls, ret);
+}
+
+static void evict_shared(void)
+{
+	if (!kernel_bugs)
+		pthread_rwlock_rdlock(&evict_lock);
+}
+
+static void evict_unlock(void)
+{
+	if (!kernel_bugs)
+		pthread_rwlock_unlock(&evict_lock);
+}
+
+/* mmap of the device: random arguments; an ioctl and a CPU access on it. */
+static void fuzz_mmap(struct worker *w)
+{
+	static const int flags[] = {
+		MAP_SHARED, MAP_SHARED, MAP_PRIVATE, MAP_SHARED | MAP_POPULATE,
+		MAP_PRIVATE | MAP_POPULATE, MAP_SHARED | MAP_LOCKED,
+		MAP_PRIVATE | MAP_NORESERVE, MAP_SHARED | MAP_HUGETLB,
+		MAP_SHARED_VALIDATE | MAP_SYNC, MAP_SHARED_VALIDATE | 0x800000,
+		MAP_SHARED | MAP_ANONYMOUS,
+	};
+	uint64_t *s = &w->rng;
+	uint64_t len, off;
+	int fd = pool_fd(s), prot = pick(s, 8);
+	char *p;
+
+	switch (pick(s, 12)) {
+	case 0:
+		len = 0;
+		break;
+	case 1:
+		len = 1 + pick(s, 2 * page_size);
+		break;
+	case 2:
+		len = (1 + pick(s, 1024)) * page_size;
+		break;
+	case 3:	/* more than the address space */
+		len = 1ULL << (48 + pick(s, 16));
+		break;
+	case 4:
+		len = -(uint64_t)page_size;
+		break;
+	default:
+		len = (1 + pick(s, 16)) * page_size;
+		break;
+	}
 	switch (pick(s, 8)) {
 	case 0:
-		return NULL;
-	case 1:
-		return (void *)0xffff888000000000ULL;
-	case 2:	/* near the end of the buffer: too short */
-		return buf + BUF_SIZE - page_size;
+		off = 1 + pick(s, page_size - 1);
+		break;
+	case 1:	/* overflows with the length */
+		off = -(uint64_t)page_size * (1 + pick(s, 4));
+		break;
+	case 2:
+		off = pick(s, 1ULL << 40) * page_size;
+		break;
 	default:
-		return buf;
+		off = 0;
+		break;
 	}
+	evict_shared();
+	begin(w, "mmap(device)", 0, len, off, fd);
+	p = mmap(NULL, len, prot, flags[pick(s, ARRAY_SIZE(flags))], fd, off);
+	end(w);
+	count(OP_DEVMMAP, p == MAP_FAILED ? errno : 0);
+	if (p != MAP_FAILED) {
+		struct hmm_dmirror_cmd *cmd = (struct hmm_dmirror_cmd *)w->scratch;
+		int c = pick(s, NCMDS);
+
+		/* Not a range a migration can take: no lock needed. */
+		if (c == OP_RELEASE || c == OP_MIGRATE_TO_DEV)
+			c = OP_READ;
+		cmd->addr = (uintptr_t)p;
+		cmd->npages = (len + page_size - 1) / page_size;
+		cmd->ptr = (uintptr_t)buf;
+		if (cmd->npages > BUF_PAGES)
+			cmd->npages = BUF_PAGES;
+		fd = pool_fd(s);
+		begin(w, op_names[c], cmds[c], cmd->addr, cmd->npages, fd);
+		count(c, ioctl(fd, cmds[c], cmd) ? errno : 0);
+		end(w);
+		if (pick(s, 2))
+			count(OP_TOUCH, touch(p, len, pick(s, 2), 0x77));
+		count(OP_MUNMAP, munmap(p, len) ? errno : 0);
+	}
+	evict_unlock();
 }
 
-/* The second thread: remaps, protects, zaps and pages out the regions. */
-static void *remapper(void *arg)
+/* A file of the pool replaced by a new one, the old one closed. */
+static void fuzz_close(struct worker *w)
 {
-	uint64_t s = *(uint64_t *)arg;
+	uint64_t *s = &w->rng;
+	const char *dev = devices[pick(s, ndevices)];
+	int slot = pick(s, NPOOL), fd, old;
 
-	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
-		int r = pick(&s, NREGIONS);
-		size_t off = pick(&s, region_size[r] / page_size) * page_size;
-		size_t len = (1 + pick(&s, 64)) * page_size;
+	begin(w, "open", 0, 0, 0, -1);
+	fd = open(dev, O_RDWR);
+	end(w);
+	count(OP_REOPEN, fd < 0 ? errno : 0);
+	if (fd < 0)
+		return;
+	old = __atomic_exchange_n(&pool[slot], fd, __ATOMIC_ACQ_REL);
+	begin(w, "close", 0, 0, 0, old);
+	count(OP_CLOSE, close(old) ? errno : 0);
+	end(w);
+}
 
-		if (off + len > region_size[r])
-			len = region_size[r] - off;
-		switch (pick(&s, 6)) {
-		case 0:
-			madvise(regions[r] + off, len, MADV_DONTNEED);
+static void *fuzzer(void *arg)
+{
+	struct worker *w = arg;
+
+	w->tid = gettid();
+	while (!LOAD(stop)) {
+		unsigned long n = INC(issued);
+		int k;
+
+		if (calls && n >= calls)
 			break;
-		case 1:
-			madvise(regions[r] + off, len, MADV_PAGEOUT);
-			break;
-		case 2:
-			mprotect(regions[r] + off, len, PROT_NONE);
-			mprotect(regions[r] + off, len, r == R_RO ? PROT_READ :
-				 r == R_NONE ? PROT_NONE : PROT_READ | PROT_WRITE);
-			break;
-		case 3:
-			if (r == R_RW || r == R_THP)
-				memset(regions[r] + off, (int)pick(&s, 256), len);
-			break;
-		default:
-			usleep(50);
-			break;
-		}
+		k = pick(&w->rng, 1000);
+		if (k < 3)
+			fuzz_close(w);
+		else if (k < 23)
+			fuzz_mmap(w);
+		else
+			fuzz_ioctl(w, 0);
+		INC(finished);
 	}
 	return NULL;
 }
 
-static int setup_regions(void)
+/* A random range of the arena: within a region, or across some. */
+static void arena_range(uint64_t *s, char **p, size_t *len)
 {
-	int memfd = memfd_create("hmm-rs-fuzz", 0);
-	char *thp;
+	int r = pick(s, NREGIONS);
+	size_t off, n;
 
-	region_size[R_RW] = region_size[R_RO] = region_size[R_NONE] =
-		region_size[R_SHARED] = REGION_PAGES * page_size;
-	region_size[R_THP] = 4UL << 20;
-	regions[R_RW] = mmap(NULL, region_size[R_RW], PROT_READ | PROT_WRITE,
-			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	regions[R_RO] = mmap(NULL, region_size[R_RO], PROT_READ,
-			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	regions[R_NONE] = mmap(NULL, region_size[R_NONE], PROT_NONE,
-			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (memfd < 0 || ftruncate(memfd, region_size[R_SHARED]))
+	if (!pick(s, 6)) {
+		off = pick(s, arena_size / page_size);
+		n = 1 + pick(s, 128);
+	} else if (r == K_HUGETLB || (r == K_THP && pick(s, 2))) {
+		/* Whole huge pages, mostly. */
+		off = region_off[r] / page_size +
+			pick(s, region_size[r] / HPAGE) * (HPAGE / page_size);
+		n = (1 + pick(s, region_size[r] / HPAGE)) * (HPAGE / page_size);
+		if (!pick(s, 8))
+			off += 1 + pick(s, 16);
+	} else {
+		off = region_off[r] / page_size + pick(s, region_size[r] / page_size);
+		n = 1 + pick(s, region_size[r] / page_size);
+	}
+	if (off + n > arena_size / page_size)
+		n = arena_size / page_size - off;
+	*p = arena + off * page_size;
+	*len = n * page_size;
+}
+
+/* Maps region @r afresh, as setup made it. Returns 0 or an errno. */
+static int map_region(int r, int fd_dev)
+{
+	char *p = arena + region_off[r];
+	size_t len = region_size[r];
+	int anon = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+	/* Without hugetlbfs, its region is THP too. */
+	int kind = r == K_HUGETLB && !hugetlb_ok ? K_THP : r;
+	char *q;
+
+	switch (kind) {
+	case K_THP:
+	case K_ANON_RW:
+	case K_ANON_RO:
+		q = mmap(p, len, PROT_READ | PROT_WRITE, anon, -1, 0);
+		if (q == MAP_FAILED)
+			break;
+		if (kind == K_THP)
+			madvise(p, len, MADV_HUGEPAGE);
+		touch(p, len, 1, r + 1);
+		if (kind == K_ANON_RO)
+			mprotect(p, len, PROT_READ);
+		return 0;
+	case K_ANON_NONE:
+		q = mmap(p, len, PROT_NONE, anon, -1, 0);
+		break;
+	case K_HOLE:
+		return munmap(p, len) ? errno : 0;
+	case K_DEVMAP:
+		q = mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+			 fd_dev, 0);
+		break;
+	default:
+		q = mmap(p, len, PROT_READ | PROT_WRITE,
+			 (r == K_TMPFILE || r == K_RAMFS_PRIVATE ? MAP_PRIVATE :
+			  MAP_SHARED) | MAP_FIXED, region_fd[r], 0);
+		break;
+	}
+	return q == MAP_FAILED ? errno : 0;
+}
+
+/* The child of a fork: a few operations on the same ranges, then exit. */
+static void child(struct worker *w)
+{
+	uint64_t *s = &w->rng;
+	int n = 1 + pick(s, 8), own = -1, i;
+	struct hmm_dmirror_cmd *cmd = (struct hmm_dmirror_cmd *)w->scratch;
+	size_t len;
+	char *p;
+
+	in_child = 1;
+	sh->child_op.dev[0] = 0;
+	/*
+	 * A THP mapped by a PMD in two processes breaks the kernel's
+	 * migration to the device page by page (the parent's PMD migration
+	 * entry outlives the split of the folio: an Oops in
+	 * remove_migration_pmd() or __rmap_walk_file(), with test_hmm too).
+	 * Split the child's PMDs (zap one page of each) before any
+	 * migration runs, unless asked to show that bug.
+	 */
+	if (!kernel_bugs) {
+		char *a;
+
+		for (a = arena; a < arena + arena_size; a += HPAGE)
+			madvise(a, page_size, MADV_DONTNEED);
+	}
+	STORE(sh->child_ready, 1);
+	for (i = 0; i < n; i++) {
+		INC(sh->child_calls);
+		switch (pick(s, 8)) {
+		case 0:
+		case 1:
+		case 2:
+		case 3:
+			fuzz_ioctl(w, 1);
+			break;
+		case 4:
+		case 5:
+			arena_range(s, &p, &len);
+			begin(w, "cpu access", 0, (uintptr_t)p, len / page_size, -1);
+			count(OP_TOUCH, touch(p, len, pick(s, 2), 0x33));
+			break;
+		case 6:	/* a file that mirrors the child */
+			if (own < 0) {
+				const char *dev = devices[pick(s, ndevices)];
+
+				own = open(dev, O_RDWR);
+				strncpy(sh->child_op.dev, dev + strlen("/dev/"),
+					sizeof(sh->child_op.dev) - 1);
+			}
+			arena_range(s, &p, &len);
+			cmd->addr = (uintptr_t)p;
+			cmd->npages = len / page_size;
+			cmd->ptr = (uintptr_t)buf;
+			if (cmd->npages > BUF_PAGES)
+				cmd->npages = BUF_PAGES;
+			begin(w, "own MIGRATE_TO_DEV", HMM_DMIRROR_MIGRATE_TO_DEV,
+			      cmd->addr, cmd->npages, own);
+			count(OP_MIGRATE_TO_DEV, ioctl(own, HMM_DMIRROR_MIGRATE_TO_DEV, cmd) ?
+			      errno : 0);
+			begin(w, "cpu access", 0, (uintptr_t)p, len / page_size, -1);
+			count(OP_TOUCH, touch(p, len, pick(s, 2), 0x44));
+			break;
+		default:
+			arena_range(s, &p, &len);
+			begin(w, "madvise", MADV_DONTNEED, (uintptr_t)p, len / page_size, -1);
+			count(OP_MADVISE, madvise(p, len, MADV_DONTNEED) ? errno : 0);
+			break;
+		}
+	}
+	_exit(0);
+}
+
+static void do_fork(struct worker *w)
+{
+	int status, reaped = 0;
+	pid_t pid;
+
+	evict_shared();
+	if (!kernel_bugs)
+		pthread_rwlock_wrlock(&fork_lock);
+	begin(w, "fork", 0, 0, 0, -1);
+	/* The child's generator: the parent's, one step on. */
+	next(&w->rng);
+	STORE(sh->child_ready, 0);
+	pid = fork();
+	if (pid == 0)
+		child(w);
+	if (pid < 0) {
+		count(OP_FORK, errno);
+		if (!kernel_bugs)
+			pthread_rwlock_unlock(&fork_lock);
+		goto out;
+	}
+	/* A child that does not end is the main thread's stall report. */
+	w->child = pid;
+	while (!LOAD(sh->child_ready)) {
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			reaped = 1;
+			break;
+		}
+		usleep(100);
+	}
+	if (!kernel_bugs)
+		pthread_rwlock_unlock(&fork_lock);
+	while (!reaped && waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	w->child = 0;
+	if (WIFSIGNALED(status)) {
+		count(OP_FORK, R_SIGNAL);
+		/* The first few: what it was doing. */
+		if (INC(sh->killed_children) < 4)
+			note("fork child %d killed by signal %d in %s req %#lx addr %#llx npages %#llx fd %d (own file: %s)\n",
+			     pid, WTERMSIG(status), sh->child_op.what, sh->child_op.req,
+			     (unsigned long long)sh->child_op.addr,
+			     (unsigned long long)sh->child_op.npages, sh->child_op.fd,
+			     sh->child_op.dev[0] ? sh->child_op.dev : "none");
+	} else if (WEXITSTATUS(status)) {
+		count(OP_FORK, R_EXIT);
+	} else {
+		count(OP_FORK, 0);
+	}
+	/* The child ran on a copy of the generator: skip what it drew. */
+	next(&w->rng);
+out:
+	evict_unlock();
+}
+
+/* The mutating thread: changes the arena under the fuzzing threads. */
+static void *mutator(void *arg)
+{
+	static const int advice[] = {
+		MADV_DONTNEED, MADV_DONTNEED, MADV_DONTNEED, MADV_PAGEOUT,
+		MADV_PAGEOUT, MADV_PAGEOUT, MADV_FREE, MADV_COLD, MADV_WILLNEED,
+		MADV_REMOVE, MADV_POPULATE_READ, MADV_POPULATE_WRITE,
+		MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_COLLAPSE, MADV_DONTFORK,
+		MADV_DOFORK, MADV_WIPEONFORK, MADV_KEEPONFORK,
+	};
+	static const int prots[] = {
+		PROT_NONE, PROT_READ, PROT_READ | PROT_WRITE,
+		PROT_READ | PROT_WRITE | PROT_EXEC,
+	};
+	struct worker *w = arg;
+	uint64_t *s = &w->rng;
+	int ret, fd;
+	size_t len;
+	char *p, *q;
+
+	w->tid = gettid();
+	while (!LOAD(stop)) {
+		int k = pick(s, 100);
+
+		arena_range(s, &p, &len);
+		if (k < 25) {
+			int a = advice[pick(s, ARRAY_SIZE(advice))];
+
+			begin(w, "madvise", a, (uintptr_t)p, len / page_size, -1);
+			count(OP_MADVISE, madvise(p, len, a) ? errno : 0);
+		} else if (k < 37) {
+			begin(w, "mprotect", 0, (uintptr_t)p, len / page_size, -1);
+			count(OP_MPROTECT, mprotect(p, len, prots[pick(s, 4)]) ? errno : 0);
+		} else if (k < 55) {
+			begin(w, "cpu access", 0, (uintptr_t)p, len / page_size, -1);
+			count(OP_TOUCH, touch(p, len, pick(s, 2), pick(s, 256)));
+		} else if (k < 59) {
+			evict_shared();
+			begin(w, "munmap", 0, (uintptr_t)p, len / page_size, -1);
+			count(OP_MUNMAP, munmap(p, len) ? errno : 0);
+			evict_unlock();
+		} else if (k < 66) {
+			/* Over it: anonymous memory, a region's file, the device. */
+			int r = pick(s, NREGIONS), how = pick(s, 3);
+
+			fd = how == 0 ? -1 : how == 1 ? region_fd[r] : pool_fd(s);
+			evict_shared();
+			begin(w, "mmap(fixed)", how, (uintptr_t)p, len / page_size, fd);
+			q = mmap(p, len, prots[pick(s, 4)],
+				 (fd < 0 ? MAP_PRIVATE | MAP_ANONYMOUS :
+				  pick(s, 2) ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED,
+				 fd, region_fd[r] >= 0 && how == 1 ?
+				 pick(s, region_size[r] / page_size) * page_size : 0);
+			count(OP_MMAP, q == MAP_FAILED ? errno : 0);
+			evict_unlock();
+		} else if (k < 72) {
+			int r = pick(s, NREGIONS);
+
+			evict_shared();
+			begin(w, "restore", r, (uintptr_t)arena + region_off[r],
+			      region_size[r] / page_size, -1);
+			if (region_fd[r] >= 0)
+				ftruncate(region_fd[r], region_size[r]);
+			count(OP_MMAP, map_region(r, pool_fd(s)));
+			evict_unlock();
+		} else if (k < 75) {
+			size_t dst = pick(s, (arena_size - len) / page_size + 1) * page_size;
+			int flags = MREMAP_MAYMOVE | MREMAP_FIXED;
+
+			if (!pick(s, 4))
+				flags |= MREMAP_DONTUNMAP;
+			evict_shared();
+			begin(w, "mremap", flags, (uintptr_t)p, len / page_size, -1);
+			q = mremap(p, len, len, flags, arena + dst);
+			count(OP_MREMAP, q == MAP_FAILED ? errno : 0);
+			evict_unlock();
+		} else if (k < 77) {
+			static const int files[] = {
+				K_MEMFD, K_TMPFILE, K_RAMFS_SHARED,
+				K_RAMFS_PRIVATE, K_HUGETLB,
+			};
+			int r = files[pick(s, ARRAY_SIZE(files))];
+
+			if (region_fd[r] < 0)
+				continue;
+			begin(w, "truncate", r, 0, 0, region_fd[r]);
+			ret = ftruncate(region_fd[r],
+					pick(s, region_size[r] / page_size) * page_size);
+			count(OP_TRUNCATE, ret ? errno : 0);
+			usleep(pick(s, 500));
+			ftruncate(region_fd[r], region_size[r]);
+		} else if (k < 80) {
+			do_fork(w);
+		} else {
+			usleep(pick(s, 1000));
+			continue;
+		}
+		end(w);
+		/* Paced: the fuzzing threads need the CPUs more. */
+		usleep(pick(s, 400));
+	}
+	return NULL;
+}
+
+/* [vdso], [vvar], [vvar_vclock], from /proc/self/maps. */
+static void find_specials(void)
+{
+	static const char *const names[] = { "[vdso]", "[vvar]", "[vvar_vclock]" };
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long a, b;
+		unsigned int i;
+
+		if (sscanf(line, "%lx-%lx", &a, &b) != 2)
+			continue;
+		for (i = 0; i < ARRAY_SIZE(names); i++) {
+			size_t n = strlen(names[i]);
+			char *nl = strchr(line, '\n');
+
+			if (nl)
+				*nl = 0;
+			if (strlen(line) >= n && !strcmp(line + strlen(line) - n, names[i]) &&
+			    nspecials < (int)ARRAY_SIZE(specials)) {
+				specials[nspecials].name = names[i];
+				specials[nspecials].start = a;
+				specials[nspecials].size = b - a;
+				nspecials++;
+			}
+		}
+	}
+	if (f)
+		fclose(f);
+}
+
+/*
+ * A memory BAR of a display device (sysfs resource file), mapped read-only:
+ * VM_IO | VM_PFNMAP. The fuzzer never touches it with the CPU; the
+ * devices' hmm_range_fault() must not either.
+ */
+static void find_pci_bar(void)
+{
+	glob_t g;
+	size_t i;
+
+	if (glob("/sys/bus/pci/devices/*/class", 0, NULL, &g))
+		return;
+	for (i = 0; i < g.gl_pathc && nspecials < (int)ARRAY_SIZE(specials); i++) {
+		char path[300], cls[32] = "";
+		struct stat st;
+		FILE *f = fopen(g.gl_pathv[i], "r");
+		void *p;
+		int fd;
+
+		if (!f)
+			continue;
+		if (!fgets(cls, sizeof(cls), f))
+			cls[0] = 0;
+		fclose(f);
+		if (strncmp(cls, "0x03", 4))
+			continue;
+		snprintf(path, sizeof(path), "%.*s/resource0",
+			 (int)(strlen(g.gl_pathv[i]) - strlen("/class")), g.gl_pathv[i]);
+		fd = open(path, O_RDONLY);
+		if (fd < 0 || fstat(fd, &st) || st.st_size < page_size) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		if (st.st_size > 64 * page_size)
+			st.st_size = 64 * page_size;
+		p = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+		close(fd);
+		if (p == MAP_FAILED)
+			continue;
+		specials[nspecials].name = "pci-bar";
+		specials[nspecials].start = (uintptr_t)p;
+		specials[nspecials].size = st.st_size;
+		nspecials++;
+		ksft_print_msg("PCI BAR: %s\n", path);
+		break;
+	}
+	globfree(&g);
+}
+
+/* A file of @size bytes, unlinked, filled with @val. */
+static int make_file(const char *dir, size_t size, int val)
+{
+	char path[256];
+	char *page = buf;
+	size_t off;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/hmm-rs-fuzz.XXXXXX", dir);
+	fd = mkstemp(path);
+	if (fd < 0)
 		return -1;
-	regions[R_SHARED] = mmap(NULL, region_size[R_SHARED],
-				 PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-	close(memfd);
-	thp = mmap(NULL, region_size[R_THP] + (2UL << 20),
-		   PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (thp == MAP_FAILED)
+	unlink(path);
+	memset(page, val, page_size);
+	for (off = 0; off < size; off += page_size)
+		if (pwrite(fd, page, page_size, off) != page_size)
+			break;
+	if (ftruncate(fd, size)) {
+		close(fd);
 		return -1;
-	regions[R_THP] = (char *)(((uintptr_t)thp + (2UL << 20) - 1) &
-				  ~((2UL << 20) - 1));
-	madvise(regions[R_THP], region_size[R_THP], MADV_HUGEPAGE);
-	for (int r = 0; r < NREGIONS; r++)
-		if (regions[r] == MAP_FAILED)
+	}
+	return fd;
+}
+
+/* A ramfs, mounted just long enough to create a file on it. */
+static int ramfs_file(size_t size)
+{
+	char dir[64];
+	int fd;
+
+	snprintf(dir, sizeof(dir), "/tmp/hmm-rs-fuzz-ramfs.%d", getpid());
+	if (mkdir(dir, 0700))
+		return -1;
+	if (mount("ramfs", dir, "ramfs", 0, NULL)) {
+		rmdir(dir);
+		return -1;
+	}
+	fd = make_file(dir, size, 0x5c);
+	/* Lazy: it lives on as long as the file is open. */
+	umount2(dir, MNT_DETACH);
+	rmdir(dir);
+	return fd;
+}
+
+static int setup_arena(void)
+{
+	size_t off = 0, reserve;
+	char *base;
+	int r, ramfs;
+
+	for (r = 0; r < NREGIONS; r++) {
+		region_off[r] = off;
+		region_size[r] = region_pages[r] * page_size;
+		off += region_size[r];
+		region_fd[r] = -1;
+	}
+	arena_size = off;
+	/*
+	 * Guard pages (PROT_NONE, never changed) on both sides, so that no
+	 * range that starts in the arena and runs past it reaches memory of
+	 * the fuzzer's own: a WRITE stops there.
+	 */
+	reserve = arena_size + 3 * HPAGE;
+	base = mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (base == MAP_FAILED)
+		return -1;
+	arena = (char *)(((uintptr_t)base + 2 * HPAGE - 1) & ~(HPAGE - 1));
+
+	region_fd[K_MEMFD] = memfd_create("hmm-rs-fuzz", 0);
+	if (region_fd[K_MEMFD] < 0 || ftruncate(region_fd[K_MEMFD], region_size[K_MEMFD]))
+		return -1;
+	region_fd[K_TMPFILE] = make_file("/tmp", region_size[K_TMPFILE], 0x3a);
+	/* One file for both ramfs regions. */
+	ramfs = ramfs_file(region_size[K_RAMFS_SHARED]);
+	if (ramfs < 0) {
+		ksft_print_msg("no ramfs (%s): a file in /tmp instead\n", strerror(errno));
+		ramfs = make_file("/tmp", region_size[K_RAMFS_SHARED], 0x5c);
+	}
+	region_fd[K_RAMFS_SHARED] = ramfs;
+	region_fd[K_RAMFS_PRIVATE] = dup(ramfs);
+	region_fd[K_HUGETLB] = open("/dev/hugepages", O_RDWR | O_TMPFILE, 0600);
+	if (region_fd[K_HUGETLB] < 0) {
+		char path[] = "/dev/hugepages/hmm-rs-fuzz.XXXXXX";
+
+		region_fd[K_HUGETLB] = mkstemp(path);
+		if (region_fd[K_HUGETLB] >= 0)
+			unlink(path);
+	}
+	if (region_fd[K_HUGETLB] >= 0 &&
+	    !ftruncate(region_fd[K_HUGETLB], region_size[K_HUGETLB]) &&
+	    mmap(arena + region_off[K_HUGETLB], region_size[K_HUGETLB],
+		 PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+		 region_fd[K_HUGETLB], 0) != MAP_FAILED) {
+		hugetlb_ok = 1;
+	} else {
+		ksft_print_msg("no hugetlbfs (%s): anonymous memory instead\n",
+			       strerror(errno));
+		if (region_fd[K_HUGETLB] >= 0)
+			close(region_fd[K_HUGETLB]);
+		region_fd[K_HUGETLB] = -1;
+	}
+	if (region_fd[K_TMPFILE] < 0 || region_fd[K_RAMFS_SHARED] < 0 ||
+	    region_fd[K_RAMFS_PRIVATE] < 0)
+		return -1;
+	for (r = 0; r < NREGIONS; r++) {
+		int err = map_region(r, pool[0]);
+
+		if (err) {
+			errno = err;
+			ksft_print_msg("region %s: %s\n", region_names[r], strerror(err));
 			return -1;
-	memset(regions[R_RW], 1, region_size[R_RW]);
-	memset(regions[R_THP], 2, region_size[R_THP]);
+		}
+	}
+	if (hugetlb_ok)
+		touch(arena + region_off[K_HUGETLB], region_size[K_HUGETLB], 1, 9);
 	return 0;
 }
 
-/* After all that, a device READ still sees what the CPU wrote. */
-static int device_still_works(void)
+static int setup_worker(struct worker *w, int id, uint64_t seed)
 {
-	char *page = mmap(NULL, page_size, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	char *out = malloc(page_size);
-	struct hmm_dmirror_cmd c;
-	int fd = open("/dev/hmm_dmirror0", O_RDWR), ret;
+	int fd = memfd_create("hmm-rs-fuzz-cmd", 0);
 
-	if (fd < 0 || page == MAP_FAILED || !out)
+	w->id = id;
+	w->rng = thread_seed(seed, id);
+	if (fd < 0 || ftruncate(fd, page_size))
 		return -1;
-	memset(page, 0x5a, page_size);
-	ret = hmm_rs_cmd(fd, HMM_DMIRROR_READ, (uintptr_t)page, out, 1, &c);
+	w->scratch = mmap(NULL, 2 * page_size, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	w->scratch_ro = mmap(NULL, 2 * page_size, PROT_NONE,
+			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (w->scratch == MAP_FAILED || w->scratch_ro == MAP_FAILED ||
+	    mmap(w->scratch, page_size, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ||
+	    mmap(w->scratch_ro, page_size, PROT_READ, MAP_SHARED | MAP_FIXED,
+		 fd, 0) == MAP_FAILED ||
+	    mprotect(w->scratch + page_size, page_size, PROT_NONE))
+		return -1;
 	close(fd);
-	if (ret)
-		return ret;
-	return memcmp(page, out, page_size) ? -1 : 0;
+	return 0;
+}
+
+static void print_file(const char *path, const char *prefix)
+{
+	FILE *f = fopen(path, "r");
+	char line[256];
+
+	while (f && fgets(line, sizeof(line), f))
+		ksft_print_msg("%s%s", prefix, line);
+	if (f)
+		fclose(f);
+}
+
+/* A thread (or fork child) busy for too long: what it does, where. */
+static int stalled(void)
+{
+	long long t = now_ms();
+	int i, found = 0;
+
+	for (i = 0; i <= nthreads; i++) {
+		struct worker *w = &workers[i];
+		long long since = LOAD(w->since);
+		char path[64];
+
+		if (!since || t - since < stall_secs * 1000)
+			continue;
+		found = 1;
+		ksft_print_msg("%s %d (tid %d) stuck for %.0f s in %s req %#lx addr %#llx npages %#llx fd %d\n",
+			       i == nthreads ? "mutator" : "fuzzer", i, w->tid,
+			       (t - since) / 1000.0, w->what, w->req,
+			       (unsigned long long)w->addr,
+			       (unsigned long long)w->npages, w->fd);
+		snprintf(path, sizeof(path), "/proc/self/task/%d/stack", w->tid);
+		print_file(path, "  ");
+		if (w->child) {
+			ksft_print_msg("its fork child %d:\n", w->child);
+			snprintf(path, sizeof(path), "/proc/%d/stack", w->child);
+			print_file(path, "  ");
+		}
+	}
+	fflush(stdout);
+	return found;
+}
+
+static void print_counts(void)
+{
+	int op, e;
+
+	for (op = 0; op < NOPS; op++) {
+		char line[1024];
+		int n = 0;
+
+		for (e = 0; e < NRES; e++) {
+			unsigned long c = sh->counts[op][e];
+			const char *name;
+
+			if (!c)
+				continue;
+			switch (e) {
+			case 0:
+				name = "ok";
+				break;
+			case R_SEGV:
+				name = "SIGSEGV";
+				break;
+			case R_BUS:
+				name = "SIGBUS";
+				break;
+			case R_SIGNAL:
+				name = "killed";
+				break;
+			case R_EXIT:
+				name = "exit!=0";
+				break;
+			case R_BIG:
+				name = "errno>140";
+				break;
+			default:
+				name = strerrorname_np(e) ?: "E?";
+				break;
+			}
+			n += snprintf(line + n, sizeof(line) - n, " %s=%lu", name, c);
+			if (n >= (int)sizeof(line))
+				break;
+		}
+		if (n)
+			ksft_print_msg("%-16s%7.1f s %s\n", op_names[op],
+				       sh->usecs[op] / 1e6, line);
+	}
+}
+
+/*
+ * What each device does afterwards: READ sees what the CPU wrote, the CPU
+ * sees what WRITE wrote, a migration to the device and back keeps it.
+ */
+static const char *device_works(const char *dev)
+{
+	size_t len = 4 * page_size, i;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *out = malloc(len);
+	struct hmm_dmirror_cmd c;
+	const char *bad = NULL;
+	int fd = open(dev, O_RDWR);
+
+	if (fd < 0 || p == MAP_FAILED || !out)
+		return "setup failed";
+	memset(p, 0x5a, len);
+	if (hmm_rs_cmd(fd, HMM_DMIRROR_READ, (uintptr_t)p, out, 4, &c) ||
+	    memcmp(p, out, len))
+		bad = "READ";
+	for (i = 0; !bad && i < len; i++)
+		out[i] = i * 7;
+	if (!bad && (hmm_rs_cmd(fd, HMM_DMIRROR_WRITE, (uintptr_t)p, out, 4, &c) ||
+		     memcmp(p, out, len)))
+		bad = "WRITE";
+	if (!bad && (hmm_rs_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)p, buf, 4, &c) ||
+		     memcmp(buf, out, len)))
+		bad = "MIGRATE_TO_DEV";
+	if (!bad && (hmm_rs_cmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, (uintptr_t)p, NULL, 4, &c) ||
+		     memcmp(p, out, len)))
+		bad = "MIGRATE_TO_SYS";
+	close(fd);
+	munmap(p, len);
+	free(out);
+	return bad;
 }
 
 int main(void)
 {
 	const char *env = getenv("HMM_RS_FUZZ_SEED");
 	uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
-	unsigned long calls = 100000, made = 0;
-	double secs = 300;
-	uint64_t s, s2;
-	struct timespec t0, t;
-	int fds[NFILES], i, c, e, ret;
-	pthread_t thread;
-	char *buf, *devmap;
+	double secs = env_num("HMM_RS_FUZZ_SECS", 300), t0, t;
+	pthread_rwlockattr_t ra;
+	struct sigaction sa = {
+		.sa_sigaction = fault_handler,
+		.sa_flags = SA_SIGINFO | SA_NODEFER,
+	};
+	int i, joined = 0, done[MAX_THREADS + 1] = { 0 };
+	int bad_children, devices_ok = 1;
+	unsigned long v, nv;
+	char line[256];
 
 	ksft_print_header();
-	ksft_set_plan(1);
-	if (getenv("HMM_RS_FUZZ_CALLS"))
-		calls = strtoul(getenv("HMM_RS_FUZZ_CALLS"), NULL, 0);
-	if (getenv("HMM_RS_FUZZ_SECS"))
-		secs = atof(getenv("HMM_RS_FUZZ_SECS"));
-	ksft_print_msg("seed %llu; replay: HMM_RS_FUZZ_SEED=%llu HMM_RS_FUZZ_CALLS=%lu %s\n",
-		       (unsigned long long)seed, (unsigned long long)seed, calls,
-		       "/tests/hmm_rs_fuzz");
-	s = seed * 2 + 1;
-	s2 = seed * 6 + 5;
+	ksft_set_plan(4);
+	calls = env_num("HMM_RS_FUZZ_CALLS", 100000);
+	nthreads = env_num("HMM_RS_FUZZ_THREADS", 2);
+	if (nthreads < 1 || nthreads > MAX_THREADS)
+		nthreads = 2;
+	stall_secs = env_num("HMM_RS_FUZZ_STALL_SECS", 60);
+	kernel_bugs = getenv("HMM_RS_KERNEL_BUGS") && atoi(getenv("HMM_RS_KERNEL_BUGS"));
+	note("seed %llu; replay (the same operations per thread; the threads race, so not the same interleaving): HMM_RS_FUZZ_SEED=%llu HMM_RS_FUZZ_CALLS=%lu HMM_RS_FUZZ_SECS=%g HMM_RS_FUZZ_THREADS=%d%s /tests/hmm_rs_fuzz\n",
+	     (unsigned long long)seed, (unsigned long long)seed, calls, secs,
+	     nthreads, kernel_bugs ? " HMM_RS_KERNEL_BUGS=1" : "");
+
 	page_size = sysconf(_SC_PAGESIZE);
-	buf = mmap(NULL, BUF_SIZE, PROT_READ | PROT_WRITE,
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	buf = mmap(NULL, (BUF_PAGES + 1) * page_size, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (buf == MAP_FAILED || setup_regions())
+	if (sh == MAP_FAILED || buf == MAP_FAILED ||
+	    mprotect(buf + BUF_PAGES * page_size, page_size, PROT_NONE))
 		ksft_exit_fail_msg("setup: %s\n", strerror(errno));
-	for (i = 0; i < NFILES; i++) {
-		fds[i] = open(i == 2 ? "/dev/hmm_dmirror1" : "/dev/hmm_dmirror0",
-			      O_RDWR);
-		if (fds[i] < 0)
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, NULL);
+	sigaction(SIGBUS, &sa, NULL);
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&evict_lock, &ra);
+	pthread_rwlock_init(&fork_lock, &ra);
+
+	for (i = 0; i < 4; i++) {
+		static const char *const names[] = {
+			"/dev/hmm_dmirror0", "/dev/hmm_dmirror1",
+			"/dev/hmm_dmirror2", "/dev/hmm_dmirror3",
+		};
+		int fd = open(names[i], O_RDWR);
+
+		if (fd >= 0) {
+			devices[ndevices++] = names[i];
+			close(fd);
+		}
+	}
+	if (!ndevices)
+		ksft_exit_fail_msg("no /dev/hmm_dmirror*: %s\n", strerror(errno));
+	for (i = 0; i < NPOOL; i++) {
+		pool[i] = open(devices[i % ndevices], O_RDWR);
+		if (pool[i] < 0)
 			ksft_exit_fail_msg("open: %s\n", strerror(errno));
 	}
-	/* The device's own mapping is a range too. */
-	devmap = mmap(NULL, 4 * page_size, PROT_READ | PROT_WRITE, MAP_SHARED,
-		      fds[0], 0);
-	if (devmap != MAP_FAILED) {
-		regions[R_NONE] = devmap;
-		region_size[R_NONE] = 4 * page_size;
-	}
-	if (pthread_create(&thread, NULL, remapper, &s2))
-		ksft_exit_fail_msg("pthread_create\n");
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (made = 0; made < calls; made++) {
-		int f = pick(&s, NFILES);
-		struct hmm_dmirror_cmd out;
-		unsigned long req;
+	/*
+	 * Everything the fuzzer maps for itself comes before the arena, whose
+	 * holes are free for the taking: mmap(NULL) may land there, and then
+	 * the mutator maps over it.
+	 */
+	for (i = 0; i <= nthreads; i++)
+		if (setup_worker(&workers[i], i, seed))
+			ksft_exit_fail_msg("setup: %s\n", strerror(errno));
+	find_specials();
+	find_pci_bar();
+	if (setup_arena())
+		ksft_exit_fail_msg("setup: %s\n", strerror(errno));
+	line[0] = 0;
+	for (i = 0; i < ndevices; i++)
+		snprintf(line + strlen(line), sizeof(line) - strlen(line), " %s",
+			 devices[i] + strlen("/dev/"));
+	snprintf(line + strlen(line), sizeof(line) - strlen(line),
+		 "; arena %p, %zu KiB%s; special mappings:", arena,
+		 arena_size >> 10, hugetlb_ok ? "" : " (no hugetlbfs)");
+	for (i = 0; i < nspecials; i++)
+		snprintf(line + strlen(line), sizeof(line) - strlen(line), " %s",
+			 specials[i].name);
+	note("devices:%s\n", line);
 
-		if (made % 256 == 0) {
-			clock_gettime(CLOCK_MONOTONIC, &t);
-			if (t.tv_sec - t0.tv_sec + (t.tv_nsec - t0.tv_nsec) / 1e9 > secs)
-				break;
+	t0 = now();
+	for (i = 0; i <= nthreads; i++)
+		if (pthread_create(&workers[i].thread, NULL,
+				   i == nthreads ? mutator : fuzzer, &workers[i]))
+			ksft_exit_fail_msg("pthread_create\n");
+	/* The fuzzing threads end on their own, then the mutator is stopped. */
+	while (joined <= nthreads) {
+		usleep(100000);
+		if (now() - t0 > secs || joined == nthreads)
+			STORE(stop, 1);
+		if (stalled()) {
+			print_counts();
+			ksft_test_result_fail("fuzz.no_stall\n");
+			/* A thread stuck in the kernel keeps the process from exiting. */
+			ksft_exit_fail();
 		}
-		c = pick(&s, NCMDS + 1);
-		req = c < (int)NCMDS ? cmds[c] :
-			_IOWR('H', 0x40 + pick(&s, 0x40), struct hmm_dmirror_cmd);
-		/* RELEASE evicts everything: now and then only. */
-		if (req == HMM_DMIRROR_RELEASE && pick(&s, 20))
-			req = HMM_DMIRROR_CHECK_EXCLUSIVE;
-		if (req == HMM_DMIRROR_FLAGS && pick(&s, 4))
-			req = HMM_DMIRROR_SNAPSHOT;
-		if (req == HMM_DMIRROR_RELEASE)
-			c = 7;
-		else if (req == HMM_DMIRROR_CHECK_EXCLUSIVE)
-			c = 6;
-		else if (req == HMM_DMIRROR_SNAPSHOT)
-			c = 4;
-		ret = hmm_rs_cmd(fds[f], req, random_addr(&s), random_ptr(&s, buf),
-				 random_npages(&s), &out);
-		e = -ret;
-		counts[c][e > MAX_ERRNO ? MAX_ERRNO : e]++;
-		/* Close and reopen a file now and then. */
-		if (!pick(&s, 5000)) {
-			close(fds[f]);
-			fds[f] = open("/dev/hmm_dmirror0", O_RDWR);
-			if (fds[f] < 0)
-				ksft_exit_fail_msg("reopen: %s\n", strerror(errno));
-		}
+		for (i = 0; i <= nthreads; i++)
+			if (!done[i] && (i < nthreads || joined == nthreads) &&
+			    !pthread_tryjoin_np(workers[i].thread, NULL)) {
+				done[i] = 1;
+				joined++;
+			}
 	}
-	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
-	pthread_join(thread, NULL);
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	ksft_print_msg("%lu calls in %.1f s\n", made,
-		       t.tv_sec - t0.tv_sec + (t.tv_nsec - t0.tv_nsec) / 1e9);
-	for (c = 0; c <= (int)NCMDS; c++) {
-		char line[512];
-		int n = 0;
+	t = now() - t0;
+	ksft_test_result_pass("fuzz.no_stall\n");
 
-		for (e = 0; e <= MAX_ERRNO; e++)
-			if (counts[c][e])
-				n += snprintf(line + n, sizeof(line) - n, " %s=%lu",
-					      e ? strerrorname_np(e) ?: "E?" : "ok",
-					      counts[c][e]);
-		if (n)
-			ksft_print_msg("%-16s%s\n", cmd_names[c], line);
+	ksft_print_msg("%lu calls by %d threads in %.1f s; mutator: %lu operations; fork children: %lu operations\n",
+		       finished, nthreads, t,
+		       workers[nthreads].ops, sh->child_calls);
+	print_counts();
+
+	nv = sh->nviolations;
+	for (v = 0; v < nv && v < ARRAY_SIZE(sh->violations); v++) {
+		struct violation *x = &sh->violations[v];
+
+		ksft_print_msg("violation: %s: %s req %#lx addr %#llx npages %#llx ptr %#llx command %s -> %s, cpages %llu\n",
+			       x->why, op_names[x->op], x->req,
+			       (unsigned long long)x->addr,
+			       (unsigned long long)x->npages,
+			       (unsigned long long)x->ptr, arg_names[x->arg],
+			       x->ret ? strerrorname_np(-x->ret) ?: "E?" : "ok",
+			       (unsigned long long)x->cpages);
 	}
-	ret = device_still_works();
-	if (ret)
-		ksft_print_msg("device READ afterwards: %s\n",
-			       ret < 0 ? strerror(-ret) : "wrong data");
-	ksft_test_result(!ret, "fuzz.ioctls_survived_and_device_works\n");
-	for (i = 0; i < NFILES; i++)
-		close(fds[i]);
+	if (nv)
+		ksft_print_msg("%lu violation(s)\n", nv);
+	ksft_test_result(!nv, "fuzz.invalid_calls_fail\n");
+
+	bad_children = sh->counts[OP_FORK][R_SIGNAL] + sh->counts[OP_FORK][R_EXIT];
+	if (bad_children)
+		ksft_print_msg("%d fork child(ren) killed or failed\n", bad_children);
+	ksft_test_result(!bad_children, "fuzz.children_exited\n");
+
+	for (i = 0; i < ndevices; i++) {
+		const char *bad = device_works(devices[i]);
+
+		if (bad) {
+			ksft_print_msg("%s afterwards: %s failed\n", devices[i], bad);
+			devices_ok = 0;
+		}
+	}
+	ksft_test_result(devices_ok, "fuzz.devices_work\n");
+	for (i = 0; i < NPOOL; i++)
+		close(pool[i]);
 	ksft_finished();
 }
