@@ -9,6 +9,7 @@
 #   make check-c    the C reference test_hmm alone, every hmm-tests case
 #   make compare    C test_hmm and rust_test_hmm on every hmm-tests case, side by side
 #   make bench      speed of rust_test_hmm against test_hmm, exact (QEMU -icount)
+#   make fuzz SECS=3600  the ioctl fuzzer alone for that long (SEED=N: replay)
 #   make lint       rustfmt, clippy and checkpatch on the module
 #
 # KDIR=<kernel build dir> builds against another kernel (default: the cached
@@ -25,7 +26,7 @@ KDIR ?= $(shell $(ENV) DEBUG=$(DEBUG) scripts/build-kernel.sh --print-kdir)
 KMAKE = $(ENV) $(MAKE) -C $(KDIR) M=$(ROOT) LLVM=1 RUSTC=$$RUSTC \
 	RUSTDOC=$$RUSTDOC BINDGEN=$$BINDGEN CLIPPY_DRIVER=$$CLIPPY_DRIVER
 
-.PHONY: all setup kernel module tests run check check-c compare bench lint \
+.PHONY: all setup kernel module tests run check check-c compare bench fuzz lint \
 	rustfmt rustfmtcheck clippy checkpatch clean distclean
 
 all: module
@@ -63,6 +64,15 @@ compare: module tests
 
 bench: module tests
 	@scripts/run-vm.sh --icount --plan scripts/plans/bench --kdir $(KDIR)
+
+# The fuzzer for SECS seconds, no call limit (make check runs 100000
+# calls); the boot gets 5 minutes more. SEED=N replays a seed's operations.
+SECS ?= 600
+fuzz: module tests
+	@[[ "$(SECS)" =~ ^[0-9]+$$ ]] || { echo "make fuzz: SECS must be a number of seconds" >&2; exit 2; }
+	@scripts/run-vm.sh --plan scripts/plans/fuzz --kdir $(KDIR) \
+		--timeout $$(( $(SECS) + 300 )) --env HMM_RS_FUZZ_SECS=$(SECS) \
+		$(if $(SEED),--env HMM_RS_FUZZ_SEED=$(SEED))
 
 lint: rustfmtcheck clippy checkpatch
 
