@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
 #include <sys/ioctl.h>
 
 #include "lib/test_hmm_uapi.h"
@@ -29,6 +31,28 @@ static inline int hmm_rs_cmd(int fd, unsigned long req, uint64_t addr,
 	if (out)
 		*out = c;
 	return ret ? -errno : 0;
+}
+
+/* Seconds on the monotonic clock. */
+static inline double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A number from the environment, @def if unset, malformed or negative. */
+static inline double env_num(const char *name, double def)
+{
+	const char *s = getenv(name);
+	char *end;
+	double v;
+
+	if (!s || !*s)
+		return def;
+	v = strtod(s, &end);
+	return (*end || v < 0) ? def : v;
 }
 
 #endif /* HMM_RS_SELFTESTS_H */

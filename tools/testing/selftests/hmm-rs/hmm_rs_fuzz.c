@@ -259,29 +259,9 @@ static __thread int touch_armed;	/* __atomic: the handler reads it */
 static __thread double mark;
 static int in_child;
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static long long now_ms(void)
 {
 	return now() * 1000 + 1;
-}
-
-static double env_num(const char *name, double def)
-{
-	const char *s = getenv(name);
-	char *end;
-	double v;
-
-	if (!s || !*s)
-		return def;
-	v = strtod(s, &end);
-	return (*end || v < 0) ? def : v;
 }
 
 /* xorshift64*: one generator per thread, seeded from the run's seed. */

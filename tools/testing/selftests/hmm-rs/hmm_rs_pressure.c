@@ -80,14 +80,6 @@
 
 static long page_size;
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* A non-negative number from the environment, @def if unset or malformed. */
 static unsigned long env_ulong(const char *name, unsigned long def)
 {

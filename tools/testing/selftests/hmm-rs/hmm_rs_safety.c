@@ -82,27 +82,6 @@
 #define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
 #define INC(x, v) __atomic_fetch_add(&(x), (v), __ATOMIC_RELAXED)
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* A number from the environment, @def if unset or malformed. */
-static double env_num(const char *name, double def)
-{
-	const char *s = getenv(name);
-	char *end;
-	double v;
-
-	if (!s || !*s)
-		return def;
-	v = strtod(s, &end);
-	return (*end || v < 0) ? def : v;
-}
-
 /* @v at most @max; says so if it was more. */
 static double clamp_budget(const char *name, double v, double max)
 {

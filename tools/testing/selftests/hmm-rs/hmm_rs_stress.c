@@ -248,14 +248,6 @@ static pthread_barrier_t round_barrier;
 static unsigned long pseq, *slot_seq;
 static int stop_threads, stop_chaos;
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /*
  * One "# " line in a single write(): processes and threads print at once,
  * and a fork child must not touch stdio's locks.
@@ -1913,18 +1905,6 @@ static bool run_case(const struct tcase *c)
 	munmap(expect, shared);
 	munmap(st, sizeof(*st));
 	return !bad;
-}
-
-static double env_num(const char *name, double def)
-{
-	const char *s = getenv(name);
-	char *end;
-	double v;
-
-	if (!s || !*s)
-		return def;
-	v = strtod(s, &end);
-	return (*end || v < 0) ? def : v;
 }
 
 int main(void)

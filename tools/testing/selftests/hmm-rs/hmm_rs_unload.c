@@ -82,14 +82,6 @@
 	fflush(stdout);				\
 } while (0)
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static const char *errname(int err)
 {
 	const char *s = strerrorname_np(err);
