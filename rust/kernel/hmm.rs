@@ -472,18 +472,17 @@ impl<T: MirrorOps> Mirror<T> {
         let pfns = unsafe {
             core::slice::from_raw_parts(range.hmm_pfns.cast::<HmmPfn>().cast_const(), npages)
         };
-        // INVARIANT: The entries describe `range.start..range.end` of the mirrored mm; the
-        // mirror lock is held and no invalidation ran since `mmu_interval_read_begin()`; the
-        // entries are only lent to `commit`, which cannot keep them past the guard.
-        // `HMM_PFN_REQ_WRITE` does not apply to device-private pages of the
-        // mirror's own owner: `hmm_range_fault()` returns them as they are,
-        // read-only ones included (after a fork, or `mprotect()`). Committing
-        // one would leave the caller faulting it again forever; fail instead,
-        // as test_hmm's `dmirror_do_fault()` does (without its `WARN_ON`:
-        // user space can get here).
+        // `HMM_PFN_REQ_WRITE` does not apply to device-private pages of the mirror's own owner:
+        // `hmm_range_fault()` returns them as they are, read-only ones included (after a fork, or
+        // `mprotect()`). Committing one would leave the caller faulting it again forever; fail
+        // instead, as test_hmm's `dmirror_do_fault()` does (without its `WARN_ON`: user space can
+        // get here).
         if range.default_flags & PFN_REQ_WRITE != 0 && pfns.iter().any(|p| !p.is_write()) {
             return Some(Err(EFAULT));
         }
+        // INVARIANT: The entries describe `range.start..range.end` of the mirrored mm; the
+        // mirror lock is held and no invalidation ran since `mmu_interval_read_begin()`; the
+        // entries are only lent to `commit`, which cannot keep them past the guard.
         let pfns = HmmPfns {
             mirror: self.notifier_raw(),
             start: range.start,
