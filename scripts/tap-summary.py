@@ -411,7 +411,8 @@ def side_by_side(what, c, r):
 def compare(what, c, r):
     """Case by case, reference c against rust r. Rust's own results are
     counted in r; what counts here is a case the reference passes that r
-    never reported. Returns (passed, failed, skipped) to count."""
+    never reported. Returns (passed, failed, skipped) to count and the
+    cases r never reported."""
     cases = list(dict.fromkeys(list(c.cases) + list(r.cases)))
     width = max([len(x) for x in cases] + [4])
     verdicts = {}
@@ -444,8 +445,8 @@ def compare(what, c, r):
     print(f"# Rust does not pass where C does: {len(worse)} case(s)")
     for x in worse:
         print(f"#   FAIL {x}")
-    missing = sum(1 for v in verdicts.values() if v == "FAIL: not run by Rust")
-    return (0, missing, 0)
+    missing = [x for x, v in verdicts.items() if v == "FAIL: not run by Rust"]
+    return (0, len(missing), 0), missing
 
 
 def mean(values):
@@ -575,6 +576,7 @@ def main(args):
     # Side by side: suites named c:X and rust:X; a reference c suite is
     # compared case by case instead.
     counted = [0, 0, 0]
+    missing_cases = []
     by = {}
     for s in suites:
         if s.impl in ("c", "rust"):
@@ -592,8 +594,9 @@ def main(args):
                 errors.append(f"reference suite {c.boot}/{c.name} has no "
                               f"rust:{what} to compare with")
             else:
-                res = compare(what, c, rust[0])
+                res, missing = compare(what, c, rust[0])
                 counted = [a + b for a, b in zip(counted, res)]
+                missing_cases += [f"{c.boot}/{c.name}: {x}" for x in missing]
         plain = impls.get(("c", False), [])
         if plain and rust and not impls.get(("c", True)):
             side_by_side(what, plain[0], rust[0])
@@ -609,6 +612,15 @@ def main(args):
         print(f"# ERROR {e}")
 
     own = [s for s in suites if not s.ref]
+    # What was counted as failed, again at the end: CI shows a log's tail.
+    recap = [f"{s.boot}/{s.name}: {case}" for s in own
+             for case, res in s.cases.items() if res == "fail"]
+    recap += [f"{s.boot}/{s.name}: {e}" for s in own for e in s.errors]
+    recap += [f"{c}: not run by Rust" for c in missing_cases]
+    recap += [f"{s.boot}/{s.name}: {e}" for s in suites if s.ref
+              for e in s.ours_errors]
+    for x in recap:
+        print(f"# FAILED {x}")
     passed = sum(s.counts()[0] for s in own) + counted[0]
     failed = sum(s.counts()[1] for s in own) + counted[1] + len(errors) + \
         sum(len(s.ours_errors) for s in suites if s.ref)

@@ -122,6 +122,15 @@ def a_failed_case_fails():
 
 
 @case
+def what_failed_is_named_again_at_the_end():
+    rc, _, out = run({"b": log_of(("rust:x", tap("ok a.one", "not ok a.two"), 1),
+                                  ("rust:y", "TAP version 13\n1..0\n", 0))})
+    tail = out.strip().splitlines()[-4:]
+    assert rc == 1 and "# FAILED b/rust:x: a.two" in tail, tail
+    assert "# FAILED b/rust:y: reported no case at all" in tail, tail
+
+
+@case
 def an_unexpected_skip_fails():
     rc, last, out = run({"b": log_of(("rust:x", tap("ok a.one", "skip a.two"), 0))})
     assert rc == 1 and "which the plan does not expect" in out, last
