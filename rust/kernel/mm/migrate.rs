@@ -56,6 +56,17 @@ impl_flags!(
         /// Collect a PMD-mapped transparent huge page (or a PMD-sized hole),
         /// when the range covers all of it, as one compound entry of
         /// `1 << HPAGE_PMD_ORDER` pages (see [`Entry::is_compound`]).
+        ///
+        /// Not together with [`Select::DevicePrivate`] in
+        /// [`MigrateVma::setup`]: it is left out there, and a device-private
+        /// huge page is split and collected page by page. Collected whole,
+        /// it would be unmapped to a PMD migration entry, and
+        /// `zap_huge_pmd()` in 7.3 takes such an entry of a device-private
+        /// folio for a mapping: an `MADV_DONTNEED` racing the migration
+        /// puts a reference the mapping no longer holds and frees the folio
+        /// under it. [`MigrateVma::setup_from_fault`] keeps it (the fault's
+        /// own reference keeps the folio, but the count ends one short;
+        /// see `patches/README`).
         Compound = bit_u32(3),
     }
 );
@@ -323,6 +334,15 @@ impl MigrateVma {
         if wants_device && owner.is_none() {
             return Err(EINVAL);
         }
+        let select = if select.contains(Select::DevicePrivate) && fault_page.is_null() {
+            // See `Select::Compound`: a PTE migration entry holds no
+            // reference for `zap_pte_range()` to put, a PMD one does for
+            // `zap_huge_pmd()` in 7.3. A fault cannot split its folio (its
+            // own reference makes the split fail), so there it stays.
+            select & !Select::Compound
+        } else {
+            select
+        };
         // `migrate_vma_setup()` clears `src`; destinations start empty.
         pfns.dst[..npages].fill(0);
 

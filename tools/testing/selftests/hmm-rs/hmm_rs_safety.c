@@ -34,6 +34,18 @@
  *   from the device: neither side gets stuck (a watchdog reports a thread
  *   stuck in the kernel instead of hanging), and no data is lost.
  *
+ * thp_zap_race.*: a 2 MiB THP on the device (device-private, mapped by a
+ *   PMD) is brought back by MIGRATE_TO_SYS, a CPU fault or RELEASE while
+ *   another thread zaps it with MADV_DONTNEED: no splat, and the device
+ *   then sees zeroes. Stock 7.3's zap_huge_pmd() puts a folio reference
+ *   for a PMD migration entry of a device-private folio, which holds none:
+ *   collected whole, the THP was freed under the migration (an Oops in
+ *   copy_back() on rust_test_hmm before MigrateVma::setup() stopped
+ *   collecting device-private THPs whole). The fault (which cannot split
+ *   the folio it faults on) and the eviction (migrate_device_range()
+ *   unmaps to PMD entries itself) still hit it: those two variants skip
+ *   unless HMM_RS_KERNEL_BUGS is set (patches/README).
+ *
  * concurrent_write: two open files WRITE the same pages at once: no crash,
  *   and every byte afterwards is one of the two patterns. It guards against
  *   a crash only: 393cc7e passed it too.
@@ -515,6 +527,224 @@ TEST_F_TIMEOUT(exclusive_race, exclusive_vs_dontneed, 120)
 	     stale_rounds, stale_pages, read_errors);
 	EXPECT_EQ(0, read_errors);
 	ASSERT_EQ(0, stale_pages);
+}
+
+/* ---- thp_zap_race ------------------------------------------------------ */
+
+FIXTURE(thp_zap_race) {
+	int fd;
+	size_t len;
+	char *map;
+	char *buf;
+	char *out;
+};
+
+enum tz_back { TZ_MIGRATE_TO_SYS, TZ_CPU_FAULT, TZ_RELEASE };
+
+FIXTURE_VARIANT(thp_zap_race) {
+	/* What brings the device THP back while the zap comes. */
+	enum tz_back back;
+	const char *what;
+};
+
+FIXTURE_VARIANT_ADD(thp_zap_race, migrate_to_sys) {
+	.back = TZ_MIGRATE_TO_SYS, .what = "MIGRATE_TO_SYS",
+};
+FIXTURE_VARIANT_ADD(thp_zap_race, cpu_fault) {
+	.back = TZ_CPU_FAULT, .what = "CPU fault",
+};
+FIXTURE_VARIANT_ADD(thp_zap_race, release) {
+	.back = TZ_RELEASE, .what = "RELEASE (eviction)",
+};
+
+FIXTURE_SETUP(thp_zap_race)
+{
+	self->len = 2UL << 20;
+	self->fd = open(DEVICE, O_RDWR);
+	ASSERT_GE(self->fd, 0);
+	self->map = mmap(NULL, 2 * self->len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, self->map);
+	self->buf = (char *)(((uintptr_t)self->map + self->len - 1) &
+			     ~(self->len - 1));
+	ASSERT_EQ(0, madvise(self->buf, self->len, MADV_HUGEPAGE));
+	self->out = malloc(self->len);
+	ASSERT_NE(NULL, self->out);
+}
+
+FIXTURE_TEARDOWN(thp_zap_race)
+{
+	free(self->out);
+	munmap(self->map, 2 * self->len);
+	close(self->fd);
+}
+
+struct tzrace {
+	int fd;
+	enum tz_back back;
+	char *buf;
+	size_t len;
+	pthread_barrier_t go, done;
+	int stop, started;
+	long ok, err, last_err;
+	long sum;
+};
+
+/* Brings the device THP at @buf back to system memory as @back says. */
+static int tz_bring_back(int fd, enum tz_back back, char *buf, size_t len,
+			 long *sum)
+{
+	switch (back) {
+	case TZ_CPU_FAULT:
+		/* One read faults the whole PMD-mapped folio back. */
+		*sum += LOAD(buf[len - 1]);
+		return 0;
+	case TZ_RELEASE:
+		return hmm_rs_cmd(fd, HMM_DMIRROR_RELEASE, (uintptr_t)buf, NULL,
+				  len / sysconf(_SC_PAGESIZE), NULL);
+	default:
+		return hmm_rs_cmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, (uintptr_t)buf,
+				  NULL, len / sysconf(_SC_PAGESIZE), NULL);
+	}
+}
+
+static void *tzrace_back(void *p)
+{
+	struct tzrace *r = p;
+	int ret;
+
+	for (;;) {
+		pthread_barrier_wait(&r->go);
+		if (LOAD(r->stop))
+			break;
+		STORE(r->started, 1);
+		ret = tz_bring_back(r->fd, r->back, r->buf, r->len, &r->sum);
+		if (ret) {
+			r->err++;
+			r->last_err = -ret;
+		} else {
+			r->ok++;
+		}
+		pthread_barrier_wait(&r->done);
+	}
+	return NULL;
+}
+
+/*
+ * Puts a 2 MiB THP on the device, mapped by a PMD (a device-private PMD
+ * entry); returns 1 if it is, 0 if it went page by page, -errno.
+ */
+static int thp_to_device(int fd, char *buf, size_t len, char *out,
+			 unsigned char pat)
+{
+	unsigned long npages = len / sysconf(_SC_PAGESIZE), i;
+	struct hmm_dmirror_cmd c;
+	int ret;
+
+	memset(buf, pat, len);
+	ret = hmm_rs_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)buf, out,
+			 npages, &c);
+	if (ret)
+		return ret;
+	ret = hmm_rs_cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)buf, out,
+			 npages, NULL);
+	if (ret)
+		return ret;
+	for (i = 0; i < npages; i++)
+		if (!(out[i] & HMM_DMIRROR_PROT_PMD))
+			return 0;
+	return 1;
+}
+
+TEST_F_TIMEOUT(thp_zap_race, vs_dontneed, 120)
+{
+	double budget = clamp_budget("HMM_RS_RACE_SECS",
+				     env_num("HMM_RS_RACE_SECS", 10), 90);
+	struct tzrace r = {
+		.fd = self->fd,
+		.back = variant->back,
+		.buf = self->buf,
+		.len = self->len,
+	};
+	long rounds = 0, pmd_rounds = 0, setup_errors = 0, bad_pages = 0;
+	long ps = sysconf(_SC_PAGESIZE);
+	double t0, t, jitter, start;
+	pthread_t th;
+	size_t b;
+	int i, ret;
+
+	if (variant->back == TZ_RELEASE && !env_num("HMM_RS_KERNEL_BUGS", 0))
+		SKIP(return, "kernel bug: zap_huge_pmd() puts a reference for the PMD migration entry that migrate_device_range() leaves for a device-private THP, freeing it during the eviction; see patches/README");
+	if (variant->back == TZ_CPU_FAULT && !env_num("HMM_RS_KERNEL_BUGS", 0))
+		SKIP(return, "kernel bug: zap_huge_pmd() puts a reference for the PMD migration entry of a device-private THP being faulted back, which the fault path then puts again; see patches/README");
+
+	/* How long bringing one device THP back takes. */
+	t0 = now();
+	for (i = 0; i < 10; i++) {
+		thp_to_device(self->fd, self->buf, self->len, self->out, 1);
+		tz_bring_back(self->fd, variant->back, self->buf, self->len,
+			      &r.sum);
+	}
+	jitter = 1.2 * (now() - t0) / 10;
+	srand48(getpid());
+	ASSERT_EQ(0, pthread_barrier_init(&r.go, NULL, 2));
+	ASSERT_EQ(0, pthread_barrier_init(&r.done, NULL, 2));
+	ASSERT_EQ(0, pthread_create(&th, NULL, tzrace_back, &r));
+
+	start = now();
+	while (now() - start < budget) {
+		unsigned char pat = 1 + rounds % 255;
+
+		ret = thp_to_device(self->fd, self->buf, self->len, self->out,
+				    pat);
+		if (ret < 0) {
+			setup_errors++;
+			continue;
+		}
+		pmd_rounds += ret;
+		STORE(r.started, 0);
+		pthread_barrier_wait(&r.go);
+		t = now() + 0.1;
+		while (!LOAD(r.started) && now() < t)
+			sched_yield();
+		spin_until(now() + drand48() * jitter);
+		madvise(self->buf, self->len, MADV_DONTNEED);
+		pthread_barrier_wait(&r.done);
+		rounds++;
+
+		/* Zapped: the CPU and the device see zeroes. */
+		ret = hmm_rs_cmd(self->fd, HMM_DMIRROR_READ,
+				 (uintptr_t)self->buf, self->out,
+				 self->len / ps, NULL);
+		if (ret) {
+			setup_errors++;
+			continue;
+		}
+		for (b = 0; b < self->len; b += ps) {
+			if (!self->out[b] && !memcmp(self->out + b,
+						      self->out + b + 1,
+						      ps - 1))
+				continue;
+			if (bad_pages++ < 5)
+				note("round %ld: page %zu not zero after the zap (0x%02x; pattern 0x%02x)\n",
+				     rounds, b / ps, (unsigned char)self->out[b],
+				     pat);
+		}
+	}
+	t = now() - start;
+	STORE(r.stop, 1);
+	pthread_barrier_wait(&r.go);
+	pthread_join(th, NULL);
+
+	note("%s vs MADV_DONTNEED: %ld rounds in %.1f s, %ld with the THP mapped by a device PMD; jitter 0-%.0f us\n",
+	     variant->what, rounds, t,
+	     pmd_rounds, jitter * 1e6);
+	note("back: %ld ok, %ld failed (last %s); setup or READ errors %ld; non-zero pages %ld\n",
+	     r.ok, r.err, r.err ? errname(r.last_err) : "-", setup_errors,
+	     bad_pages);
+	ASSERT_EQ(0, device_works());
+	EXPECT_EQ(0, setup_errors);
+	ASSERT_EQ(0, bad_pages);
 }
 
 /* ---- killable ---------------------------------------------------------- */
