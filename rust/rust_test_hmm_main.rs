@@ -18,19 +18,20 @@ use kernel::{miscdevice::MiscDeviceOptions, prelude::*};
 #[path = "bindings/mod.rs"]
 mod bindings;
 
-// The abstractions: would-be modules of the kernel crate.
-#[path = "kernel/hmm.rs"]
-pub mod hmm;
+// The abstractions: would-be modules of the kernel crate, at the paths
+// they would have there (`kernel::mm::migrate` is `rust/kernel/mm/migrate.rs`).
 #[path = "kernel/layout.rs"]
 mod layout;
-#[path = "kernel/memremap.rs"]
-pub mod memremap;
-#[path = "kernel/mm/migrate.rs"]
-pub mod migrate;
 #[path = "kernel/miscdevice_data.rs"]
 pub mod miscdevice_data;
-#[path = "kernel/mmu_notifier.rs"]
-pub mod mmu_notifier;
+/// Memory management: what `kernel::mm` would gain.
+#[path = "kernel/mm"]
+pub mod mm {
+    pub mod hmm;
+    pub mod memremap;
+    pub mod migrate;
+    pub mod mmu_notifier;
+}
 #[path = "kernel/page_ext.rs"]
 pub mod page_ext;
 #[path = "kernel/task_ext.rs"]
@@ -102,7 +103,7 @@ impl kernel::Module for RustTestHmm {
                 // The range stays unused by anyone else while the module is
                 // loaded.
                 *kind = MemKind::Coherent(unsafe {
-                    memremap::CoherentMemory::new(addr, devmem::CHUNK_SIZE as u64)
+                    mm::memremap::CoherentMemory::new(addr, devmem::CHUNK_SIZE as u64)
                 });
             }
         }
@@ -121,7 +122,7 @@ impl kernel::Module for RustTestHmm {
         pr_info!(
             "loaded (bindgen: MIGRATE_PFN_VALID = {:#x}; C helper: migrate_pfn(1) = {:#x})\n",
             bindings::MIGRATE_PFN_VALID,
-            migrate::migrate_pfn_of(1)
+            mm::migrate::migrate_pfn_of(1)
         );
         Ok(RustTestHmm { _devices: devices })
     }

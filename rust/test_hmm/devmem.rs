@@ -13,11 +13,13 @@
 #![forbid(unsafe_code)]
 
 use crate::{
-    memremap::{
-        CoherentMemory, DeviceFault, DevicePage, DevicePagemap, DevicePagemapOps, FreeDevicePage,
-        LockedDevicePage, PageRef, PagemapOwner, VmFaultResult,
+    mm::{
+        memremap::{
+            CoherentMemory, DeviceFault, DevicePage, DevicePagemap, DevicePagemapOps,
+            FreeDevicePage, LockedDevicePage, PageRef, PagemapOwner, VmFaultResult,
+        },
+        migrate::{Collected, LockedSystemPage, MigratePfns, MigrateVma, Select, HPAGE_PMD_ORDER},
     },
-    migrate::{Collected, LockedSystemPage, MigratePfns, MigrateVma, Select, HPAGE_PMD_ORDER},
     page_ext::{self, PageBlock},
 };
 use core::sync::atomic::{AtomicU64, Ordering};

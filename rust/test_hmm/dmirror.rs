@@ -17,11 +17,13 @@
 use crate::{
     bindings::{self, hmm_dmirror_cmd},
     devmem::{self, DeviceMemory, MemKind, MirrorShared},
-    hmm::{self, HmmPfn, HmmPfns, PageKind},
-    memremap::PagemapOwner,
-    migrate::{Collected, MigratePfns, MigrateVma, Select, SelectFlags},
     miscdevice_data::MiscDeviceWithData,
-    mmu_notifier::{Mirror, MirrorGuard, MirrorOps, Perm, PtEntry},
+    mm::{
+        hmm::{self, HmmPfn, HmmPfns, PageKind},
+        memremap::PagemapOwner,
+        migrate::{Collected, MigratePfns, MigrateVma, Select, SelectFlags},
+        mmu_notifier::{Mirror, MirrorGuard, MirrorOps, Perm, PtEntry},
+    },
     page_ext,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -60,7 +62,7 @@ pub(crate) struct DmirrorDevice {
 impl DmirrorDevice {
     /// A dmirror device with memory of `kind`, and its first chunk of it.
     pub(crate) fn new(id: usize, kind: MemKind) -> Result<Arc<Self>> {
-        let owner = crate::memremap::PagemapOwner::new()?;
+        let owner = crate::mm::memremap::PagemapOwner::new()?;
         let dev = Arc::pin_init(
             try_pin_init!(Self {
                 id,

@@ -25,7 +25,7 @@
 
 use crate::{
     bindings,
-    memremap::{
+    mm::memremap::{
         DeviceFault, DevicePage, DevicePagemapOps, LockedDevicePage, PageRef, PagemapOwner,
     },
 };
@@ -96,7 +96,7 @@ pub const HPAGE_PMD_ORDER: u32 = bindings::HMM_RS_HPAGE_PMD_ORDER;
 /// Something a migration can move a page to.
 ///
 /// Implemented by the locked destination page types: a device page
-/// ([`crate::memremap::LockedDevicePage`]) and a system page
+/// ([`crate::mm::memremap::LockedDevicePage`]) and a system page
 /// ([`LockedSystemPage`]).
 ///
 /// # Safety

@@ -12,7 +12,7 @@
 //! lock.
 //!
 //! Entries are added from the result of `hmm_range_fault()` (see
-//! [`Mirror::fault()`] in [`crate::hmm`]) or, by code that can prove the page
+//! [`Mirror::fault()`] in [`crate::mm::hmm`]) or, by code that can prove the page
 //! is mapped, through [`MirrorGuard::pt_insert_raw()`].
 //!
 //! C header: [`include/linux/mmu_notifier.h`](srctree/include/linux/mmu_notifier.h)
@@ -21,8 +21,10 @@
 
 use crate::{
     bindings,
-    hmm::HmmPfns,
-    memremap::{PageRef, PagemapOwner},
+    mm::{
+        hmm::HmmPfns,
+        memremap::{PageRef, PagemapOwner},
+    },
 };
 use core::{
     cell::UnsafeCell,

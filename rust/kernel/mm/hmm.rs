@@ -13,8 +13,10 @@
 
 use crate::{
     bindings,
-    memremap::PagemapOwner,
-    mmu_notifier::{Mirror, MirrorGuard, MirrorOps},
+    mm::{
+        memremap::PagemapOwner,
+        mmu_notifier::{Mirror, MirrorGuard, MirrorOps},
+    },
 };
 use core::{ops::Deref, ptr::NonNull};
 use kernel::{
