@@ -43,8 +43,10 @@
  *   copy_back() on rust_test_hmm before MigrateVma::setup() stopped
  *   collecting device-private THPs whole). The fault (which cannot split
  *   the folio it faults on) and the eviction (migrate_device_range()
- *   unmaps to PMD entries itself) still hit it: those two variants skip
- *   unless HMM_RS_KERNEL_BUGS is set (patches/README).
+ *   unmaps to PMD entries itself) still hit it, and the fault a second
+ *   bug: set_pmd_migration_entry() clears the device-private PMD for a
+ *   moment, MADV_DONTNEED skips it, and the zapped data stays. Those two
+ *   variants skip unless HMM_RS_KERNEL_BUGS is set (patches/README).
  *
  * concurrent_write: two open files WRITE the same pages at once: no crash,
  *   and every byte afterwards is one of the two patterns. It guards against
@@ -676,7 +678,7 @@ TEST_F_TIMEOUT(thp_zap_race, vs_dontneed, 120)
 	if (variant->back == TZ_RELEASE && !env_num("HMM_RS_KERNEL_BUGS", 0))
 		SKIP(return, "kernel bug: zap_huge_pmd() puts a reference for the PMD migration entry that migrate_device_range() leaves for a device-private THP, freeing it during the eviction; see patches/README");
 	if (variant->back == TZ_CPU_FAULT && !env_num("HMM_RS_KERNEL_BUGS", 0))
-		SKIP(return, "kernel bug: zap_huge_pmd() puts a reference for the PMD migration entry of a device-private THP being faulted back, which the fault path then puts again; see patches/README");
+		SKIP(return, "kernel bugs: set_pmd_migration_entry() clears a device-private PMD that MADV_DONTNEED then skips, and zap_huge_pmd() puts a reference the PMD migration entry does not hold; see patches/README");
 
 	/* How long bringing one device THP back takes. */
 	t0 = now();
