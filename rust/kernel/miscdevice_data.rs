@@ -87,6 +87,7 @@ impl<T: MiscDeviceWithData> DataRegistration<T> {
     }
 
     /// The data of this registration.
+    #[inline]
     pub fn data(&self) -> &T::Data {
         &self.data
     }

@@ -129,6 +129,7 @@ impl PageBlock {
     }
 
     /// The number of pages in the block.
+    #[inline]
     pub fn nr_pages(&self) -> usize {
         1 << self.order
     }

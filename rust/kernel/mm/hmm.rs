@@ -89,22 +89,26 @@ pub struct HmmPfn(c_ulong);
 
 impl HmmPfn {
     /// The raw value (`HMM_PFN_*` flags, map order and pfn).
+    #[inline]
     pub fn raw(&self) -> c_ulong {
         self.0
     }
 
     /// Whether a page is mapped (`HMM_PFN_VALID`).
+    #[inline]
     pub fn is_valid(&self) -> bool {
         self.0 & PFN_VALID != 0
     }
 
     /// Whether the page is mapped writable (`HMM_PFN_WRITE`).
+    #[inline]
     pub fn is_write(&self) -> bool {
         self.0 & PFN_WRITE != 0
     }
 
     /// Whether the address cannot be accessed (`HMM_PFN_ERROR`): no VMA, a special mapping,
     /// poisoned memory, ...
+    #[inline]
     pub fn is_error(&self) -> bool {
         self.0 & PFN_ERROR != 0
     }
@@ -225,21 +229,25 @@ pub struct HmmPfns<'a> {
 
 impl HmmPfns<'_> {
     /// The address of the first page.
+    #[inline]
     pub fn start(&self) -> usize {
         self.start
     }
 
     /// The address just past the last page.
+    #[inline]
     pub fn end(&self) -> usize {
         self.start + (self.pfns.len() << PAGE_SHIFT)
     }
 
     /// The virtual page number (address `>> PAGE_SHIFT`) of entry `index`.
+    #[inline]
     pub fn vpn(&self, index: usize) -> usize {
         (self.start >> PAGE_SHIFT) + index
     }
 
     /// Whether these entries were produced for the mirror whose notifier is `notifier`.
+    #[inline]
     pub(crate) fn is_from(&self, notifier: *const bindings::mmu_interval_notifier) -> bool {
         core::ptr::eq(self.mirror, notifier)
     }

@@ -148,11 +148,13 @@ impl PagemapOwner {
     }
 
     /// The `void *owner` the C API compares.
+    #[inline]
     pub fn as_raw(&self) -> *mut c_void {
         core::ptr::from_ref(self).cast_mut().cast()
     }
 
     /// Whether `ptr` (an owner pointer read from a C structure) is this owner.
+    #[inline]
     pub fn is(&self, ptr: *const c_void) -> bool {
         core::ptr::eq(ptr, self.as_raw())
     }

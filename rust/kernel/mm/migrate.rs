@@ -237,6 +237,7 @@ impl MigratePfns {
     }
 
     /// The largest number of pages one migration with these arrays can cover.
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.src.len()
     }
@@ -399,28 +400,33 @@ pub struct Entry<'m> {
 
 impl<'m> Entry<'m> {
     /// Index of the entry in the range (0 for `start`).
+    #[inline]
     pub fn index(&self) -> usize {
         self.index
     }
 
     /// The virtual address of the entry.
+    #[inline]
     pub fn addr(&self) -> usize {
         self.addr
     }
 
     /// Whether the page can be migrated (collected and unmapped). Entries
     /// that cannot be migrated must not be given a destination.
+    #[inline]
     pub fn can_migrate(&self) -> bool {
         self.src & PFN_MIGRATE != 0
     }
 
     /// Whether the source was mapped writable.
+    #[inline]
     pub fn is_write(&self) -> bool {
         self.src & PFN_WRITE != 0
     }
 
     /// Whether the entry is compound: a transparent huge page (or a
     /// PMD-sized hole) collected as one entry, with [`Select::Compound`].
+    #[inline]
     pub fn is_compound(&self) -> bool {
         self.src & PFN_COMPOUND != 0
     }
@@ -435,6 +441,7 @@ impl<'m> Entry<'m> {
     }
 
     /// The number of pages the entry covers.
+    #[inline]
     pub fn nr_pages(&self) -> usize {
         self.dst.len()
     }
@@ -445,6 +452,7 @@ impl<'m> Entry<'m> {
     ///
     /// A device page comes as [`PageRef::Device`]: a device-private page has
     /// no contents the CPU can reach.
+    #[inline]
     pub fn src_page(&self) -> Option<PageRef<'m>> {
         self.src_subpage(0)
     }
@@ -465,6 +473,7 @@ impl<'m> Entry<'m> {
     }
 
     /// Whether any destination was given.
+    #[inline]
     pub fn has_dst(&self) -> bool {
         self.dst.iter().any(|d| d & PFN_VALID != 0)
     }
@@ -558,21 +567,25 @@ pub struct Collected<'a> {
 
 impl<'a> Collected<'a> {
     /// Number of entries (pages) in the range.
+    #[inline]
     pub fn npages(&self) -> usize {
         self.args.npages
     }
 
     /// Number of entries collected for migration.
+    #[inline]
     pub fn cpages(&self) -> usize {
         self.args.cpages
     }
 
     /// Start of the range.
+    #[inline]
     pub fn start(&self) -> usize {
         self.args.start
     }
 
     /// End of the range.
+    #[inline]
     pub fn end(&self) -> usize {
         self.args.end
     }
@@ -719,11 +732,13 @@ pub struct MigratedEntry<'m> {
 
 impl<'m> MigratedEntry<'m> {
     /// Index of the entry in the range.
+    #[inline]
     pub fn index(&self) -> usize {
         self.index
     }
 
     /// The virtual address of the entry.
+    #[inline]
     pub fn addr(&self) -> usize {
         self.addr
     }
@@ -741,22 +756,26 @@ impl<'m> MigratedEntry<'m> {
 
     /// Whether the page moved (source entry valid and still migrating, with a
     /// destination).
+    #[inline]
     pub fn is_migrated(&self) -> bool {
         self.outcome() == Outcome::Migrated
     }
 
     /// The number of pages the entry covers: more than one for a compound
     /// entry that migrated (or stayed) whole.
+    #[inline]
     pub fn nr_pages(&self) -> usize {
         entry_pages(self.src)
     }
 
     /// Whether the destination was mapped writable.
+    #[inline]
     pub fn is_write(&self) -> bool {
         self.dst & PFN_WRITE != 0
     }
 
     /// Whether the destination is a compound page.
+    #[inline]
     pub fn is_compound(&self) -> bool {
         self.dst & PFN_COMPOUND != 0
     }
@@ -774,6 +793,7 @@ impl<'m> MigratedEntry<'m> {
 
 impl<'a> Migrated<'a> {
     /// Number of entries.
+    #[inline]
     pub fn npages(&self) -> usize {
         self.args.npages
     }
@@ -816,6 +836,7 @@ impl<'a> Migrated<'a> {
 
     /// Restores or replaces the CPU mappings and releases the pages
     /// (`migrate_vma_finalize()`). Dropping does the same.
+    #[inline]
     pub fn finalize(self) {
         drop(self)
     }

@@ -117,16 +117,19 @@ impl InvalidateRange {
     }
 
     /// The first address of the range.
+    #[inline]
     pub fn start(&self) -> usize {
         self.raw().start
     }
 
     /// The address just past the end of the range.
+    #[inline]
     pub fn end(&self) -> usize {
         self.raw().end
     }
 
     /// Why the range is being invalidated.
+    #[inline]
     pub fn event(&self) -> Event {
         Event::from_raw(self.raw().event)
     }
@@ -233,6 +236,7 @@ impl<'a> PtEntry<'a> {
     }
 
     /// The access the device has to the page.
+    #[inline]
     pub fn perm(&self) -> Perm {
         self.perm
     }
@@ -465,6 +469,7 @@ impl<T: MirrorOps> Mirror<T> {
     }
 
     /// The owner of the device pages of this mirror's device.
+    #[inline]
     pub fn owner(&self) -> &PagemapOwner {
         &self.owner
     }
@@ -489,6 +494,7 @@ impl<T: MirrorOps> Mirror<T> {
     }
 
     /// The raw interval notifier, for `struct hmm_range`.
+    #[inline]
     pub(crate) fn notifier_raw(&self) -> *mut bindings::mmu_interval_notifier {
         self.notifier.get()
     }
@@ -684,6 +690,7 @@ pub struct MirrorGuard<'a, T: MirrorOps> {
 
 impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
     /// The mirror this guard locks.
+    #[inline]
     pub fn mirror(&self) -> &'a Mirror<T> {
         self.mirror
     }

@@ -33,6 +33,7 @@ impl<'a, T: DevicePagemapOps> DeviceFault<'a, T> {
     }
 
     /// The raw `struct vm_fault`.
+    #[inline]
     pub(crate) fn as_raw(&self) -> *mut bindings::vm_fault {
         self.vmf.as_ptr()
     }
@@ -51,11 +52,13 @@ impl<'a, T: DevicePagemapOps> DeviceFault<'a, T> {
     }
 
     /// The data of the faulting page ([`DevicePage::data`]).
+    #[inline]
     pub fn data(&self) -> <T::PageData as ForeignOwnable>::Borrowed<'_> {
         self.page().data()
     }
 
     /// The pagemap of the faulting page.
+    #[inline]
     pub fn pagemap(&self) -> &DevicePagemap<T> {
         self.page().pagemap()
     }

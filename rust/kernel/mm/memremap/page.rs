@@ -37,6 +37,7 @@ impl<T: DevicePagemapOps> FreeDevicePage<T> {
     }
 
     /// The order of the block of pages (0: a single page).
+    #[inline]
     pub fn order(&self) -> u32 {
         self.order
     }

@@ -346,6 +346,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
     }
 
     /// The raw `struct dev_pagemap`.
+    #[inline]
     pub(crate) fn as_raw(&self) -> *mut bindings::dev_pagemap {
         self.pgmap.get()
     }
@@ -358,11 +359,13 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
     }
 
     /// The driver's per-pagemap data.
+    #[inline]
     pub fn data(&self) -> &T {
         &self.data
     }
 
     /// The owner the pagemap was registered with (`dev_pagemap::owner`).
+    #[inline]
     pub fn owner(&self) -> &Arc<PagemapOwner> {
         &self.owner
     }
@@ -381,6 +384,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
     }
 
     /// The number of pages of the pagemap.
+    #[inline]
     pub fn npages(&self) -> usize {
         (self.region.size >> PAGE_SHIFT) as usize
     }
