@@ -43,3 +43,9 @@ for src in "$HMM_RS_ROOT"/tools/testing/selftests/hmm-rs/*.c; do
 	[ -e "$out" ] && [ "$HDR" -nt "$out" ] && rm -f "$out"
 	build "$out" "$src"
 done
+
+# Scripts run in the guest as they are.
+for src in "$HMM_RS_ROOT"/tools/testing/selftests/hmm-rs/*.sh; do
+	[ -e "$src" ] || continue
+	install -m 755 "$src" "$OUT/$(basename "$src")"
+done

@@ -501,3 +501,27 @@ impl<T: MirrorOps> Mirror<T> {
         Some(commit(&mut guard, &pfns))
     }
 }
+
+#[kunit_tests(rust_hmm_hmm)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pfn_flags_decode() {
+        let none = HmmPfn(0);
+        assert!(!none.is_valid() && !none.is_write() && !none.is_error());
+        let rw = HmmPfn(PFN_VALID | PFN_WRITE | 0x1234);
+        assert!(rw.is_valid() && rw.is_write() && !rw.is_error());
+        assert!(HmmPfn(PFN_ERROR).is_error());
+        assert_eq!(rw.raw(), PFN_VALID | PFN_WRITE | 0x1234);
+    }
+
+    #[test]
+    fn map_order_round_trips() {
+        let shift = bindings::hmm_pfn_flags_HMM_PFN_ORDER_SHIFT;
+        for order in [0u32, 9, 18] {
+            let pfn = HmmPfn(PFN_VALID | ((order as c_ulong) << shift));
+            assert_eq!(pfn.map_order(), order);
+        }
+    }
+}

@@ -376,3 +376,38 @@ impl<T: DevicePagemapOps> OpsTable<T> {
 fn nr_pages(order: u32) -> usize {
     1usize.wrapping_shl(order)
 }
+
+#[kunit_tests(rust_hmm_memremap)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_identities() -> Result {
+        let a = PagemapOwner::new()?;
+        let b = PagemapOwner::new()?;
+        let a2 = a.clone();
+        assert!(a.is(a2.as_raw()));
+        assert!(!a.is(b.as_raw()));
+        assert!(!a.is(core::ptr::null()));
+        Ok(())
+    }
+
+    #[test]
+    fn fault_results_are_the_c_values() {
+        assert_eq!(VmFaultResult::Ok.into_raw(), 0);
+        assert_eq!(
+            VmFaultResult::Oom.into_raw(),
+            bindings::vm_fault_reason_VM_FAULT_OOM as bindings::vm_fault_t
+        );
+        assert_eq!(
+            VmFaultResult::SigBus.into_raw(),
+            bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t
+        );
+    }
+
+    #[test]
+    fn folio_sizes() {
+        assert_eq!(nr_pages(0), 1);
+        assert_eq!(nr_pages(9), 512);
+    }
+}

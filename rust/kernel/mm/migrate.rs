@@ -854,3 +854,71 @@ pub fn migrate_pfn_of(pfn: usize) -> usize {
     // SAFETY: `migrate_pfn()` is pure arithmetic on its argument.
     unsafe { bindings::migrate_pfn(pfn) }
 }
+
+#[kunit_tests(rust_hmm_migrate)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_flags_combine_as_the_c_enum() {
+        let c = bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_DEVICE_PRIVATE
+            | bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_COMPOUND;
+        assert_eq!(u32::from(Select::DevicePrivate | Select::Compound), c);
+        let none = SelectFlags::default();
+        assert!(!none.contains(Select::System));
+        let without = (Select::DevicePrivate | Select::Compound) & !Select::Compound;
+        assert!(without.contains(Select::DevicePrivate));
+        assert!(!without.contains(Select::Compound));
+    }
+
+    #[test]
+    fn migrate_pfn_is_the_pfn_and_valid() {
+        for pfn in [0usize, 1, 0x1234, 0xfcf0000] {
+            let e = migrate_pfn_of(pfn);
+            assert_eq!(e >> bindings::MIGRATE_PFN_SHIFT, pfn);
+            assert_eq!(e & PFN_VALID, PFN_VALID);
+            assert_eq!(e & (PFN_MIGRATE | PFN_WRITE | PFN_COMPOUND), 0);
+        }
+    }
+
+    #[test]
+    fn a_compound_entry_covers_a_pmd() {
+        assert_eq!(PAGE_SIZE << HPAGE_PMD_ORDER, 2 << 20);
+        assert_eq!(entry_pages(PFN_MIGRATE), 1);
+        assert_eq!(
+            entry_pages(PFN_MIGRATE | PFN_COMPOUND),
+            1 << HPAGE_PMD_ORDER
+        );
+    }
+
+    #[test]
+    fn outcomes_are_told_apart() {
+        let entry = |src, dst| MigratedEntry {
+            index: 0,
+            addr: 0,
+            src,
+            dst,
+            _m: PhantomData,
+        };
+        let valid = migrate_pfn_of(1);
+        assert_eq!(
+            entry(valid | PFN_MIGRATE, valid).outcome(),
+            Outcome::Migrated
+        );
+        assert_eq!(entry(valid, valid).outcome(), Outcome::Failed);
+        assert_eq!(
+            entry(valid | PFN_MIGRATE, 0).outcome(),
+            Outcome::NotMigrated
+        );
+        assert_eq!(entry(0, 0).outcome(), Outcome::NotMigrated);
+        assert!(entry(PFN_MIGRATE, valid).is_migrated());
+    }
+
+    #[test]
+    fn pfn_arrays_have_their_capacity() -> Result {
+        let pfns = MigratePfns::new(512)?;
+        assert_eq!(pfns.capacity(), 512);
+        assert!(pfns.src.iter().all(|&x| x == 0) && pfns.dst.iter().all(|&x| x == 0));
+        Ok(())
+    }
+}
