@@ -64,9 +64,10 @@ impl_flags!(
         /// `zap_huge_pmd()` in 7.3 takes such an entry of a device-private
         /// folio for a mapping: an `MADV_DONTNEED` racing the migration
         /// puts a reference the mapping no longer holds and frees the folio
-        /// under it. [`MigrateVma::setup_from_fault`] keeps it (the fault's
-        /// own reference keeps the folio, but the count ends one short;
-        /// see `patches/README`).
+        /// under it. [`MigrateVma::setup_from_fault`] keeps it: there the
+        /// fault's own reference keeps the folio, but the count ends one
+        /// short, and a racing `MADV_DONTNEED` can miss the range and leave
+        /// its data mapped (two 7.3 bugs, see `patches/README`).
         Compound = bit_u32(3),
     }
 );
@@ -336,10 +337,11 @@ impl MigrateVma {
             return Err(EINVAL);
         }
         let select = if select.contains(Select::DevicePrivate) && fault_page.is_null() {
-            // See `Select::Compound`: a PTE migration entry holds no
-            // reference for `zap_pte_range()` to put, a PMD one does for
-            // `zap_huge_pmd()` in 7.3. A fault cannot split its folio (its
-            // own reference makes the split fail), so there it stays.
+            // See `Select::Compound`: no migration entry holds a reference,
+            // and `zap_pte_range()` puts none for a PTE one, but
+            // `zap_huge_pmd()` in 7.3 wrongly puts one for a PMD one of a
+            // device-private folio. A fault cannot split its folio (its own
+            // reference makes the split fail), so there it stays.
             select & !Select::Compound
         } else {
             select
