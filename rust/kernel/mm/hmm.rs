@@ -266,7 +266,11 @@ impl<T: MirrorOps> Mirror<T> {
     ///
     /// Like `dmirror_fault()` in `lib/test_hmm.c`: the range is faulted in chunks of
     /// [`CHUNK_PAGES`] pages with `HMM_PFN_REQ_FAULT` (and `HMM_PFN_REQ_WRITE` if `write`), device
-    /// pages of [`Mirror::owner()`] being returned as they are. For each chunk, `commit` is called
+    /// pages of [`Mirror::owner()`] being returned as they are. Unlike a bare `hmm_range_fault()`,
+    /// which on 7.3 also faults (migrates back to system memory) the owner's device-private pages
+    /// that follow a page needing a fault, this never moves them: each chunk is walked without
+    /// faulting first, then each run of pages that needs a fault is faulted as a range of its
+    /// own that stops short of the next page of the owner. For each chunk, `commit` is called
     /// with the mirror locked and the chunk's [`HmmPfns`], all valid (and writable if `write`);
     /// typically it maps them with [`MirrorGuard::pt_insert_all()`]. A chunk is retried if an
     /// invalidation raced with it, and the fault fails with `EBUSY` if a chunk cannot be faulted
@@ -290,8 +294,8 @@ impl<T: MirrorOps> Mirror<T> {
         write: bool,
         commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
-        let flags = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
-        self.range_fault(mm, start, end, flags, None, commit)
+        let want = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
+        self.range_fault(mm, start, end, want, None, commit)
     }
 
     /// As [`Mirror::fault()`], but with `hmm_range_fault_unlocked_timeout()`: the mmap lock is
@@ -310,12 +314,12 @@ impl<T: MirrorOps> Mirror<T> {
         timeout: Option<Delta>,
         commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
-        let flags = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
+        let want = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
         // `0` means "no timeout" to the C function: round a zero timeout up.
         let jiffies = timeout.map_or(0, |t| {
             msecs_to_jiffies(u32::try_from(t.as_millis()).unwrap_or(u32::MAX)).max(1)
         });
-        self.range_fault(mm, start, end, flags, Some(jiffies), commit)
+        self.range_fault(mm, start, end, want, Some(jiffies), commit)
     }
 
     /// Takes a snapshot of the CPU mappings of `start..end` of the mirrored mm, without faulting.
@@ -349,12 +353,15 @@ impl<T: MirrorOps> Mirror<T> {
     }
 
     /// The `hmm_range_fault()` retry loop over `start..end`, in chunks.
+    ///
+    /// `want` is what the caller asks of every page: `0` for a snapshot, `HMM_PFN_REQ_FAULT`
+    /// (with `HMM_PFN_REQ_WRITE`) for a fault.
     fn range_fault(
         &self,
         mm: &MmWithUser,
         start: usize,
         end: usize,
-        default_flags: c_ulong,
+        want: c_ulong,
         unlocked: Option<c_ulong>,
         mut commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
@@ -367,7 +374,8 @@ impl<T: MirrorOps> Mirror<T> {
             start: 0,
             end: 0,
             hmm_pfns: pfns.as_mut_ptr(),
-            default_flags,
+            // Each chunk is first walked without faulting; see `commit_if_current()`.
+            default_flags: 0,
             pfn_flags_mask: 0,
             dev_private_owner: self.owner().as_raw(),
         };
@@ -385,9 +393,9 @@ impl<T: MirrorOps> Mirror<T> {
             range.start = addr;
             range.end = next;
             match unlocked {
-                None => self.range_fault_chunk(mm, &mut range, &mut commit)?,
+                None => self.range_fault_chunk(mm, &mut range, want, &mut commit)?,
                 Some(jiffies) => {
-                    self.range_fault_chunk_unlocked(&mut range, jiffies, &mut commit)?
+                    self.range_fault_chunk_unlocked(&mut range, want, jiffies, &mut commit)?
                 }
             }
             addr = next;
@@ -395,16 +403,27 @@ impl<T: MirrorOps> Mirror<T> {
         Ok(())
     }
 
-    /// `dmirror_range_fault()`: faults `range` until it is current, then commits it.
+    /// `dmirror_range_fault()`: walks `range` until it is current and faults in what `want`
+    /// asks for, then commits it.
     fn range_fault_chunk(
         &self,
         mm: &MmWithUser,
         range: &mut bindings::hmm_range,
+        want: c_ulong,
         commit: &mut impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let npages = (range.end - range.start) >> PAGE_SHIFT;
         let timeout = Delta::from_millis(bindings::HMM_RANGE_DEFAULT_TIMEOUT.into());
         let begin = Instant::<Monotonic>::now();
+        let walk = |range: &mut bindings::hmm_range| {
+            // SAFETY: `range.notifier` is the mirror's notifier, which is inserted.
+            range.notifier_seq = unsafe { bindings::mmu_interval_read_begin(range.notifier) };
+            let _mmap = mm.mmap_read_lock();
+            // SAFETY: `range` is fully initialised: its notifier is inserted on `mm`, whose
+            // `mmap_lock` is held, and `hmm_pfns` has room for the pages of
+            // `range.start..range.end` (`range_fault()` and `fault_missing()` make sure).
+            to_result(unsafe { bindings::hmm_range_fault(range) })
+        };
 
         loop {
             if begin.elapsed() > timeout {
@@ -413,24 +432,22 @@ impl<T: MirrorOps> Mirror<T> {
             if crate::task_ext::fatal_signal_pending() {
                 return Err(EINTR);
             }
-
-            // SAFETY: `range.notifier` is the mirror's notifier, which is inserted.
-            range.notifier_seq = unsafe { bindings::mmu_interval_read_begin(range.notifier) };
-            let ret = {
-                let _mmap = mm.mmap_read_lock();
-                // SAFETY: `range` is fully initialised: its notifier is inserted on `mm`, whose
-                // `mmap_lock` is held, and `hmm_pfns` has room for the `npages <= CHUNK_PAGES`
-                // pages of `range.start..range.end`.
-                to_result(unsafe { bindings::hmm_range_fault(range) })
-            };
-            match ret {
+            match walk(range) {
                 Err(e) if e == EBUSY => continue,
                 Err(e) => return Err(e),
                 Ok(()) => {}
             }
-
-            if let Some(ret) = self.commit_if_current(range, npages, commit) {
-                return ret;
+            match self.commit_if_current(range, npages, want, commit) {
+                None => {}
+                Some(ChunkStep::Done(ret)) => return ret,
+                Some(ChunkStep::Fault { missing, own }) => {
+                    // An invalidation that races with a fault only means another walk.
+                    let fault = |sub: &mut bindings::hmm_range| match walk(sub) {
+                        Err(e) if e == EBUSY => Ok(()),
+                        ret => ret,
+                    };
+                    Self::fault_missing(range, npages, want, missing, own, fault)?
+                }
             }
         }
     }
@@ -440,35 +457,87 @@ impl<T: MirrorOps> Mirror<T> {
     fn range_fault_chunk_unlocked(
         &self,
         range: &mut bindings::hmm_range,
+        want: c_ulong,
         jiffies: c_ulong,
         commit: &mut impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let npages = (range.end - range.start) >> PAGE_SHIFT;
+        let walk = |range: &mut bindings::hmm_range| {
+            // SAFETY: `range` is fully initialised: its notifier is inserted on the mirrored mm,
+            // which has a user (the caller's `MmWithUser`), and `hmm_pfns` has room for the pages
+            // of `range.start..range.end` (`range_fault()` and `fault_missing()` make sure). The
+            // function takes the mmap lock itself (killably); that the caller must not hold it
+            // already is a rule against deadlock, documented on `fault_unlocked()`, not a
+            // condition of memory safety: a caller's read lock would only keep the VMAs alive
+            // longer.
+            to_result(unsafe { bindings::hmm_range_fault_unlocked_timeout(range, jiffies) })
+        };
         loop {
             if crate::task_ext::fatal_signal_pending() {
                 return Err(EINTR);
             }
-            // SAFETY: `range` is fully initialised: its notifier is inserted on the mirrored mm,
-            // which has a user (the caller's `MmWithUser`), and `hmm_pfns` has room for the
-            // `npages <= CHUNK_PAGES` pages. The function takes the mmap lock itself (killably);
-            // that the caller must not hold it already is a rule against deadlock, documented on
-            // `fault_unlocked()`, not a condition of memory safety: a caller's read lock would
-            // only keep the VMAs alive longer.
-            to_result(unsafe { bindings::hmm_range_fault_unlocked_timeout(range, jiffies) })?;
-            if let Some(ret) = self.commit_if_current(range, npages, commit) {
-                return ret;
+            walk(range)?;
+            match self.commit_if_current(range, npages, want, commit) {
+                None => {}
+                Some(ChunkStep::Done(ret)) => return ret,
+                Some(ChunkStep::Fault { missing, own }) => {
+                    Self::fault_missing(range, npages, want, missing, own, &walk)?
+                }
             }
         }
     }
 
-    /// Takes the mirror lock and, unless an invalidation raced with the fault of `range`
-    /// (`mmu_interval_read_retry()`, then `None`: fault again), hands its entries to `commit`.
+    /// Faults in the pages of `range` whose bits are set in `missing`, never one whose bit is
+    /// set in `own` (a device-private page of the mirror's owner).
+    ///
+    /// `hmm_range_fault()` reports such a page as it is, but once a page of its walk needs a
+    /// fault, 7.3's `hmm_do_fault()` calls `handle_mm_fault()` on every page from that one to the
+    /// end of the walk, and a fault on a device-private page migrates it back to system memory.
+    /// So each run of missing pages is faulted as a range of its own that stops short of the
+    /// next page of the owner.
+    fn fault_missing(
+        range: &bindings::hmm_range,
+        npages: usize,
+        want: c_ulong,
+        mut missing: u64,
+        own: u64,
+        mut fault: impl FnMut(&mut bindings::hmm_range) -> Result,
+    ) -> Result {
+        while missing != 0 {
+            let first = missing.trailing_zeros() as usize;
+            let later_own = own & !low_bits(first + 1);
+            let end = if later_own == 0 {
+                npages
+            } else {
+                later_own.trailing_zeros() as usize
+            };
+            let mut sub = bindings::hmm_range {
+                notifier: range.notifier,
+                notifier_seq: 0,
+                start: range.start + (first << PAGE_SHIFT),
+                end: range.start + (end << PAGE_SHIFT),
+                // In bounds: `first < end <= npages`, the length of the array.
+                hmm_pfns: range.hmm_pfns.wrapping_add(first),
+                default_flags: want,
+                pfn_flags_mask: 0,
+                dev_private_owner: range.dev_private_owner,
+            };
+            fault(&mut sub)?;
+            missing &= !low_bits(end);
+        }
+        Ok(())
+    }
+
+    /// Takes the mirror lock and, unless an invalidation raced with the walk of `range`
+    /// (`mmu_interval_read_retry()`, then `None`: walk again), either hands its entries to
+    /// `commit` or says which pages must be faulted in first for `want`.
     fn commit_if_current(
         &self,
         range: &bindings::hmm_range,
         npages: usize,
+        want: c_ulong,
         commit: &mut impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
-    ) -> Option<Result> {
+    ) -> Option<ChunkStep> {
         let mut guard = self.lock();
         // SAFETY: `range.notifier` is inserted, and the mirror lock, which its invalidate
         // callback holds around `mmu_interval_set_seq()`, is held.
@@ -477,18 +546,37 @@ impl<T: MirrorOps> Mirror<T> {
         }
         fix_device_pmd_pfns(range, npages);
 
-        // SAFETY: The fault filled `npages` entries of `hmm_pfns`; `HmmPfn` is a transparent
+        // SAFETY: The walk filled `npages` entries of `hmm_pfns`; `HmmPfn` is a transparent
         // wrapper of `unsigned long`. The array is not written while the slice lives.
         let pfns = unsafe {
             core::slice::from_raw_parts(range.hmm_pfns.cast::<HmmPfn>().cast_const(), npages)
         };
-        // `HMM_PFN_REQ_WRITE` does not apply to device-private pages of the mirror's own owner:
-        // `hmm_range_fault()` returns them as they are, read-only ones included (after a fork, or
-        // `mprotect()`). Committing one would leave the caller faulting it again forever; fail
-        // instead, as test_hmm's `dmirror_do_fault()` does (without its `WARN_ON`: user space can
-        // get here).
-        if range.default_flags & PFN_REQ_WRITE != 0 && pfns.iter().any(|p| !p.is_write()) {
-            return Some(Err(EFAULT));
+        if want & PFN_REQ_FAULT != 0 {
+            let write = want & PFN_REQ_WRITE != 0;
+            let missing = pfns.iter().enumerate().fold(0u64, |m, (i, p)| {
+                if !p.is_valid() || (write && !p.is_write()) {
+                    m | 1 << i
+                } else {
+                    m
+                }
+            });
+            if missing != 0 {
+                let own = pfns.iter().enumerate().fold(0u64, |m, (i, p)| {
+                    match p.kind(self.owner()) {
+                        Some(PageKind::DevicePrivate { local: true }) => m | 1 << i,
+                        _ => m,
+                    }
+                });
+                // A fault does not make a device-private page of the owner writable: it is
+                // reported as it is, read-only ones included (after a fork, or `mprotect()`).
+                // Committing one would leave the caller faulting it again forever; fail
+                // instead, as test_hmm's `dmirror_do_fault()` does (without its `WARN_ON`: user
+                // space can get here).
+                if missing & own != 0 {
+                    return Some(ChunkStep::Done(Err(EFAULT)));
+                }
+                return Some(ChunkStep::Fault { missing, own });
+            }
         }
         // INVARIANT: The entries describe `range.start..range.end` of the mirrored mm; the
         // mirror lock is held and no invalidation ran since `mmu_interval_read_begin()`; the
@@ -498,7 +586,29 @@ impl<T: MirrorOps> Mirror<T> {
             start: range.start,
             pfns,
         };
-        Some(commit(&mut guard, &pfns))
+        Some(ChunkStep::Done(commit(&mut guard, &pfns)))
+    }
+}
+
+/// What [`Mirror::commit_if_current()`] did with a chunk.
+enum ChunkStep {
+    /// Committed (or failed): the chunk is done.
+    Done(Result),
+    /// Nothing committed: the pages whose bits are set in `missing` must be faulted in first,
+    /// and those set in `own` are device-private pages of the mirror's owner, which must not be.
+    Fault { missing: u64, own: u64 },
+}
+
+// The per-page masks of a chunk are `u64`s.
+const _: () = assert!(CHUNK_PAGES <= u64::BITS as usize);
+
+/// A mask of the `n <= 64` lowest bits.
+#[inline]
+fn low_bits(n: usize) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
     }
 }
 
