@@ -19,10 +19,13 @@ use crate::{
     devmem::{self, DeviceMemory, MemKind, MirrorShared},
     miscdevice_data::MiscDeviceWithData,
     mm::{
-        hmm::{self, HmmPfn, HmmPfns, PageKind},
+        hmm::{
+            self,
+            mirror::{Mirror, MirrorGuard, MirrorOps, Perm, PtEntry},
+            HmmPfn, HmmPfns, PageKind,
+        },
         memremap::PagemapOwner,
         migrate::{Collected, MigratePfns, MigrateVma, Select, SelectFlags},
-        mmu_notifier::{Mirror, MirrorGuard, MirrorOps, Perm, PtEntry},
     },
     page_ext,
 };
@@ -110,7 +113,7 @@ impl MiscDeviceWithData for DmirrorFile {
             try_pin_init!(Dmirror {
                 device: device.clone(),
                 shared,
-                mirror <- Mirror::new(mm, device.mem.owner_arc(), Ok::<_, Error>(DmirrorState)),
+                mirror <- Mirror::new(mm, device.mem.owner_arc(), DmirrorState),
             }),
             GFP_KERNEL,
         )

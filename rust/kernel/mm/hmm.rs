@@ -2,10 +2,12 @@
 
 //! Heterogeneous memory management: `hmm_range_fault()`.
 //!
-//! [`Mirror::fault()`] and [`Mirror::snapshot()`] run the `hmm_range_fault()` retry loop of
+//! [`Range::fault()`] and [`Range::snapshot()`] run the `hmm_range_fault()` retry loop of
 //! `Documentation/mm/hmm.rst` (sequence, `mmap_lock`, `-EBUSY`, timeout, `read_retry` under the
-//! mirror lock) and hand the result, as [`HmmPfn`] entries, to a closure that runs with the mirror
-//! lock held and the result known to be current.
+//! notifier's lock) over a range of an [`MmuIntervalNotifier`], and hand the result, as [`HmmPfn`]
+//! entries, to a closure that runs with the notifier locked and the result known to be current.
+//!
+//! [`mirror::Mirror`] is a software device page table on top, as `lib/test_hmm.c` keeps one.
 //!
 //! C header: [`include/linux/hmm.h`](srctree/include/linux/hmm.h)
 //!
@@ -15,7 +17,7 @@ use crate::{
     bindings,
     mm::{
         memremap::PagemapOwner,
-        mmu_notifier::{Mirror, MirrorGuard, MirrorOps},
+        mmu_notifier::{IntervalGuard, MmuIntervalNotifier, MmuIntervalNotifierOps, ReadSeq},
     },
 };
 use core::{ops::Deref, ptr::NonNull};
@@ -28,7 +30,9 @@ use kernel::{
     time::{msecs_to_jiffies, Delta, Instant, Monotonic},
 };
 
-/// The number of pages [`Mirror::fault()`] and [`Mirror::snapshot()`] ask `hmm_range_fault()`
+pub mod mirror;
+
+/// The number of pages [`Range::fault()`] and [`Range::snapshot()`] ask `hmm_range_fault()`
 /// for at a time (the size of the on-stack `hmm_pfns` array).
 pub const CHUNK_PAGES: usize = 64;
 
@@ -46,7 +50,7 @@ const PFN_REQ_WRITE: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_REQ_WRITE as c_ul
 /// start in the PMD. The page at an address is page `address / PAGE_SIZE % HPAGE_PMD_NR` of the
 /// folio, which is what this writes, right with the bug and without it.
 ///
-/// Must run with the mirror lock held and the fault current (`mmu_interval_read_retry()` false),
+/// Must run with the notifier's lock held and the walk current (`mmu_interval_read_retry()` false),
 /// so that the folios are still mapped.
 fn fix_device_pmd_pfns(range: &bindings::hmm_range, npages: usize) {
     const PMD_ORDER: u32 = bindings::HMM_RS_HPAGE_PMD_ORDER;
@@ -74,14 +78,14 @@ fn fix_device_pmd_pfns(range: &bindings::hmm_range, npages: usize) {
 
 /// One entry of the result of `hmm_range_fault()`: the state of the CPU mapping of one page.
 ///
-/// Only seen by reference, inside the closure passed to [`Mirror::fault()`] or
-/// [`Mirror::snapshot()`]; it can be neither created nor copied elsewhere, so a page it names
+/// Only seen by reference, inside the closure passed to [`Range::fault()`] or
+/// [`Range::snapshot()`]; it can be neither created nor copied elsewhere, so a page it names
 /// cannot be used once the mapping may have changed.
 ///
 /// # Invariants
 ///
-/// A `&HmmPfn` only exists while the lock of the [`Mirror`] whose notifier produced it is held,
-/// after `mmu_interval_read_retry()` found no invalidation since the fault started. So if
+/// A `&HmmPfn` only exists while the lock of the [`MmuIntervalNotifier`] whose interval it lies
+/// in is held, after `mmu_interval_read_retry()` found no invalidation since the walk started. So if
 /// `HMM_PFN_VALID` is set, the pfn names a `struct page` that is mapped at the entry's address and
 /// stays so for as long as the reference lives.
 #[repr(transparent)]
@@ -214,15 +218,15 @@ pub enum PageKind {
     },
 }
 
-/// The result of one chunk of [`Mirror::fault()`] or [`Mirror::snapshot()`]: one [`HmmPfn`] per
+/// The result of one chunk of [`Range::fault()`] or [`Range::snapshot()`]: one [`HmmPfn`] per
 /// page from [`HmmPfns::start()`] on (through [`Deref`] to a slice).
 ///
 /// # Invariants
 ///
-/// `pfns[i]` describes the page at `start + i * PAGE_SIZE` of the mm of the mirror whose
-/// notifier is `mirror`, and satisfies the invariants of [`HmmPfn`] for `'a`.
+/// `pfns[i]` describes the page at `start + i * PAGE_SIZE` of the mm of `notifier`, inside its
+/// interval, and satisfies the invariants of [`HmmPfn`] for `'a`.
 pub struct HmmPfns<'a> {
-    mirror: *const bindings::mmu_interval_notifier,
+    notifier: *const bindings::mmu_interval_notifier,
     start: usize,
     pfns: &'a [HmmPfn],
 }
@@ -246,10 +250,10 @@ impl HmmPfns<'_> {
         (self.start >> PAGE_SHIFT) + index
     }
 
-    /// Whether these entries were produced for the mirror whose notifier is `notifier`.
+    /// Whether these entries were produced under the lock of `notifier`.
     #[inline]
     pub(crate) fn is_from(&self, notifier: *const bindings::mmu_interval_notifier) -> bool {
-        core::ptr::eq(self.mirror, notifier)
+        core::ptr::eq(self.notifier, notifier)
     }
 }
 
@@ -261,115 +265,155 @@ impl Deref for HmmPfns<'_> {
     }
 }
 
-impl<T: MirrorOps> Mirror<T> {
-    /// Faults in `start..end` of the mirrored mm and hands the result to `commit`.
+/// A range of the interval of an [`MmuIntervalNotifier`], to fault in or snapshot with
+/// `hmm_range_fault()`.
+///
+/// [`Range::fault()`] and [`Range::snapshot()`] run the `hmm_range_fault()` retry loop of
+/// `Documentation/mm/hmm.rst` in chunks of [`CHUNK_PAGES`] pages: take a [`ReadSeq`], walk the
+/// CPU page tables with the mmap lock held, retry on `-EBUSY`; then lock the notifier and, if
+/// [`IntervalGuard::is_current()`], hand the chunk's [`HmmPfns`] to a closure, which may use
+/// them until it returns (the guard is held meanwhile); otherwise walk again.
+///
+/// # Examples
+///
+/// A device with a page table of its own maps what a fault finds (see [`MmuIntervalNotifier`]
+/// for the notifier):
+///
+/// ```ignore
+/// let mm = notifier.mm().mmget_not_zero().ok_or(EFAULT)?;
+/// Range::new(&notifier, start, end)?
+///     .with_owner(&owner)
+///     .fault(&mm, write, |gpu, pfns| {
+///         for (i, pfn) in pfns.iter().enumerate() {
+///             // Map `pfns.vpn(i)` to the page in the device, through `gpu`.
+///         }
+///         Ok(())
+///     })?;
+/// ```
+pub struct Range<'a, T: MmuIntervalNotifierOps> {
+    notifier: &'a MmuIntervalNotifier<T>,
+    start: usize,
+    end: usize,
+    owner: Option<&'a PagemapOwner>,
+}
+
+impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
+    /// The range `start..end` of the interval of `notifier`.
     ///
-    /// Like `dmirror_fault()` in `lib/test_hmm.c`: the range is faulted in chunks of
-    /// [`CHUNK_PAGES`] pages with `HMM_PFN_REQ_FAULT` (and `HMM_PFN_REQ_WRITE` if `write`), device
-    /// pages of [`Mirror::owner()`] being returned as they are. Unlike a bare `hmm_range_fault()`,
-    /// which on 7.3 also faults (migrates back to system memory) the owner's device-private pages
-    /// that follow a page needing a fault, this never moves them: each chunk is walked without
-    /// faulting first, then each run of pages that needs a fault is faulted as a range of its
-    /// own that stops short of the next page of the owner. For each chunk, `commit` is called
-    /// with the mirror locked and the chunk's [`HmmPfns`], all valid (and writable if `write`);
-    /// typically it maps them with [`MirrorGuard::pt_insert_all()`]. A chunk is retried if an
-    /// invalidation raced with it, and the fault fails with `EBUSY` if a chunk cannot be faulted
-    /// within `HMM_RANGE_DEFAULT_TIMEOUT` milliseconds.
+    /// `EINVAL` unless `start` and `end` are page aligned, `start <= end`, and the range lies
+    /// inside the notifier's interval: the notifier's sequence only covers its interval, so a
+    /// page outside it could change without the result becoming stale.
+    pub fn new(notifier: &'a MmuIntervalNotifier<T>, start: usize, end: usize) -> Result<Self> {
+        if start & !PAGE_MASK != 0
+            || end & !PAGE_MASK != 0
+            || end < start
+            || start < notifier.start()
+            || end > notifier.end()
+        {
+            return Err(EINVAL);
+        }
+        Ok(Self {
+            notifier,
+            start,
+            end,
+            owner: None,
+        })
+    }
+
+    /// Reports the device-private pages of `owner` as they are, instead of faulting them back to
+    /// system memory (`hmm_range::dev_private_owner`).
+    pub fn with_owner(mut self, owner: &'a PagemapOwner) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// Faults in the range and hands the result to `commit`, chunk by chunk.
     ///
-    /// `mm` must be the mirrored mm ([`Mirror::mm()`]), and `start` and `end` page aligned;
-    /// otherwise this fails with `EINVAL`. Errors of `hmm_range_fault()` and of `commit` are
-    /// returned as they are; chunks committed before an error stay committed. `EINTR` if the task
-    /// is being killed: it is checked before every chunk, so a huge range stops quickly. `EFAULT`
-    /// if `write` and a device-private page of the owner is mapped read-only (after a fork or an
-    /// `mprotect()`): the fault does not make it writable.
+    /// Every page is faulted in (for writing if `write`) except the device-private pages of the
+    /// owner given to [`Range::with_owner()`], which are returned as they are. Unlike a bare
+    /// `hmm_range_fault()`, which on 7.3 also faults (migrates back to system memory) the owner's
+    /// pages that follow a page needing a fault, this never moves them: each chunk is walked
+    /// without faulting first, then each run of pages that needs a fault is faulted as a range
+    /// of its own that stops short of the next page of the owner. For each chunk, `commit` is
+    /// called with the notifier locked and the chunk's [`HmmPfns`], all valid (and writable if
+    /// `write`). A chunk is walked again if an invalidation raced with it, and the fault fails
+    /// with `EBUSY` if a chunk cannot be faulted within `HMM_RANGE_DEFAULT_TIMEOUT` milliseconds.
     ///
-    /// Must not be called with the mirror lock held, nor with the mmap lock of `mm` held (an
+    /// `mm` must be the notifier's mm (else `EINVAL`). Errors of `hmm_range_fault()` and of
+    /// `commit` are returned as they are; chunks committed before an error stay committed.
+    /// `EINTR` if the task is being killed: it is checked before every chunk, so a huge range
+    /// stops quickly. `EFAULT` if `write` and a device-private page of the owner is mapped
+    /// read-only (after a fork or an `mprotect()`): the fault does not make it writable.
+    ///
+    /// Must not be called with the notifier's lock held, nor with the mmap lock of `mm` held (an
     /// [`kernel::mm::MmapReadGuard`] alive): it takes that lock itself, and taking it again could
     /// deadlock behind a waiting writer.
     pub fn fault(
         &self,
         mm: &MmWithUser,
-        start: usize,
-        end: usize,
         write: bool,
-        commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        commit: impl FnMut(&mut IntervalGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let want = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
-        self.range_fault(mm, start, end, want, None, commit)
+        self.run(mm, want, None, commit)
     }
 
-    /// As [`Mirror::fault()`], but with `hmm_range_fault_unlocked_timeout()`: the mmap lock is
+    /// As [`Range::fault()`], but with `hmm_range_fault_unlocked_timeout()`: the mmap lock is
     /// taken inside and may be dropped while a fault is handled, so that faults which need it
-    /// released (userfaultfd) can make progress (`HMM_DMIRROR_READ_UNLOCKED`).
+    /// released (userfaultfd) can make progress.
     ///
     /// `timeout` bounds the retries after invalidations (`EBUSY` once it expires); `None`
-    /// retries until a fatal signal (`EINTR`). The same lock rules as for [`Mirror::fault()`]
+    /// retries until a fatal signal (`EINTR`). The same lock rules as for [`Range::fault()`]
     /// apply.
     pub fn fault_unlocked(
         &self,
         mm: &MmWithUser,
-        start: usize,
-        end: usize,
         write: bool,
         timeout: Option<Delta>,
-        commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        commit: impl FnMut(&mut IntervalGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let want = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
         // `0` means "no timeout" to the C function: round a zero timeout up.
         let jiffies = timeout.map_or(0, |t| {
             msecs_to_jiffies(u32::try_from(t.as_millis()).unwrap_or(u32::MAX)).max(1)
         });
-        self.range_fault(mm, start, end, want, Some(jiffies), commit)
+        self.run(mm, want, Some(jiffies), commit)
     }
 
-    /// Takes a snapshot of the CPU mappings of `start..end` of the mirrored mm, without faulting.
+    /// Takes a snapshot of the CPU mappings of the range, without faulting.
     ///
-    /// Like `dmirror_snapshot()` in `lib/test_hmm.c`: for each chunk of at most [`CHUNK_PAGES`]
-    /// pages, `f` is called with the mirror locked and the chunk's [`HmmPfns`], which may be
-    /// invalid ([`HmmPfn::is_valid()`]) or errors ([`HmmPfn::is_error()`]). Any invalidation of
-    /// the chunk, a migration by [`Mirror::owner()`] included, makes it retry.
+    /// For each chunk, `f` is called with the notifier locked and the chunk's [`HmmPfns`], which
+    /// may be invalid ([`HmmPfn::is_valid()`]) or errors ([`HmmPfn::is_error()`]). Any
+    /// invalidation of the chunk makes it walk again.
     ///
-    /// The arguments and errors are as for [`Mirror::fault()`]. Must not be called with the
-    /// mirror lock held; `f` must not touch user memory (copy the result out after this returns).
+    /// The arguments and errors are as for [`Range::fault()`]. `f` must not touch user memory
+    /// (copy the result out after this returns).
     pub fn snapshot(
         &self,
         mm: &MmWithUser,
-        start: usize,
-        end: usize,
-        f: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        f: impl FnMut(&mut IntervalGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
-        self.range_fault(mm, start, end, 0, None, f)
+        self.run(mm, 0, None, f)
     }
 
-    fn check_range(mm: &MmWithUser, mirror: &Self, start: usize, end: usize) -> Result {
-        if !core::ptr::eq(mm.as_raw(), mirror.mm().as_raw())
-            || start & !PAGE_MASK != 0
-            || end & !PAGE_MASK != 0
-            || end < start
-        {
-            return Err(EINVAL);
-        }
-        Ok(())
-    }
-
-    /// The `hmm_range_fault()` retry loop over `start..end`, in chunks.
+    /// The `hmm_range_fault()` retry loop over the range, in chunks.
     ///
     /// `want` is what the caller asks of every page: `0` for a snapshot, `HMM_PFN_REQ_FAULT`
     /// (with `HMM_PFN_REQ_WRITE`) for a fault.
-    fn range_fault(
+    fn run(
         &self,
         mm: &MmWithUser,
-        start: usize,
-        end: usize,
         want: c_ulong,
         unlocked: Option<c_ulong>,
-        mut commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        mut commit: impl FnMut(&mut IntervalGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
-        Self::check_range(mm, self, start, end)?;
+        if !core::ptr::eq(mm.as_raw(), self.notifier.mm().as_raw()) {
+            return Err(EINVAL);
+        }
 
         let mut pfns: [c_ulong; CHUNK_PAGES] = [0; CHUNK_PAGES];
         let mut range = bindings::hmm_range {
-            notifier: self.notifier_raw(),
+            notifier: self.notifier.as_raw(),
             notifier_seq: 0,
             start: 0,
             end: 0,
@@ -377,26 +421,24 @@ impl<T: MirrorOps> Mirror<T> {
             // Each chunk is first walked without faulting; see `commit_if_current()`.
             default_flags: 0,
             pfn_flags_mask: 0,
-            dev_private_owner: self.owner().as_raw(),
+            dev_private_owner: self.owner.map_or(core::ptr::null_mut(), |o| o.as_raw()),
         };
 
-        let mut addr = start;
-        while addr < end {
+        let mut addr = self.start;
+        while addr < self.end {
             if crate::task_ext::fatal_signal_pending() {
                 return Err(EINTR);
             }
-            let next = if end - addr > CHUNK_PAGES * PAGE_SIZE {
+            let next = if self.end - addr > CHUNK_PAGES * PAGE_SIZE {
                 addr + CHUNK_PAGES * PAGE_SIZE
             } else {
-                end
+                self.end
             };
             range.start = addr;
             range.end = next;
             match unlocked {
-                None => self.range_fault_chunk(mm, &mut range, want, &mut commit)?,
-                Some(jiffies) => {
-                    self.range_fault_chunk_unlocked(&mut range, want, jiffies, &mut commit)?
-                }
+                None => self.chunk(mm, &mut range, want, &mut commit)?,
+                Some(jiffies) => self.chunk_unlocked(&mut range, want, jiffies, &mut commit)?,
             }
             addr = next;
         }
@@ -405,23 +447,22 @@ impl<T: MirrorOps> Mirror<T> {
 
     /// `dmirror_range_fault()`: walks `range` until it is current and faults in what `want`
     /// asks for, then commits it.
-    fn range_fault_chunk(
+    fn chunk(
         &self,
         mm: &MmWithUser,
         range: &mut bindings::hmm_range,
         want: c_ulong,
-        commit: &mut impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        commit: &mut impl FnMut(&mut IntervalGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let npages = (range.end - range.start) >> PAGE_SHIFT;
         let timeout = Delta::from_millis(bindings::HMM_RANGE_DEFAULT_TIMEOUT.into());
         let begin = Instant::<Monotonic>::now();
         let walk = |range: &mut bindings::hmm_range| {
-            // SAFETY: `range.notifier` is the mirror's notifier, which is inserted.
-            range.notifier_seq = unsafe { bindings::mmu_interval_read_begin(range.notifier) };
+            range.notifier_seq = self.notifier.read_begin().raw();
             let _mmap = mm.mmap_read_lock();
             // SAFETY: `range` is fully initialised: its notifier is inserted on `mm`, whose
             // `mmap_lock` is held, and `hmm_pfns` has room for the pages of
-            // `range.start..range.end` (`range_fault()` and `fault_missing()` make sure).
+            // `range.start..range.end` (`run()` and `fault_missing()` make sure).
             to_result(unsafe { bindings::hmm_range_fault(range) })
         };
 
@@ -446,26 +487,26 @@ impl<T: MirrorOps> Mirror<T> {
                         Err(e) if e == EBUSY => Ok(()),
                         ret => ret,
                     };
-                    Self::fault_missing(range, npages, want, missing, own, fault)?
+                    fault_missing(range, npages, want, missing, own, fault)?
                 }
             }
         }
     }
 
-    /// `dmirror_range_fault_unlocked()`: as [`Mirror::range_fault_chunk()`] with
+    /// `dmirror_range_fault_unlocked()`: as [`Range::chunk()`] with
     /// `hmm_range_fault_unlocked_timeout()`, which takes the mmap lock itself.
-    fn range_fault_chunk_unlocked(
+    fn chunk_unlocked(
         &self,
         range: &mut bindings::hmm_range,
         want: c_ulong,
         jiffies: c_ulong,
-        commit: &mut impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        commit: &mut impl FnMut(&mut IntervalGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let npages = (range.end - range.start) >> PAGE_SHIFT;
         let walk = |range: &mut bindings::hmm_range| {
-            // SAFETY: `range` is fully initialised: its notifier is inserted on the mirrored mm,
+            // SAFETY: `range` is fully initialised: its notifier is inserted on the notifier's mm,
             // which has a user (the caller's `MmWithUser`), and `hmm_pfns` has room for the pages
-            // of `range.start..range.end` (`range_fault()` and `fault_missing()` make sure). The
+            // of `range.start..range.end` (`run()` and `fault_missing()` make sure). The
             // function takes the mmap lock itself (killably); that the caller must not hold it
             // already is a rule against deadlock, documented on `fault_unlocked()`, not a
             // condition of memory safety: a caller's read lock would only keep the VMAs alive
@@ -481,67 +522,28 @@ impl<T: MirrorOps> Mirror<T> {
                 None => {}
                 Some(ChunkStep::Done(ret)) => return ret,
                 Some(ChunkStep::Fault { missing, own }) => {
-                    Self::fault_missing(range, npages, want, missing, own, &walk)?
+                    fault_missing(range, npages, want, missing, own, &walk)?
                 }
             }
         }
     }
 
-    /// Faults in the pages of `range` whose bits are set in `missing`, never one whose bit is
-    /// set in `own` (a device-private page of the mirror's owner).
-    ///
-    /// `hmm_range_fault()` reports such a page as it is, but once a page of its walk needs a
-    /// fault, 7.3's `hmm_do_fault()` calls `handle_mm_fault()` on every page from that one to the
-    /// end of the walk, and a fault on a device-private page migrates it back to system memory.
-    /// So each run of missing pages is faulted as a range of its own that stops short of the
-    /// next page of the owner.
-    fn fault_missing(
-        range: &bindings::hmm_range,
-        npages: usize,
-        want: c_ulong,
-        mut missing: u64,
-        own: u64,
-        mut fault: impl FnMut(&mut bindings::hmm_range) -> Result,
-    ) -> Result {
-        while missing != 0 {
-            let first = missing.trailing_zeros() as usize;
-            let later_own = own & !low_bits(first + 1);
-            let end = if later_own == 0 {
-                npages
-            } else {
-                later_own.trailing_zeros() as usize
-            };
-            let mut sub = bindings::hmm_range {
-                notifier: range.notifier,
-                notifier_seq: 0,
-                start: range.start + (first << PAGE_SHIFT),
-                end: range.start + (end << PAGE_SHIFT),
-                // In bounds: `first < end <= npages`, the length of the array.
-                hmm_pfns: range.hmm_pfns.wrapping_add(first),
-                default_flags: want,
-                pfn_flags_mask: 0,
-                dev_private_owner: range.dev_private_owner,
-            };
-            fault(&mut sub)?;
-            missing &= !low_bits(end);
-        }
-        Ok(())
-    }
-
-    /// Takes the mirror lock and, unless an invalidation raced with the walk of `range`
-    /// (`mmu_interval_read_retry()`, then `None`: walk again), either hands its entries to
-    /// `commit` or says which pages must be faulted in first for `want`.
+    /// Locks the notifier and, unless an invalidation raced with the walk of `range` (then
+    /// `None`: walk again), either hands its entries to `commit` or says which pages must be
+    /// faulted in first for `want`.
     fn commit_if_current(
         &self,
         range: &bindings::hmm_range,
         npages: usize,
         want: c_ulong,
-        commit: &mut impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        commit: &mut impl FnMut(&mut IntervalGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Option<ChunkStep> {
-        let mut guard = self.lock();
-        // SAFETY: `range.notifier` is inserted, and the mirror lock, which its invalidate
-        // callback holds around `mmu_interval_set_seq()`, is held.
-        if unsafe { bindings::mmu_interval_read_retry(range.notifier, range.notifier_seq) } {
+        let mut guard = self.notifier.lock();
+        // SAFETY: The walk's `hmm_range_fault()` or `hmm_range_fault_unlocked_timeout()` ran
+        // with `range.notifier_seq` from `mmu_interval_read_begin()` on this notifier (the
+        // latter reads it itself).
+        let seq = unsafe { ReadSeq::from_raw(self.notifier, range.notifier_seq) };
+        if !guard.is_current(&seq) {
             return None;
         }
         fix_device_pmd_pfns(range, npages);
@@ -562,7 +564,7 @@ impl<T: MirrorOps> Mirror<T> {
             });
             if missing != 0 {
                 let own = pfns.iter().enumerate().fold(0u64, |m, (i, p)| {
-                    match p.kind(self.owner()) {
+                    match self.owner.and_then(|owner| p.kind(owner)) {
                         Some(PageKind::DevicePrivate { local: true }) => m | 1 << i,
                         _ => m,
                     }
@@ -578,11 +580,11 @@ impl<T: MirrorOps> Mirror<T> {
                 return Some(ChunkStep::Fault { missing, own });
             }
         }
-        // INVARIANT: The entries describe `range.start..range.end` of the mirrored mm; the
-        // mirror lock is held and no invalidation ran since `mmu_interval_read_begin()`; the
+        // INVARIANT: The entries describe `range.start..range.end` of the notifier's mm, inside
+        // its interval; its lock is held and no invalidation ran since the walk began; the
         // entries are only lent to `commit`, which cannot keep them past the guard.
         let pfns = HmmPfns {
-            mirror: self.notifier_raw(),
+            notifier: self.notifier.as_raw(),
             start: range.start,
             pfns,
         };
@@ -590,12 +592,53 @@ impl<T: MirrorOps> Mirror<T> {
     }
 }
 
-/// What [`Mirror::commit_if_current()`] did with a chunk.
+/// Faults in the pages of `range` whose bits are set in `missing`, never one whose bit is
+/// set in `own` (a device-private page of the range's owner).
+///
+/// `hmm_range_fault()` reports such a page as it is, but once a page of its walk needs a
+/// fault, 7.3's `hmm_do_fault()` calls `handle_mm_fault()` on every page from that one to the
+/// end of the walk, and a fault on a device-private page migrates it back to system memory.
+/// So each run of missing pages is faulted as a range of its own that stops short of the
+/// next page of the owner.
+fn fault_missing(
+    range: &bindings::hmm_range,
+    npages: usize,
+    want: c_ulong,
+    mut missing: u64,
+    own: u64,
+    mut fault: impl FnMut(&mut bindings::hmm_range) -> Result,
+) -> Result {
+    while missing != 0 {
+        let first = missing.trailing_zeros() as usize;
+        let later_own = own & !low_bits(first + 1);
+        let end = if later_own == 0 {
+            npages
+        } else {
+            later_own.trailing_zeros() as usize
+        };
+        let mut sub = bindings::hmm_range {
+            notifier: range.notifier,
+            notifier_seq: 0,
+            start: range.start + (first << PAGE_SHIFT),
+            end: range.start + (end << PAGE_SHIFT),
+            // In bounds: `first < end <= npages`, the length of the array.
+            hmm_pfns: range.hmm_pfns.wrapping_add(first),
+            default_flags: want,
+            pfn_flags_mask: 0,
+            dev_private_owner: range.dev_private_owner,
+        };
+        fault(&mut sub)?;
+        missing &= !low_bits(end);
+    }
+    Ok(())
+}
+
+/// What [`Range::commit_if_current()`] did with a chunk.
 enum ChunkStep {
     /// Committed (or failed): the chunk is done.
     Done(Result),
     /// Nothing committed: the pages whose bits are set in `missing` must be faulted in first,
-    /// and those set in `own` are device-private pages of the mirror's owner, which must not be.
+    /// and those set in `own` are device-private pages of the range's owner, which must not be.
     Fault { missing: u64, own: u64 },
 }
 
@@ -624,6 +667,51 @@ mod tests {
         assert!(rw.is_valid() && rw.is_write() && !rw.is_error());
         assert!(HmmPfn(PFN_ERROR).is_error());
         assert_eq!(rw.raw(), PFN_VALID | PFN_WRITE | 0x1234);
+    }
+
+    /// The sub-ranges `fault_missing()` faults for `missing` and `own` in a chunk of `npages`.
+    fn runs(npages: usize, missing: u64, own: u64) -> KVec<(usize, usize)> {
+        let mut pfns = [0 as c_ulong; CHUNK_PAGES];
+        let range = bindings::hmm_range {
+            notifier: core::ptr::null_mut(),
+            notifier_seq: 0,
+            start: 0x10_0000,
+            end: 0x10_0000 + (npages << PAGE_SHIFT),
+            hmm_pfns: pfns.as_mut_ptr(),
+            default_flags: 0,
+            pfn_flags_mask: 0,
+            dev_private_owner: core::ptr::null_mut(),
+        };
+        let mut runs = KVec::new();
+        let ret = fault_missing(&range, npages, PFN_REQ_FAULT, missing, own, |sub| {
+            assert_eq!(sub.default_flags, PFN_REQ_FAULT);
+            let first = (sub.start - range.start) >> PAGE_SHIFT;
+            assert!(core::ptr::eq(
+                sub.hmm_pfns,
+                pfns.as_mut_ptr().wrapping_add(first)
+            ));
+            runs.push((first, (sub.end - range.start) >> PAGE_SHIFT), GFP_KERNEL)?;
+            Ok(())
+        });
+        assert!(ret.is_ok());
+        runs
+    }
+
+    #[test]
+    fn faults_stop_short_of_the_owners_pages() {
+        // Nothing missing: no fault.
+        assert!(runs(64, 0, 0b1111).is_empty());
+        // No page of the owner: one fault from the first missing page to the end.
+        assert_eq!(&runs(64, 0b1010_0000, 0)[..], &[(5, 64)]);
+        // Pages 4 and 5 are the owner's: 0..4 (page 3 is present, faulted harmlessly), then
+        // 6..64.
+        assert_eq!(&runs(64, 0b1100_1001, 0b11_0000)[..], &[(0, 4), (6, 64)]);
+        // A chunk shorter than 64 pages, the last page missing.
+        assert_eq!(&runs(10, 1 << 9, 1 << 8)[..], &[(9, 10)]);
+        // Page 63 missing, 62 the owner's.
+        assert_eq!(&runs(64, 1 << 63, 1 << 62)[..], &[(63, 64)]);
+        // All missing but page 0.
+        assert_eq!(&runs(64, !1, 1)[..], &[(1, 64)]);
     }
 
     #[test]

@@ -1,0 +1,622 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A software device page table over an address space: what `lib/test_hmm.c` keeps per open
+//! file.
+//!
+//! [`Mirror`] is an [`MmuIntervalNotifier`] over the whole address space of an mm whose state is
+//! a device page table (virtual page number to page, with a [`Perm`]) and the driver's `T`. The
+//! invalidate callback clears the invalidated range from the table, so an entry always names a
+//! page that is still mapped at its address, and the driver may read and write the page through
+//! the entry while it holds the lock.
+//!
+//! Entries are added from the result of `hmm_range_fault()` ([`Mirror::fault()`], which runs a
+//! [`Range`] over the mirror), by [`Mirror::make_exclusive()`], or, by code that can prove the
+//! page is mapped, through [`MirrorGuard::pt_insert_raw()`].
+//!
+//! A device with a page table of its own needs none of this: it uses [`MmuIntervalNotifier`]
+//! and [`Range`] directly, as their examples show.
+
+use super::{HmmPfns, Range};
+use crate::{
+    bindings,
+    mm::{
+        memremap::{PageRef, PagemapOwner},
+        mmu_notifier::{
+            IntervalGuard, InvalidateRange, MmuIntervalNotifier, MmuIntervalNotifierOps,
+        },
+    },
+};
+use core::{
+    marker::PhantomData,
+    ops::{Deref, DerefMut, Range as Span},
+    ptr::NonNull,
+};
+use kernel::{
+    error::to_result,
+    ffi::{c_ulong, c_void},
+    mm::{Mm, MmWithUser, MmapReadGuard},
+    page::{Page, PAGE_MASK, PAGE_SHIFT},
+    prelude::*,
+    sync::Arc,
+    time::Delta,
+    types::Opaque,
+};
+
+/// The driver side of a [`Mirror`]: its state and its invalidate hook.
+///
+/// The state is kept under the mirror's lock together with the device page table; it is reached
+/// through a [`MirrorGuard`], and by the invalidate callback. The callback runs on whichever
+/// thread changes the address space, hence `Send`.
+///
+/// Invalidations cannot be skipped: `lib/test_hmm.c` ignores the `MMU_NOTIFY_MIGRATE` events of
+/// its own migrations and leaves their entries in place, but an entry that outlives the mapping
+/// of its page would be a use-after-free once the page is freed. A driver's own migration thus
+/// clears the migrated range like any other invalidation, and the driver maps the destination
+/// pages again; [`InvalidateRange::is_migration_by()`] tells such events apart.
+pub trait MirrorOps: Sized + Send + Unpin {
+    /// Called when a range of the mirrored address space is invalidated, with the mirror lock
+    /// held, after the sequence has been set and the range has been cleared from the device page
+    /// table.
+    ///
+    /// It may sleep only if `range.is_blockable()`. It must not drop a [`Mirror`] (removing an
+    /// interval notifier from a notifier callback deadlocks). It is not called for the mirror's
+    /// own [`Mirror::make_exclusive()`] conversions, which leave the page mapped.
+    fn invalidate(&mut self, _range: &InvalidateRange) {}
+}
+
+/// The access the device has to a page mapped in its page table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Perm {
+    /// The device may read the page.
+    Read,
+    /// The device may read and write the page.
+    Write,
+    /// The device has atomic (exclusive) access to the page, see `make_device_exclusive()`.
+    Atomic,
+}
+
+// The tags `lib/test_hmm.c` stores in the low bits of its page table entries
+// (`DPT_XA_TAG_*`). Pointers tagged 1 and 3 are ordinary XArray entries; 2 would
+// be an internal entry, so read-only pages carry no tag.
+const TAG_READ: usize = 0;
+const TAG_ATOMIC: usize = 1;
+const TAG_WRITE: usize = 3;
+const TAG_MASK: usize = 3;
+
+impl Perm {
+    fn tag(self) -> usize {
+        match self {
+            Self::Read => TAG_READ,
+            Self::Write => TAG_WRITE,
+            Self::Atomic => TAG_ATOMIC,
+        }
+    }
+
+    fn from_tag(tag: usize) -> Self {
+        match tag {
+            TAG_WRITE => Self::Write,
+            TAG_ATOMIC => Self::Atomic,
+            _ => Self::Read,
+        }
+    }
+}
+
+/// A device page table entry, borrowed from a [`MirrorGuard`].
+///
+/// # Invariants
+///
+/// `page` is a valid `struct page` mapped in the mirrored mm (or the backing storage of a device
+/// page mapped there) for as long as the mirror lock is held, which it is for `'a`.
+pub struct PtEntry<'a> {
+    page: NonNull<bindings::page>,
+    perm: Perm,
+    _guard: PhantomData<&'a ()>,
+}
+
+impl<'a> PtEntry<'a> {
+    /// The page the entry maps: a system page, or a device page (whose contents, if it is
+    /// device-private, only its driver can reach).
+    pub fn page(&self) -> PageRef<'a> {
+        // SAFETY: By the type invariants the page is valid and stays mapped for `'a`.
+        unsafe { PageRef::from_raw(self.page) }
+    }
+
+    /// The access the device has to the page.
+    #[inline]
+    pub fn perm(&self) -> Perm {
+        self.perm
+    }
+}
+
+/// The device page table: an XArray from virtual page number to tagged `struct page *`.
+///
+/// Entries hold no reference on their page; the mirror's invalidate callback
+/// removes them before the page can go away.
+///
+/// # Invariants
+///
+/// `xa` is an initialised XArray whose entries are `struct page` pointers tagged with a
+/// [`Perm`] tag.
+#[pin_data(PinnedDrop)]
+struct PageTable {
+    #[pin]
+    xa: Opaque<bindings::xarray>,
+}
+
+// SAFETY: The XArray serialises its updates with its own lock and may be used from any thread;
+// its entries are plain pointers that own nothing.
+unsafe impl Send for PageTable {}
+
+impl PageTable {
+    fn new() -> impl PinInit<Self> {
+        // INVARIANT: `xa_init_flags()` initialises an empty XArray.
+        pin_init!(Self {
+            // SAFETY: `slot` is valid for writes and pinned; `xa_init_flags()` initialises it.
+            xa <- Opaque::ffi_init(|slot| unsafe { bindings::xa_init_flags(slot, 0) }),
+        })
+    }
+
+    fn load(&self, vpn: usize) -> Option<(NonNull<bindings::page>, Perm)> {
+        // SAFETY: By the type invariants `xa` is initialised.
+        let entry = unsafe { bindings::xa_load(self.xa.get(), vpn) } as usize;
+        // `xa_untag_pointer()` and `xa_pointer_tag()`.
+        let page = NonNull::new((entry & !TAG_MASK) as *mut bindings::page)?;
+        Some((page, Perm::from_tag(entry & TAG_MASK)))
+    }
+
+    fn store(&self, vpn: usize, page: NonNull<bindings::page>, perm: Perm) -> Result {
+        // `xa_tag_pointer()`: a `struct page` is at least word aligned, so the tag bits are free.
+        let entry = (page.as_ptr() as usize | perm.tag()) as *mut c_void;
+        // The caller holds the mirror lock, which the invalidate callback takes: an allocation
+        // that entered reclaim (which may invalidate this mm) could deadlock, so the allocation
+        // must not sleep. `lib/test_hmm.c` uses `GFP_ATOMIC`; the entries are as many as the
+        // pages user space had faulted, so they must not drain the atomic reserves either, and
+        // are charged to the user's memory cgroup. Failing is `ENOMEM` (`GFP_NOWAIT` does not
+        // warn).
+        let gfp = bindings::GFP_NOWAIT | bindings::__GFP_ACCOUNT;
+        // SAFETY: By the type invariants `xa` is initialised.
+        let old = unsafe { bindings::xa_store(self.xa.get(), vpn, entry, gfp) };
+        // SAFETY: `xa_err()` only inspects the value of the pointer.
+        to_result(unsafe { bindings::xa_err(old) })
+    }
+
+    /// Removes the entries of the virtual page numbers `first..=last`.
+    fn clear(&self, first: usize, last: usize) {
+        let mut index: c_ulong = first;
+        // SAFETY: By the type invariants `xa` is initialised; `index` is a valid location.
+        let mut entry =
+            unsafe { bindings::xa_find(self.xa.get(), &mut index, last, bindings::XA_PRESENT) };
+        while !entry.is_null() {
+            // SAFETY: By the type invariants `xa` is initialised. Entries hold no reference on
+            // their page, so there is nothing to release.
+            unsafe { bindings::xa_erase(self.xa.get(), index) };
+            // SAFETY: As above.
+            entry = unsafe {
+                bindings::xa_find_after(self.xa.get(), &mut index, last, bindings::XA_PRESENT)
+            };
+        }
+    }
+
+    /// The first entry whose index is in `first..=last`, with its index.
+    fn find(&self, first: usize, last: usize) -> Option<(usize, NonNull<bindings::page>, Perm)> {
+        let mut index: c_ulong = first;
+        // SAFETY: By the type invariants `xa` is initialised; `index` is a valid location.
+        let entry =
+            unsafe { bindings::xa_find(self.xa.get(), &mut index, last, bindings::XA_PRESENT) };
+        let page = NonNull::new((entry as usize & !TAG_MASK) as *mut bindings::page)?;
+        Some((index, page, Perm::from_tag(entry as usize & TAG_MASK)))
+    }
+
+    fn for_each_in(
+        &self,
+        first: usize,
+        last: usize,
+        mut f: impl FnMut(usize, NonNull<bindings::page>, Perm),
+    ) {
+        let mut index: c_ulong = first;
+        // SAFETY: By the type invariants `xa` is initialised; `index` is a valid location.
+        let mut entry =
+            unsafe { bindings::xa_find(self.xa.get(), &mut index, last, bindings::XA_PRESENT) };
+        while let Some(page) = NonNull::new((entry as usize & !TAG_MASK) as *mut bindings::page) {
+            f(index, page, Perm::from_tag(entry as usize & TAG_MASK));
+            // SAFETY: As above.
+            entry = unsafe {
+                bindings::xa_find_after(self.xa.get(), &mut index, last, bindings::XA_PRESENT)
+            };
+        }
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for PageTable {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariants `xa` is initialised; it is not used after this. The
+        // entries own nothing.
+        unsafe { bindings::xa_destroy(self.xa.get()) };
+    }
+}
+
+/// The inclusive range of virtual page numbers that intersect `start..end`, if not empty.
+fn vpn_span(start: usize, end: usize) -> Option<(usize, usize)> {
+    if start >= end {
+        return None;
+    }
+    Some((start >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT))
+}
+
+/// The state behind a [`Mirror`]'s lock: the device page table and the driver's `T`.
+///
+/// # Invariants
+///
+/// - Only ever the state of the notifier of a [`Mirror<T>`].
+/// - Every entry of `pt` names a `struct page` that is mapped in the mm at the entry's address
+///   (or is the backing storage of the device page mapped there, kept alive as long as that device
+///   page is); the invalidate callback removes the entries of a range before the pages can be
+///   unmapped.
+#[pin_data]
+struct MirrorState<T> {
+    #[pin]
+    pt: PageTable,
+    data: T,
+}
+
+impl<T: MirrorOps> MmuIntervalNotifierOps for MirrorState<T> {
+    fn invalidate(this: Pin<&mut Self>, range: &InvalidateRange) {
+        // SAFETY: Neither field is moved out: `pt` is only used by reference, and `data` is
+        // `Unpin` (`MirrorOps: Unpin`).
+        let this = unsafe { this.get_unchecked_mut() };
+        // INVARIANT: The pages of the range are about to be unmapped: drop their entries.
+        if let Some((first, last)) = vpn_span(range.start(), range.end()) {
+            this.pt.clear(first, last);
+        }
+        this.data.invalidate(range);
+    }
+}
+
+/// A device mirror of a process address space.
+///
+/// An [`MmuIntervalNotifier`] over the whole address space of an mm whose state is the driver's
+/// `T` and a device page table. The invalidate callback clears the invalidated range from the
+/// device page table and then calls [`MirrorOps::invalidate()`]. [`Mirror::fault()`] is the
+/// `hmm_range_fault()` retry loop that fills the device page table.
+///
+/// The lock rules are those of [`MmuIntervalNotifier`]: do not hold the mirror lock
+/// ([`MirrorGuard`]) while calling anything that may fault or invalidate the mirrored mm, or wait
+/// for a folio lock.
+///
+/// # Examples
+///
+/// ```ignore
+/// let mirror = KBox::pin_init(Mirror::new(&mm, owner, MyState::new()), GFP_KERNEL)?;
+/// let mm = mirror.mm().mmget_not_zero().ok_or(EFAULT)?;
+/// mirror.fault(&mm, addr, addr + len, false, |guard, pfns| guard.pt_insert_all(pfns))?;
+/// let guard = mirror.lock();
+/// let entry = guard.pt_get(addr >> PAGE_SHIFT).ok_or(ENOENT)?;
+/// ```
+#[pin_data]
+pub struct Mirror<T: MirrorOps> {
+    // First, so that it is removed (its callbacks done) before the other fields are dropped.
+    #[pin]
+    notifier: MmuIntervalNotifier<MirrorState<T>>,
+    owner: Arc<PagemapOwner>,
+}
+
+impl<T: MirrorOps> Mirror<T> {
+    /// Creates a mirror of the address space of `mm`.
+    ///
+    /// `owner` identifies the device pages of the mirroring device: `hmm_range_fault()` returns
+    /// them as they are (rather than faulting them back to system memory), and the migrations it
+    /// performs are recognised by [`InvalidateRange::is_migration_by()`].
+    pub fn new<'a>(
+        mm: &'a MmWithUser,
+        owner: Arc<PagemapOwner>,
+        data: T,
+    ) -> impl PinInit<Self, Error> + 'a
+    where
+        T: 'a,
+    {
+        // INVARIANT: The state is created here only, as the state of a mirror's notifier.
+        let state = pin_init!(MirrorState {
+            pt <- PageTable::new(),
+            data,
+        });
+        try_pin_init!(Self {
+            notifier <- MmuIntervalNotifier::new(mm, 0, usize::MAX & PAGE_MASK, state),
+            owner,
+        }? Error)
+    }
+
+    /// The mirrored mm.
+    ///
+    /// Get a user reference with [`Mm::mmget_not_zero()`] before faulting.
+    #[inline]
+    pub fn mm(&self) -> &Mm {
+        self.notifier.mm()
+    }
+
+    /// The owner of the device pages of this mirror's device.
+    #[inline]
+    pub fn owner(&self) -> &PagemapOwner {
+        &self.owner
+    }
+
+    /// Locks the mirror: gives access to the driver's state and the device page table.
+    ///
+    /// Blocks invalidations of the mirrored mm until the guard is dropped; see the lock rules in
+    /// the [`Mirror`] documentation.
+    pub fn lock(&self) -> MirrorGuard<'_, T> {
+        MirrorGuard(self.notifier.lock())
+    }
+
+    /// Like [`Mirror::lock()`], but returns [`None`] instead of blocking.
+    pub fn try_lock(&self) -> Option<MirrorGuard<'_, T>> {
+        Some(MirrorGuard(self.notifier.try_lock()?))
+    }
+
+    /// A [`Range`] of `start..end` over this mirror's notifier, device pages of its owner
+    /// reported as they are.
+    fn range(&self, start: usize, end: usize) -> Result<Range<'_, MirrorState<T>>> {
+        Ok(Range::new(&self.notifier, start, end)?.with_owner(&self.owner))
+    }
+
+    /// Faults in `start..end` of the mirrored mm and hands the result to `commit`.
+    ///
+    /// Like `dmirror_fault()` in `lib/test_hmm.c`: [`Range::fault()`] over the mirror, device
+    /// pages of [`Mirror::owner()`] being returned as they are (and never faulted back to system
+    /// memory). For each chunk, `commit` is called with the mirror locked and the chunk's
+    /// [`HmmPfns`], all valid (and writable if `write`), current until the guard is dropped;
+    /// typically it maps them with [`MirrorGuard::pt_insert_all()`].
+    ///
+    /// `mm` must be the mirrored mm ([`Mirror::mm()`]), and `start` and `end` page aligned;
+    /// otherwise this fails with `EINVAL`. The other errors are those of [`Range::fault()`].
+    ///
+    /// Must not be called with the mirror lock held, nor with the mmap lock of `mm` held (an
+    /// [`MmapReadGuard`] alive): it takes that lock itself, and taking it again could deadlock
+    /// behind a waiting writer.
+    pub fn fault(
+        &self,
+        mm: &MmWithUser,
+        start: usize,
+        end: usize,
+        write: bool,
+        mut commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+    ) -> Result {
+        self.range(start, end)?.fault(mm, write, |g, pfns| {
+            commit(MirrorGuard::from_interval(g), pfns)
+        })
+    }
+
+    /// As [`Mirror::fault()`], but with [`Range::fault_unlocked()`]: the mmap lock is taken
+    /// inside and may be dropped while a fault is handled, so that faults which need it released
+    /// (userfaultfd) can make progress (`HMM_DMIRROR_READ_UNLOCKED`).
+    ///
+    /// `timeout` bounds the retries after invalidations (`EBUSY` once it expires); `None`
+    /// retries until a fatal signal (`EINTR`). The same lock rules as for [`Mirror::fault()`]
+    /// apply.
+    pub fn fault_unlocked(
+        &self,
+        mm: &MmWithUser,
+        start: usize,
+        end: usize,
+        write: bool,
+        timeout: Option<Delta>,
+        mut commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+    ) -> Result {
+        self.range(start, end)?
+            .fault_unlocked(mm, write, timeout, |g, pfns| {
+                commit(MirrorGuard::from_interval(g), pfns)
+            })
+    }
+
+    /// Takes a snapshot of the CPU mappings of `start..end` of the mirrored mm, without faulting
+    /// ([`Range::snapshot()`], as `dmirror_snapshot()` in `lib/test_hmm.c`).
+    ///
+    /// `f` is called for each chunk with the mirror locked and the chunk's [`HmmPfns`], which may
+    /// be invalid or errors. The arguments, errors and lock rules are as for [`Mirror::fault()`];
+    /// `f` must not touch user memory (copy the result out after this returns).
+    pub fn snapshot(
+        &self,
+        mm: &MmWithUser,
+        start: usize,
+        end: usize,
+        mut f: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+    ) -> Result {
+        self.range(start, end)?
+            .snapshot(mm, |g, pfns| f(MirrorGuard::from_interval(g), pfns))
+    }
+
+    /// Makes the page at `addr` of the mirrored mm exclusive to the device
+    /// (`make_device_exclusive()`: the CPU faults it back on access) and maps it in the device
+    /// page table with [`Perm::Atomic`] (`dmirror_exclusive()`).
+    ///
+    /// The arguments and errors are those of [`MmuIntervalNotifier::make_device_exclusive()`],
+    /// and `ENOMEM` if the page table cannot grow. Must not be called with the mirror lock held.
+    pub fn make_exclusive(&self, mmap: &MmapReadGuard<'_>, addr: usize) -> Result {
+        self.notifier
+            .make_device_exclusive(mmap, addr, |guard, page| {
+                // `Page::as_ptr()` is never null.
+                let page = NonNull::new(page.as_ptr()).ok_or(EINVAL)?;
+                // INVARIANT: The page is mapped at `addr` until an invalidation of it, which
+                // waits for the lock held by `guard` and then clears the entry.
+                guard.pt.store(addr >> PAGE_SHIFT, page, Perm::Atomic)
+            })
+    }
+}
+
+/// The locked state of a [`Mirror`]: the driver's `T` (through [`Deref`] and [`DerefMut`]) and
+/// the device page table.
+///
+/// While it exists, invalidations of the mirrored mm wait, so every page table entry stays mapped.
+///
+/// # Invariants
+///
+/// The guarded notifier is the `notifier` field of a [`Mirror<T>`].
+#[repr(transparent)]
+pub struct MirrorGuard<'a, T: MirrorOps>(IntervalGuard<'a, MirrorState<T>>);
+
+impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
+    /// The [`MirrorGuard`] view of the guard of a mirror's notifier.
+    fn from_interval<'g>(
+        guard: &'g mut IntervalGuard<'a, MirrorState<T>>,
+    ) -> &'g mut MirrorGuard<'a, T> {
+        // SAFETY: `MirrorGuard` is a transparent wrapper of the `IntervalGuard`, and a notifier
+        // whose state is a `MirrorState<T>` is the `notifier` field of a `Mirror<T>` (invariants
+        // of `MirrorState`).
+        // INVARIANT: As just said.
+        unsafe { &mut *core::ptr::from_mut(guard).cast() }
+    }
+
+    /// The mirror this guard locks.
+    #[inline]
+    pub fn mirror(&self) -> &'a Mirror<T> {
+        let notifier = core::ptr::from_ref(self.0.notifier());
+        // SAFETY: By the type invariants the notifier is the `notifier` field of a `Mirror<T>`,
+        // which lives for `'a` since the notifier does.
+        unsafe { &*kernel::container_of!(notifier, Mirror<T>, notifier) }
+    }
+
+    fn pt(&self) -> &PageTable {
+        &self.0.pt
+    }
+
+    /// The entry for virtual page number `vpn` (address `vpn << PAGE_SHIFT`), if any.
+    pub fn pt_get(&self, vpn: usize) -> Option<PtEntry<'_>> {
+        let (page, perm) = self.pt().load(vpn)?;
+        // INVARIANT: By the invariants of `MirrorState`, the page is mapped at the address, and
+        // it stays so while the lock, held for the lifetime of `self`, is held.
+        Some(PtEntry {
+            page,
+            perm,
+            _guard: PhantomData,
+        })
+    }
+
+    /// The first entry whose virtual page number is in `vpns`, with that number.
+    ///
+    /// Costs what the entries cost, not the size of `vpns`: a loop over a huge range can visit the
+    /// entries a batch at a time, dropping the lock in between.
+    pub fn pt_find(&self, vpns: Span<usize>) -> Option<(usize, PtEntry<'_>)> {
+        if vpns.start >= vpns.end {
+            return None;
+        }
+        let (vpn, page, perm) = self.pt().find(vpns.start, vpns.end - 1)?;
+        // INVARIANT: As in `pt_get()`.
+        Some((
+            vpn,
+            PtEntry {
+                page,
+                perm,
+                _guard: PhantomData,
+            },
+        ))
+    }
+
+    /// Calls `f` with each entry whose virtual page number is in `vpns`, in increasing order.
+    pub fn pt_for_each_in(&self, vpns: Span<usize>, mut f: impl FnMut(usize, PtEntry<'_>)) {
+        if vpns.start >= vpns.end {
+            return;
+        }
+        self.pt()
+            .for_each_in(vpns.start, vpns.end - 1, |vpn, page, perm| {
+                // INVARIANT: As in `pt_get()`.
+                f(
+                    vpn,
+                    PtEntry {
+                        page,
+                        perm,
+                        _guard: PhantomData,
+                    },
+                )
+            });
+    }
+
+    /// Removes the entries whose virtual page numbers are in `vpns`.
+    pub fn pt_clear(&mut self, vpns: Span<usize>) {
+        if vpns.start < vpns.end {
+            self.pt().clear(vpns.start, vpns.end - 1);
+        }
+    }
+
+    /// Maps the page of entry `index` of `pfns` at its address, for writing if the entry is
+    /// writable and for reading otherwise.
+    ///
+    /// A device-private page is mapped only if it belongs to this mirror's owner: its contents are
+    /// not CPU-accessible, and the driver reaches them through its own page data
+    /// ([`PtEntry::page()`], `memremap::AnyDevicePage::downcast()`).
+    ///
+    /// Fails with `EINVAL` if `pfns` comes from another mirror, if `index` is out of range, if the
+    /// entry has no page, or if it names another owner's device-private page; and with `ENOMEM` if
+    /// the page table cannot grow.
+    pub fn pt_insert(&mut self, pfns: &HmmPfns<'_>, index: usize) -> Result {
+        let mirror = self.mirror();
+        if !pfns.is_from(mirror.notifier.as_raw()) {
+            return Err(EINVAL);
+        }
+        let pfn = pfns.get(index).ok_or(EINVAL)?;
+        let page = match pfn.mapped_page() {
+            Some(page) => page,
+            None if pfn.pgmap_owner_is(mirror.owner()) => pfn.raw_page().ok_or(EINVAL)?,
+            None => return Err(EINVAL),
+        };
+        let perm = if pfn.is_write() {
+            Perm::Write
+        } else {
+            Perm::Read
+        };
+        // INVARIANT: `pfns` was handed out for this mirror's notifier, with its lock held after a
+        // successful `mmu_interval_read_retry()`, so the page is still mapped at the entry's
+        // address; any later invalidation must take the lock held by `self` to clear the entry.
+        self.pt().store(pfns.vpn(index), page, perm)
+    }
+
+    /// Maps every entry of `pfns` as [`MirrorGuard::pt_insert()`] does (`dmirror_do_fault()`).
+    ///
+    /// Stops at the first error; the entries mapped before it stay mapped.
+    pub fn pt_insert_all(&mut self, pfns: &HmmPfns<'_>) -> Result {
+        for index in 0..pfns.len() {
+            self.pt_insert(pfns, index)?;
+        }
+        Ok(())
+    }
+
+    /// Maps `page` at virtual page number `vpn` with permission `perm`.
+    ///
+    /// Fails with `ENOMEM` if the page table cannot grow.
+    ///
+    /// # Safety
+    ///
+    /// - `page` must be mapped in the mirrored mm at `vpn << PAGE_SHIFT` (or be the backing storage
+    ///   of the device page mapped there, which lives as long as that device page does), and no
+    ///   invalidation of that address may have run since it was mapped there: for example, the
+    ///   caller holds `mmap_lock` and the page is a locked destination of a migration that has not
+    ///   been finalized yet.
+    /// - The contents of `page` must be accessible through its kernel mapping (it is not a
+    ///   device-private page).
+    /// - `perm` must not grant more than the mm's mapping grants.
+    pub unsafe fn pt_insert_raw(&mut self, vpn: usize, page: &Page, perm: Perm) -> Result {
+        // INVARIANT: The caller guarantees that the page is mapped at the address and that no
+        // invalidation of it has run; any later one takes the lock held by `self`.
+        // `Page::as_ptr()` is never null.
+        match NonNull::new(page.as_ptr()) {
+            Some(page) => self.pt().store(vpn, page, perm),
+            None => Err(EINVAL),
+        }
+    }
+}
+
+impl<T: MirrorOps> Deref for MirrorGuard<'_, T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0.data
+    }
+}
+
+impl<T: MirrorOps> DerefMut for MirrorGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: Only `data` is handed out, and it is `Unpin` (`MirrorOps: Unpin`): it cannot be
+        // moved out from behind the pinned state in a way that matters.
+        &mut unsafe { self.0.as_mut().get_unchecked_mut() }.data
+    }
+}
