@@ -317,8 +317,7 @@ impl Dmirror {
             Some(mm) => mm,
             None => mm.insert(self.mm(EFAULT)?),
         };
-        let commit =
-            |g: &mut MirrorGuard<'_, DmirrorState>, pfns: &HmmPfns<'_>| g.pt_insert_all(pfns);
+        let commit = |g: &MirrorGuard<'_, DmirrorState>, pfns: &HmmPfns<'_>| g.pt_insert_all(pfns);
         if unlocked {
             self.mirror
                 .fault_unlocked(mm, addr, end, write, None, commit)

@@ -20,7 +20,7 @@ use crate::{
         mmu_notifier::{IntervalGuard, MmuIntervalNotifier, MmuIntervalNotifierOps, ReadSeq},
     },
 };
-use core::{ops::Deref, ptr::NonNull};
+use core::{ops::Deref, pin::pin, ptr::NonNull};
 use kernel::{
     error::to_result,
     ffi::c_ulong,
@@ -342,8 +342,10 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
     /// `mm` must be the notifier's mm (else `EINVAL`). Errors of `hmm_range_fault()` and of
     /// `commit` are returned as they are; chunks committed before an error stay committed.
     /// `EINTR` if the task is being killed: it is checked before every chunk, so a huge range
-    /// stops quickly. `EFAULT` if `write` and a device-private page of the owner is mapped
-    /// read-only (after a fork or an `mprotect()`): the fault does not make it writable.
+    /// stops quickly. A device-private page of the owner that is mapped read-only (after a fork
+    /// or an `mprotect()`) and is to be written is faulted as a CPU write would fault it, back
+    /// into system memory: the device cannot break copy-on-write. (`lib/test_hmm.c` fails such a
+    /// write with `EFAULT`, after a `WARN_ON`.)
     ///
     /// Must not be called with the notifier's lock held, nor with the mmap lock of `mm` held (an
     /// [`kernel::mm::MmapReadGuard`] alive): it takes that lock itself, and taking it again could
@@ -352,7 +354,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         &self,
         mm: &MmWithUser,
         write: bool,
-        commit: impl FnMut(&mut IntervalGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        commit: impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let want = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
         self.run(mm, want, None, commit)
@@ -370,14 +372,10 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         mm: &MmWithUser,
         write: bool,
         timeout: Option<Delta>,
-        commit: impl FnMut(&mut IntervalGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        commit: impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let want = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
-        // `0` means "no timeout" to the C function: round a zero timeout up.
-        let jiffies = timeout.map_or(0, |t| {
-            msecs_to_jiffies(u32::try_from(t.as_millis()).unwrap_or(u32::MAX)).max(1)
-        });
-        self.run(mm, want, Some(jiffies), commit)
+        self.run(mm, want, Some(timeout), commit)
     }
 
     /// Takes a snapshot of the CPU mappings of the range, without faulting.
@@ -391,7 +389,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
     pub fn snapshot(
         &self,
         mm: &MmWithUser,
-        f: impl FnMut(&mut IntervalGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        f: impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         self.run(mm, 0, None, f)
     }
@@ -404,8 +402,8 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         &self,
         mm: &MmWithUser,
         want: c_ulong,
-        unlocked: Option<c_ulong>,
-        mut commit: impl FnMut(&mut IntervalGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        unlocked: Option<Option<Delta>>,
+        mut commit: impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         if !core::ptr::eq(mm.as_raw(), self.notifier.mm().as_raw()) {
             return Err(EINVAL);
@@ -438,7 +436,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
             range.end = next;
             match unlocked {
                 None => self.chunk(mm, &mut range, want, &mut commit)?,
-                Some(jiffies) => self.chunk_unlocked(&mut range, want, jiffies, &mut commit)?,
+                Some(timeout) => self.chunk_unlocked(&mut range, want, timeout, &mut commit)?,
             }
             addr = next;
         }
@@ -447,82 +445,113 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
 
     /// `dmirror_range_fault()`: walks `range` until it is current and faults in what `want`
     /// asks for, then commits it.
+    ///
+    /// An attempt takes one sequence: it walks without faulting, faults in what is missing
+    /// with the same sequence and walks again, so an invalidation at any point (one that a
+    /// fault itself causes included) ends the attempt. Only a new attempt checks the timeout,
+    /// as `dmirror_range_fault()` checks it only before retrying: a slow fault does not fail.
     fn chunk(
         &self,
         mm: &MmWithUser,
         range: &mut bindings::hmm_range,
         want: c_ulong,
-        commit: &mut impl FnMut(&mut IntervalGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        commit: &mut impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let npages = (range.end - range.start) >> PAGE_SHIFT;
         let timeout = Delta::from_millis(bindings::HMM_RANGE_DEFAULT_TIMEOUT.into());
         let begin = Instant::<Monotonic>::now();
+        // `Ok(false)`: the sequence went stale, start a new attempt.
         let walk = |range: &mut bindings::hmm_range| {
-            range.notifier_seq = self.notifier.read_begin().raw();
             let _mmap = mm.mmap_read_lock();
             // SAFETY: `range` is fully initialised: its notifier is inserted on `mm`, whose
-            // `mmap_lock` is held, and `hmm_pfns` has room for the pages of
-            // `range.start..range.end` (`run()` and `fault_missing()` make sure).
-            to_result(unsafe { bindings::hmm_range_fault(range) })
+            // `mmap_lock` is held, its sequence comes from `read_begin()` on that notifier, and
+            // `hmm_pfns` has room for the pages of `range.start..range.end` (`run()` and
+            // `fault_missing()` make sure).
+            match to_result(unsafe { bindings::hmm_range_fault(range) }) {
+                Err(e) if e == EBUSY => Ok(false),
+                Err(e) => Err(e),
+                Ok(()) => Ok(true),
+            }
         };
 
-        loop {
+        'attempt: loop {
             if begin.elapsed() > timeout {
                 return Err(EBUSY);
             }
             if crate::task_ext::fatal_signal_pending() {
                 return Err(EINTR);
             }
-            match walk(range) {
-                Err(e) if e == EBUSY => continue,
-                Err(e) => return Err(e),
-                Ok(()) => {}
-            }
-            match self.commit_if_current(range, npages, want, commit) {
-                None => {}
-                Some(ChunkStep::Done(ret)) => return ret,
-                Some(ChunkStep::Fault { missing, own }) => {
-                    // An invalidation that races with a fault only means another walk.
-                    let fault = |sub: &mut bindings::hmm_range| match walk(sub) {
-                        Err(e) if e == EBUSY => Ok(()),
-                        ret => ret,
-                    };
-                    fault_missing(range, npages, want, missing, own, fault)?
+            range.notifier_seq = self.notifier.read_begin().raw();
+            // With the sequence unchanged, what a fault mapped stays mapped, so the second
+            // walk finds it; a few more rounds cover nothing but oddities, then a new attempt.
+            for _ in 0..ATTEMPT_WALKS {
+                if !walk(range)? {
+                    continue 'attempt;
+                }
+                match self.commit_if_current(range, npages, want, commit) {
+                    None => continue 'attempt,
+                    Some(ChunkStep::Done(ret)) => return ret,
+                    Some(ChunkStep::Fault { missing, own }) => {
+                        let seq = range.notifier_seq;
+                        let mut stale = false;
+                        fault_missing(range, npages, want, missing, own, |sub| {
+                            sub.notifier_seq = seq;
+                            stale |= !walk(sub)?;
+                            Ok(!stale)
+                        })?;
+                        if stale {
+                            continue 'attempt;
+                        }
+                    }
+                }
+                if crate::task_ext::fatal_signal_pending() {
+                    return Err(EINTR);
                 }
             }
         }
     }
 
     /// `dmirror_range_fault_unlocked()`: as [`Range::chunk()`] with
-    /// `hmm_range_fault_unlocked_timeout()`, which takes the mmap lock itself.
+    /// `hmm_range_fault_unlocked_timeout()`, which takes the mmap lock itself (and a new
+    /// sequence whenever it drops it). `timeout` bounds the whole chunk.
     fn chunk_unlocked(
         &self,
         range: &mut bindings::hmm_range,
         want: c_ulong,
-        jiffies: c_ulong,
-        commit: &mut impl FnMut(&mut IntervalGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        timeout: Option<Delta>,
+        commit: &mut impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let npages = (range.end - range.start) >> PAGE_SHIFT;
+        let begin = Instant::<Monotonic>::now();
+        // `0` means "no timeout" to the C function: round a zero timeout up.
+        let jiffies = timeout.map_or(0, |t| {
+            msecs_to_jiffies(u32::try_from(t.as_millis()).unwrap_or(u32::MAX)).max(1)
+        });
         let walk = |range: &mut bindings::hmm_range| {
             // SAFETY: `range` is fully initialised: its notifier is inserted on the notifier's mm,
             // which has a user (the caller's `MmWithUser`), and `hmm_pfns` has room for the pages
             // of `range.start..range.end` (`run()` and `fault_missing()` make sure). The
-            // function takes the mmap lock itself (killably); that the caller must not hold it
-            // already is a rule against deadlock, documented on `fault_unlocked()`, not a
-            // condition of memory safety: a caller's read lock would only keep the VMAs alive
-            // longer.
+            // function reads the sequence and takes the mmap lock itself (killably); that the
+            // caller must not hold it already is a rule against deadlock, documented on
+            // `fault_unlocked()`, not a condition of memory safety: a caller's read lock would
+            // only keep the VMAs alive longer.
             to_result(unsafe { bindings::hmm_range_fault_unlocked_timeout(range, jiffies) })
         };
         loop {
             if crate::task_ext::fatal_signal_pending() {
                 return Err(EINTR);
             }
+            if timeout.is_some_and(|t| begin.elapsed() > t) {
+                return Err(EBUSY);
+            }
             walk(range)?;
             match self.commit_if_current(range, npages, want, commit) {
                 None => {}
                 Some(ChunkStep::Done(ret)) => return ret,
                 Some(ChunkStep::Fault { missing, own }) => {
-                    fault_missing(range, npages, want, missing, own, &walk)?
+                    fault_missing(range, npages, want, missing, own, |sub| {
+                        walk(sub).map(|()| true)
+                    })?
                 }
             }
         }
@@ -536,9 +565,9 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         range: &bindings::hmm_range,
         npages: usize,
         want: c_ulong,
-        commit: &mut impl FnMut(&mut IntervalGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        commit: &mut impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
     ) -> Option<ChunkStep> {
-        let mut guard = self.notifier.lock();
+        let guard = self.notifier.lock();
         // SAFETY: The walk's `hmm_range_fault()` or `hmm_range_fault_unlocked_timeout()` ran
         // with `range.notifier_seq` from `mmu_interval_read_begin()` on this notifier (the
         // latter reads it itself).
@@ -569,14 +598,6 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
                         _ => m,
                     }
                 });
-                // A fault does not make a device-private page of the owner writable: it is
-                // reported as it is, read-only ones included (after a fork, or `mprotect()`).
-                // Committing one would leave the caller faulting it again forever; fail
-                // instead, as test_hmm's `dmirror_do_fault()` does (without its `WARN_ON`: user
-                // space can get here).
-                if missing & own != 0 {
-                    return Some(ChunkStep::Done(Err(EFAULT)));
-                }
                 return Some(ChunkStep::Fault { missing, own });
             }
         }
@@ -588,33 +609,41 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
             start: range.start,
             pfns,
         };
-        Some(ChunkStep::Done(commit(&mut guard, &pfns)))
+        Some(ChunkStep::Done(commit(pin!(guard).as_mut(), &pfns)))
     }
 }
 
-/// Faults in the pages of `range` whose bits are set in `missing`, never one whose bit is
-/// set in `own` (a device-private page of the range's owner).
+/// Faults in the pages of `range` whose bits are set in `missing` with `fault`, which returns
+/// `Ok(false)` to stop early (the walk went stale).
 ///
-/// `hmm_range_fault()` reports such a page as it is, but once a page of its walk needs a
-/// fault, 7.3's `hmm_do_fault()` calls `handle_mm_fault()` on every page from that one to the
-/// end of the walk, and a fault on a device-private page migrates it back to system memory.
-/// So each run of missing pages is faulted as a range of its own that stops short of the
-/// next page of the owner.
+/// The pages whose bits are set in `own` are device-private pages of the range's owner.
+/// `hmm_range_fault()` reports such a page as it is, but once a page of its walk needs a fault,
+/// 7.3's `hmm_do_fault()` calls `handle_mm_fault()` on every page from that one to the end of
+/// the walk, and a fault on a device-private page migrates it back to system memory. So each
+/// run of missing pages is faulted as a range of its own that stops short of the next page of
+/// the owner. A page of the owner that is itself missing (read-only, and to be written: after
+/// a fork, or `mprotect()`) is faulted on its own and without the owner, as a CPU write would
+/// fault it: the device cannot break copy-on-write, so the page comes back to system memory.
 fn fault_missing(
     range: &bindings::hmm_range,
     npages: usize,
     want: c_ulong,
     mut missing: u64,
     own: u64,
-    mut fault: impl FnMut(&mut bindings::hmm_range) -> Result,
+    mut fault: impl FnMut(&mut bindings::hmm_range) -> Result<bool>,
 ) -> Result {
     while missing != 0 {
         let first = missing.trailing_zeros() as usize;
-        let later_own = own & !low_bits(first + 1);
-        let end = if later_own == 0 {
-            npages
+        let (end, owner) = if own & (1 << first) != 0 {
+            (first + 1, core::ptr::null_mut())
         } else {
-            later_own.trailing_zeros() as usize
+            let later_own = own & !low_bits(first + 1);
+            let end = if later_own == 0 {
+                npages
+            } else {
+                later_own.trailing_zeros() as usize
+            };
+            (end, range.dev_private_owner)
         };
         let mut sub = bindings::hmm_range {
             notifier: range.notifier,
@@ -625,13 +654,20 @@ fn fault_missing(
             hmm_pfns: range.hmm_pfns.wrapping_add(first),
             default_flags: want,
             pfn_flags_mask: 0,
-            dev_private_owner: range.dev_private_owner,
+            dev_private_owner: owner,
         };
-        fault(&mut sub)?;
+        if !fault(&mut sub)? {
+            break;
+        }
         missing &= !low_bits(end);
     }
     Ok(())
 }
+
+/// How many times [`Range::chunk()`] walks and faults with one sequence before it starts a new
+/// attempt (and checks its timeout): a walk, a fault and a walk that finds everything is the
+/// common case.
+const ATTEMPT_WALKS: usize = 4;
 
 /// What [`Range::commit_if_current()`] did with a chunk.
 enum ChunkStep {
@@ -669,29 +705,29 @@ mod tests {
         assert_eq!(rw.raw(), PFN_VALID | PFN_WRITE | 0x1234);
     }
 
-    /// The sub-ranges `fault_missing()` faults for `missing` and `own` in a chunk of `npages`.
-    fn runs(npages: usize, missing: u64, own: u64) -> KVec<(usize, usize)> {
+    /// The sub-ranges `fault_missing()` faults for `missing` and `own` in a chunk of `npages`,
+    /// and whether each is faulted without the owner.
+    fn runs(npages: usize, missing: u64, own: u64) -> KVec<(usize, usize, bool)> {
         let mut pfns = [0 as c_ulong; CHUNK_PAGES];
+        let base = pfns.as_mut_ptr();
         let range = bindings::hmm_range {
             notifier: core::ptr::null_mut(),
             notifier_seq: 0,
             start: 0x10_0000,
             end: 0x10_0000 + (npages << PAGE_SHIFT),
-            hmm_pfns: pfns.as_mut_ptr(),
+            hmm_pfns: base,
             default_flags: 0,
             pfn_flags_mask: 0,
-            dev_private_owner: core::ptr::null_mut(),
+            dev_private_owner: NonNull::<u8>::dangling().as_ptr().cast(),
         };
         let mut runs = KVec::new();
         let ret = fault_missing(&range, npages, PFN_REQ_FAULT, missing, own, |sub| {
             assert_eq!(sub.default_flags, PFN_REQ_FAULT);
             let first = (sub.start - range.start) >> PAGE_SHIFT;
-            assert!(core::ptr::eq(
-                sub.hmm_pfns,
-                pfns.as_mut_ptr().wrapping_add(first)
-            ));
-            runs.push((first, (sub.end - range.start) >> PAGE_SHIFT), GFP_KERNEL)?;
-            Ok(())
+            assert!(core::ptr::eq(sub.hmm_pfns, base.wrapping_add(first)));
+            let last = (sub.end - range.start) >> PAGE_SHIFT;
+            runs.push((first, last, sub.dev_private_owner.is_null()), GFP_KERNEL)?;
+            Ok(true)
         });
         assert!(ret.is_ok());
         runs
@@ -702,16 +738,25 @@ mod tests {
         // Nothing missing: no fault.
         assert!(runs(64, 0, 0b1111).is_empty());
         // No page of the owner: one fault from the first missing page to the end.
-        assert_eq!(&runs(64, 0b1010_0000, 0)[..], &[(5, 64)]);
+        assert_eq!(&runs(64, 0b1010_0000, 0)[..], &[(5, 64, false)]);
         // Pages 4 and 5 are the owner's: 0..4 (page 3 is present, faulted harmlessly), then
         // 6..64.
-        assert_eq!(&runs(64, 0b1100_1001, 0b11_0000)[..], &[(0, 4), (6, 64)]);
+        assert_eq!(
+            &runs(64, 0b1100_1001, 0b11_0000)[..],
+            &[(0, 4, false), (6, 64, false)]
+        );
         // A chunk shorter than 64 pages, the last page missing.
-        assert_eq!(&runs(10, 1 << 9, 1 << 8)[..], &[(9, 10)]);
+        assert_eq!(&runs(10, 1 << 9, 1 << 8)[..], &[(9, 10, false)]);
         // Page 63 missing, 62 the owner's.
-        assert_eq!(&runs(64, 1 << 63, 1 << 62)[..], &[(63, 64)]);
+        assert_eq!(&runs(64, 1 << 63, 1 << 62)[..], &[(63, 64, false)]);
         // All missing but page 0.
-        assert_eq!(&runs(64, !1, 1)[..], &[(1, 64)]);
+        assert_eq!(&runs(64, !1, 1)[..], &[(1, 64, false)]);
+        // Page 2 of the owner is missing itself (to be written, read-only): alone, without the
+        // owner, and the run before it stops short of it.
+        assert_eq!(
+            &runs(64, 0b1101, 0b100)[..],
+            &[(0, 2, false), (2, 3, true), (3, 64, false)]
+        );
     }
 
     #[test]

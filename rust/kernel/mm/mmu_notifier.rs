@@ -15,16 +15,15 @@
 //! sequence cannot be checked without the lock that the invalidate callback takes, so it cannot be
 //! checked too early, and what it vouches for stays true for as long as the guard lives.
 //!
-//! [`crate::mm::hmm::mirror::Mirror`] builds a software device page table on this.
-//!
 //! C header: [`include/linux/mmu_notifier.h`](srctree/include/linux/mmu_notifier.h)
 //!
 //! Kernel documentation: [`Documentation/mm/hmm.rst`](srctree/Documentation/mm/hmm.rst)
 
 use crate::{bindings, mm::memremap::PagemapOwner};
 use core::{
-    marker::PhantomData,
+    marker::{PhantomData, PhantomPinned},
     ops::{Deref, DerefMut},
+    pin::pin,
     ptr::NonNull,
     sync::atomic::{AtomicUsize, Ordering},
 };
@@ -169,7 +168,7 @@ pub trait MmuIntervalNotifierOps: Sized + Send {
     /// deadlocks). It is not called for the notifier's own
     /// [`MmuIntervalNotifier::make_device_exclusive()`] conversions, which leave the pages
     /// mapped.
-    fn invalidate(this: Pin<&mut Self>, range: &InvalidateRange);
+    fn invalidate(self: Pin<&mut Self>, range: &InvalidateRange);
 }
 
 /// An `mmu_interval_notifier` over an interval of an mm, with a mutex around the driver's state.
@@ -191,7 +190,7 @@ pub trait MmuIntervalNotifierOps: Sized + Send {
 /// struct Gpu { /* the device page table of the interval */ }
 ///
 /// impl MmuIntervalNotifierOps for Gpu {
-///     fn invalidate(this: Pin<&mut Self>, range: &InvalidateRange) {
+///     fn invalidate(self: Pin<&mut Self>, range: &InvalidateRange) {
 ///         // Unmap `range.start()..range.end()` from the device, flush its TLB.
 ///     }
 /// }
@@ -242,7 +241,9 @@ unsafe impl<T: MmuIntervalNotifierOps> Sync for MmuIntervalNotifier<T> {}
 impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
     /// Creates a notifier over `start..start + length` of `mm`, with state `data`.
     ///
-    /// Fails with `EOVERFLOW` if `length` is zero or the interval wraps, and with `ENOMEM`.
+    /// Fails with `EOVERFLOW` if `length` is zero or `start + length` overflows (the interval
+    /// must end at or below the top of the address space, so that [`MmuIntervalNotifier::end()`]
+    /// can say where), and with `ENOMEM`.
     pub fn new<'a>(
         mm: &'a MmWithUser,
         start: usize,
@@ -259,6 +260,9 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
             // The notifier comes last: its callback may run as soon as it is inserted, and it
             // uses the other fields.
             notifier <- Opaque::try_ffi_init(move |slot: *mut bindings::mmu_interval_notifier| {
+                if start.checked_add(length).is_none() {
+                    return Err(EOVERFLOW);
+                }
                 // SAFETY: `slot` is valid for writes and pinned: it is not moved before
                 // `PinnedDrop` removes it. `mm` has a user (`MmWithUser`), as inserting requires,
                 // and the ops table is `'static`.
@@ -296,7 +300,8 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
     /// The address just past the interval.
     #[inline]
     pub fn end(&self) -> usize {
-        // SAFETY: As above. Insertion refused an interval that wraps, so `last + 1` does not.
+        // SAFETY: As above. `new()` refused an interval whose end overflows, so `last + 1` does
+        // not.
         unsafe { (*self.notifier.get()).interval_tree.last + 1 }
     }
 
@@ -304,12 +309,14 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
     ///
     /// Waits for a running invalidation of the interval to end. Must not be called with the
     /// notifier's lock held, nor with a lock that an invalidation waits for.
-    pub fn read_begin(&self) -> ReadSeq {
+    pub fn read_begin(&self) -> ReadSeq<'_> {
         // SAFETY: The notifier is inserted (type invariants).
         let seq = unsafe { bindings::mmu_interval_read_begin(self.notifier.get()) };
+        // INVARIANT: Read from this notifier, which the lifetime keeps alive.
         ReadSeq {
             notifier: self.notifier.get(),
             seq,
+            _notifier: PhantomData,
         }
     }
 
@@ -321,6 +328,7 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
         IntervalGuard {
             notifier: self,
             guard: self.data.lock(),
+            _pin: PhantomPinned,
         }
     }
 
@@ -329,6 +337,7 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
         Some(IntervalGuard {
             notifier: self,
             guard: self.data.try_lock()?,
+            _pin: PhantomPinned,
         })
     }
 
@@ -361,7 +370,7 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
         &self,
         mmap: &MmapReadGuard<'_>,
         addr: usize,
-        f: impl FnOnce(&mut IntervalGuard<'_, T>, BorrowedPage<'_>) -> Result<R>,
+        f: impl FnOnce(Pin<&mut IntervalGuard<'_, T>>, BorrowedPage<'_>) -> Result<R>,
     ) -> Result<R> {
         if addr < self.start() || addr >= self.end() {
             return Err(EINVAL);
@@ -409,7 +418,7 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
             };
             let page = kernel::error::from_err_ptr(page)?;
             let done = {
-                let mut guard = self.lock();
+                let mut guard = pin!(self.lock());
                 let seq = self.excl_seq.load(Ordering::Relaxed);
                 // SAFETY: The notifier is inserted and its lock, which the invalidate callback
                 // holds around `mmu_interval_set_seq()`, is held.
@@ -423,8 +432,9 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
                     // to reach this notifier takes the lock held here.
                     NonNull::new(page).zip(f.take()).map(|(page, f)| {
                         // SAFETY: The page is mapped at `addr` until an invalidation, which
-                        // waits for `guard`; the borrow ends before `guard` is dropped.
-                        f(&mut guard, unsafe { BorrowedPage::from_raw(page) })
+                        // waits for `guard`, and it is locked and referenced until
+                        // `folio_put()` below; the borrow ends before either.
+                        f(guard.as_mut(), unsafe { BorrowedPage::from_raw(page) })
                     })
                 }
             };
@@ -458,12 +468,17 @@ impl<T: MmuIntervalNotifierOps> PinnedDrop for MmuIntervalNotifier<T> {
 /// ([`MmuIntervalNotifier::read_begin()`]).
 ///
 /// It can only be checked with the notifier locked ([`IntervalGuard::is_current()`]).
-pub struct ReadSeq {
+///
+/// # Invariants
+///
+/// `seq` was returned by `mmu_interval_read_begin()` on `notifier`, which lives for `'a`.
+pub struct ReadSeq<'a> {
     notifier: *const bindings::mmu_interval_notifier,
     seq: c_ulong,
+    _notifier: PhantomData<&'a Opaque<bindings::mmu_interval_notifier>>,
 }
 
-impl ReadSeq {
+impl<'a> ReadSeq<'a> {
     /// A sequence that C code read from `notifier` (`hmm_range_fault_unlocked_timeout()` reads
     /// `hmm_range::notifier_seq` itself).
     ///
@@ -473,12 +488,15 @@ impl ReadSeq {
     /// reads it is to vouch for.
     #[inline]
     pub(crate) unsafe fn from_raw<T: MmuIntervalNotifierOps>(
-        notifier: &MmuIntervalNotifier<T>,
+        notifier: &'a MmuIntervalNotifier<T>,
         seq: c_ulong,
     ) -> Self {
+        // INVARIANT: The caller guarantees where `seq` comes from; the lifetime keeps the
+        // notifier alive.
         Self {
             notifier: notifier.as_raw(),
             seq,
+            _notifier: PhantomData,
         }
     }
 
@@ -492,10 +510,13 @@ impl ReadSeq {
 /// The locked state of an [`MmuIntervalNotifier`]: the driver's `T` (through [`Deref`], and
 /// [`DerefMut`] if `T: Unpin`).
 ///
-/// While it exists, invalidations of the interval wait.
+/// While it exists, invalidations of the interval wait. Closures that run with the lock held
+/// get it pinned (`Pin<&mut IntervalGuard>`), so that they cannot swap it for the guard of
+/// another notifier and so unlock this one while they use what it vouches for.
 pub struct IntervalGuard<'a, T: MmuIntervalNotifierOps> {
     notifier: &'a MmuIntervalNotifier<T>,
     guard: MutexGuard<'a, T>,
+    _pin: PhantomPinned,
 }
 
 impl<'a, T: MmuIntervalNotifierOps> IntervalGuard<'a, T> {
@@ -510,7 +531,7 @@ impl<'a, T: MmuIntervalNotifierOps> IntervalGuard<'a, T> {
     /// and stays so while `self` lives.
     ///
     /// `false` for a sequence of another notifier.
-    pub fn is_current(&self, seq: &ReadSeq) -> bool {
+    pub fn is_current(&self, seq: &ReadSeq<'_>) -> bool {
         if !core::ptr::eq(seq.notifier, self.notifier.as_raw()) {
             return false;
         }
@@ -519,10 +540,11 @@ impl<'a, T: MmuIntervalNotifierOps> IntervalGuard<'a, T> {
         !unsafe { bindings::mmu_interval_read_retry(self.notifier.as_raw(), seq.seq) }
     }
 
-    /// The driver's state, pinned.
+    /// The driver's state, pinned, from a pinned guard.
     #[inline]
-    pub fn as_mut(&mut self) -> Pin<&mut T> {
-        self.guard.as_mut()
+    pub fn data(self: Pin<&mut Self>) -> Pin<&mut T> {
+        // SAFETY: Only the guarded data is handed out, pinned; the guard itself is not moved.
+        unsafe { self.get_unchecked_mut() }.guard.as_mut()
     }
 }
 
@@ -609,7 +631,7 @@ impl<T: MmuIntervalNotifierOps> OpsTable<T> {
         // `mmu_interval_read_retry()`, is held.
         // INVARIANT: The sequence advances before the page tables change.
         unsafe { bindings::mmu_interval_set_seq(interval_sub, cur_seq) };
-        T::invalidate(guard.as_mut(), range);
+        guard.guard.as_mut().invalidate(range);
         true
     }
 }

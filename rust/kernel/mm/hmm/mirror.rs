@@ -28,7 +28,7 @@ use crate::{
 };
 use core::{
     marker::PhantomData,
-    ops::{Deref, DerefMut, Range as Span},
+    ops::{Deref, Range as Span},
     ptr::NonNull,
 };
 use kernel::{
@@ -53,7 +53,7 @@ use kernel::{
 /// of its page would be a use-after-free once the page is freed. A driver's own migration thus
 /// clears the migrated range like any other invalidation, and the driver maps the destination
 /// pages again; [`InvalidateRange::is_migration_by()`] tells such events apart.
-pub trait MirrorOps: Sized + Send + Unpin {
+pub trait MirrorOps: Sized + Send {
     /// Called when a range of the mirrored address space is invalidated, with the mirror lock
     /// held, after the sequence has been set and the range has been cleared from the device page
     /// table.
@@ -261,10 +261,8 @@ struct MirrorState<T> {
 }
 
 impl<T: MirrorOps> MmuIntervalNotifierOps for MirrorState<T> {
-    fn invalidate(this: Pin<&mut Self>, range: &InvalidateRange) {
-        // SAFETY: Neither field is moved out: `pt` is only used by reference, and `data` is
-        // `Unpin` (`MirrorOps: Unpin`).
-        let this = unsafe { this.get_unchecked_mut() };
+    fn invalidate(self: Pin<&mut Self>, range: &InvalidateRange) {
+        let this = self.project();
         // INVARIANT: The pages of the range are about to be unmapped: drop their entries.
         if let Some((first, last)) = vpn_span(range.start(), range.end()) {
             this.pt.clear(first, last);
@@ -345,12 +343,31 @@ impl<T: MirrorOps> Mirror<T> {
     /// Blocks invalidations of the mirrored mm until the guard is dropped; see the lock rules in
     /// the [`Mirror`] documentation.
     pub fn lock(&self) -> MirrorGuard<'_, T> {
-        MirrorGuard(self.notifier.lock())
+        MirrorGuard {
+            mirror: self,
+            held: Held::Owned(self.notifier.lock()),
+        }
     }
 
     /// Like [`Mirror::lock()`], but returns [`None`] instead of blocking.
     pub fn try_lock(&self) -> Option<MirrorGuard<'_, T>> {
-        Some(MirrorGuard(self.notifier.try_lock()?))
+        Some(MirrorGuard {
+            mirror: self,
+            held: Held::Owned(self.notifier.try_lock()?),
+        })
+    }
+
+    /// Calls `f` with a [`MirrorGuard`] of `guard`, a guard of this mirror's notifier that a
+    /// caller further up holds.
+    fn with_lent<R>(
+        &self,
+        guard: &IntervalGuard<'_, MirrorState<T>>,
+        f: impl FnOnce(&MirrorGuard<'_, T>) -> R,
+    ) -> R {
+        f(&MirrorGuard {
+            mirror: self,
+            held: Held::Lent(guard),
+        })
     }
 
     /// A [`Range`] of `start..end` over this mirror's notifier, device pages of its owner
@@ -364,7 +381,7 @@ impl<T: MirrorOps> Mirror<T> {
     /// Like `dmirror_fault()` in `lib/test_hmm.c`: [`Range::fault()`] over the mirror, device
     /// pages of [`Mirror::owner()`] being returned as they are (and never faulted back to system
     /// memory). For each chunk, `commit` is called with the mirror locked and the chunk's
-    /// [`HmmPfns`], all valid (and writable if `write`), current until the guard is dropped;
+    /// [`HmmPfns`], all valid (and writable if `write`), current while the closure runs;
     /// typically it maps them with [`MirrorGuard::pt_insert_all()`].
     ///
     /// `mm` must be the mirrored mm ([`Mirror::mm()`]), and `start` and `end` page aligned;
@@ -379,11 +396,10 @@ impl<T: MirrorOps> Mirror<T> {
         start: usize,
         end: usize,
         write: bool,
-        mut commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        mut commit: impl FnMut(&MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
-        self.range(start, end)?.fault(mm, write, |g, pfns| {
-            commit(MirrorGuard::from_interval(g), pfns)
-        })
+        self.range(start, end)?
+            .fault(mm, write, |g, pfns| self.with_lent(&g, |g| commit(g, pfns)))
     }
 
     /// As [`Mirror::fault()`], but with [`Range::fault_unlocked()`]: the mmap lock is taken
@@ -400,11 +416,11 @@ impl<T: MirrorOps> Mirror<T> {
         end: usize,
         write: bool,
         timeout: Option<Delta>,
-        mut commit: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        mut commit: impl FnMut(&MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         self.range(start, end)?
             .fault_unlocked(mm, write, timeout, |g, pfns| {
-                commit(MirrorGuard::from_interval(g), pfns)
+                self.with_lent(&g, |g| commit(g, pfns))
             })
     }
 
@@ -419,10 +435,10 @@ impl<T: MirrorOps> Mirror<T> {
         mm: &MmWithUser,
         start: usize,
         end: usize,
-        mut f: impl FnMut(&mut MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+        mut f: impl FnMut(&MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         self.range(start, end)?
-            .snapshot(mm, |g, pfns| f(MirrorGuard::from_interval(g), pfns))
+            .snapshot(mm, |g, pfns| self.with_lent(&g, |g| f(g, pfns)))
     }
 
     /// Makes the page at `addr` of the mirrored mm exclusive to the device
@@ -443,40 +459,41 @@ impl<T: MirrorOps> Mirror<T> {
     }
 }
 
-/// The locked state of a [`Mirror`]: the driver's `T` (through [`Deref`] and [`DerefMut`]) and
-/// the device page table.
+/// The locked state of a [`Mirror`]: the driver's `T` (through [`Deref`]) and the device page
+/// table.
 ///
 /// While it exists, invalidations of the mirrored mm wait, so every page table entry stays mapped.
-///
-/// # Invariants
-///
-/// The guarded notifier is the `notifier` field of a [`Mirror<T>`].
-#[repr(transparent)]
-pub struct MirrorGuard<'a, T: MirrorOps>(IntervalGuard<'a, MirrorState<T>>);
+/// The closures of [`Mirror::fault()`] and the like get it by shared reference, so they cannot
+/// swap it for the guard of another mirror.
+pub struct MirrorGuard<'a, T: MirrorOps> {
+    mirror: &'a Mirror<T>,
+    held: Held<'a, T>,
+}
+
+/// How a [`MirrorGuard`] holds the lock of its mirror's notifier.
+enum Held<'a, T: MirrorOps> {
+    /// Taken by [`Mirror::lock()`].
+    Owned(IntervalGuard<'a, MirrorState<T>>),
+    /// Held further up, for at least `'a`.
+    Lent(&'a IntervalGuard<'a, MirrorState<T>>),
+}
 
 impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
-    /// The [`MirrorGuard`] view of the guard of a mirror's notifier.
-    fn from_interval<'g>(
-        guard: &'g mut IntervalGuard<'a, MirrorState<T>>,
-    ) -> &'g mut MirrorGuard<'a, T> {
-        // SAFETY: `MirrorGuard` is a transparent wrapper of the `IntervalGuard`, and a notifier
-        // whose state is a `MirrorState<T>` is the `notifier` field of a `Mirror<T>` (invariants
-        // of `MirrorState`).
-        // INVARIANT: As just said.
-        unsafe { &mut *core::ptr::from_mut(guard).cast() }
-    }
-
     /// The mirror this guard locks.
     #[inline]
     pub fn mirror(&self) -> &'a Mirror<T> {
-        let notifier = core::ptr::from_ref(self.0.notifier());
-        // SAFETY: By the type invariants the notifier is the `notifier` field of a `Mirror<T>`,
-        // which lives for `'a` since the notifier does.
-        unsafe { &*kernel::container_of!(notifier, Mirror<T>, notifier) }
+        self.mirror
+    }
+
+    fn state(&self) -> &MirrorState<T> {
+        match &self.held {
+            Held::Owned(guard) => guard,
+            Held::Lent(guard) => guard,
+        }
     }
 
     fn pt(&self) -> &PageTable {
-        &self.0.pt
+        &self.state().pt
     }
 
     /// The entry for virtual page number `vpn` (address `vpn << PAGE_SHIFT`), if any.
@@ -531,7 +548,7 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
     }
 
     /// Removes the entries whose virtual page numbers are in `vpns`.
-    pub fn pt_clear(&mut self, vpns: Span<usize>) {
+    pub fn pt_clear(&self, vpns: Span<usize>) {
         if vpns.start < vpns.end {
             self.pt().clear(vpns.start, vpns.end - 1);
         }
@@ -547,7 +564,7 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
     /// Fails with `EINVAL` if `pfns` comes from another mirror, if `index` is out of range, if the
     /// entry has no page, or if it names another owner's device-private page; and with `ENOMEM` if
     /// the page table cannot grow.
-    pub fn pt_insert(&mut self, pfns: &HmmPfns<'_>, index: usize) -> Result {
+    pub fn pt_insert(&self, pfns: &HmmPfns<'_>, index: usize) -> Result {
         let mirror = self.mirror();
         if !pfns.is_from(mirror.notifier.as_raw()) {
             return Err(EINVAL);
@@ -572,7 +589,7 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
     /// Maps every entry of `pfns` as [`MirrorGuard::pt_insert()`] does (`dmirror_do_fault()`).
     ///
     /// Stops at the first error; the entries mapped before it stay mapped.
-    pub fn pt_insert_all(&mut self, pfns: &HmmPfns<'_>) -> Result {
+    pub fn pt_insert_all(&self, pfns: &HmmPfns<'_>) -> Result {
         for index in 0..pfns.len() {
             self.pt_insert(pfns, index)?;
         }
@@ -593,7 +610,7 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
     /// - The contents of `page` must be accessible through its kernel mapping (it is not a
     ///   device-private page).
     /// - `perm` must not grant more than the mm's mapping grants.
-    pub unsafe fn pt_insert_raw(&mut self, vpn: usize, page: &Page, perm: Perm) -> Result {
+    pub unsafe fn pt_insert_raw(&self, vpn: usize, page: &Page, perm: Perm) -> Result {
         // INVARIANT: The caller guarantees that the page is mapped at the address and that no
         // invalidation of it has run; any later one takes the lock held by `self`.
         // `Page::as_ptr()` is never null.
@@ -609,14 +626,6 @@ impl<T: MirrorOps> Deref for MirrorGuard<'_, T> {
 
     #[inline]
     fn deref(&self) -> &T {
-        &self.0.data
-    }
-}
-
-impl<T: MirrorOps> DerefMut for MirrorGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: Only `data` is handed out, and it is `Unpin` (`MirrorOps: Unpin`): it cannot be
-        // moved out from behind the pinned state in a way that matters.
-        &mut unsafe { self.0.as_mut().get_unchecked_mut() }.data
+        &self.state().data
     }
 }

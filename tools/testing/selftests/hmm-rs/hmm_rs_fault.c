@@ -14,6 +14,12 @@
  *   C test_hmm does so (it is this suite's reference, not counted);
  *   rust_test_hmm faults only what needs a fault (patches/README).
  *
+ * write_after_fork: a WRITE through the device to its own pages
+ *   that a fork made read-only (copy-on-write) succeeds and writes: the
+ *   device cannot break copy-on-write, so the pages come back to system
+ *   memory, as a CPU write would bring them. The C test_hmm fails the
+ *   WRITE with EFAULT after a WARN_ON in dmirror_do_fault().
+ *
  * Runs with the module loaded; see scripts/plans/check.
  */
 #include <errno.h>
@@ -22,6 +28,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kselftest_harness.h"
@@ -116,6 +123,54 @@ TEST_F(own_pages, stay_on_the_device)
 		ASSERT_EQ(want, self->buf[i * ps]);
 		ASSERT_EQ(want, self->buf[(i + 1) * ps - 1]);
 	}
+}
+
+TEST(write_after_fork)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+	unsigned char perm[NPAGES];
+	struct hmm_dmirror_cmd c;
+	char *buf, *mirror;
+	int i, fd, status;
+	pid_t pid;
+
+	fd = open("/dev/hmm_dmirror0", O_RDWR);
+	ASSERT_GE(fd, 0);
+	buf = mmap(NULL, NPAGES * ps, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, buf);
+	mirror = malloc(NPAGES * ps);
+	ASSERT_NE(NULL, mirror);
+	for (i = 0; i < NPAGES; i++)
+		memset(buf + i * ps, 0x5a ^ i, ps);
+	ASSERT_EQ(0, hmm_rs_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)buf,
+				mirror, NPAGES, &c));
+	ASSERT_EQ(NPAGES, c.cpages);
+
+	/* The fork write-protects the device entries; the child leaves at once. */
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (!pid)
+		_exit(0);
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_EQ(0, hmm_rs_cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)buf, perm,
+				NPAGES, NULL));
+	for (i = 0; i < NPAGES; i++)
+		ASSERT_EQ(HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | HMM_DMIRROR_PROT_READ,
+			  perm[i]);
+
+	for (i = 0; i < NPAGES; i++)
+		memset(mirror + i * ps, 0xa5 ^ i, ps);
+	ASSERT_EQ(0, hmm_rs_cmd(fd, HMM_DMIRROR_WRITE, (uintptr_t)buf, mirror,
+				NPAGES, &c));
+	ASSERT_EQ(NPAGES, c.cpages);
+	for (i = 0; i < NPAGES; i++) {
+		ASSERT_EQ((char)(0xa5 ^ i), buf[i * ps]);
+		ASSERT_EQ((char)(0xa5 ^ i), buf[(i + 1) * ps - 1]);
+	}
+	free(mirror);
+	munmap(buf, NPAGES * ps);
+	close(fd);
 }
 
 TEST_HARNESS_MAIN
