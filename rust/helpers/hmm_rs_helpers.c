@@ -64,30 +64,15 @@ struct page *hmm_rs_helper_alloc_page_vma(gfp_t gfp, struct vm_area_struct *vma,
 	return alloc_page_vma(gfp, vma, addr);
 }
 
-struct page *hmm_rs_helper_vma_alloc_folio(gfp_t gfp, unsigned int order,
-					   struct vm_area_struct *vma, unsigned long addr)
+struct folio *hmm_rs_helper_vma_alloc_folio(gfp_t gfp, int order,
+					    struct vm_area_struct *vma, unsigned long addr)
 {
-	struct folio *folio = vma_alloc_folio(gfp, order, vma, addr);
-
-	return folio ? &folio->page : NULL;
+	return vma_alloc_folio(gfp, order, vma, addr);
 }
 
-struct page *hmm_rs_helper_folio_alloc(gfp_t gfp, unsigned int order)
+struct folio *hmm_rs_helper_folio_alloc(gfp_t gfp, unsigned int order)
 {
-	struct folio *folio = folio_alloc(gfp, order);
-
-	return folio ? &folio->page : NULL;
-}
-
-/* A physically contiguous block of order-0 pages (no __GFP_COMP). */
-struct page *hmm_rs_helper_alloc_pages_block(gfp_t gfp, unsigned int order)
-{
-	return alloc_pages(gfp & ~__GFP_COMP, order);
-}
-
-void hmm_rs_helper_free_pages_block(struct page *page, unsigned int order)
-{
-	__free_pages(page, order);
+	return folio_alloc(gfp, order);
 }
 
 void hmm_rs_helper_lock_page(struct page *page)
@@ -199,9 +184,9 @@ struct folio *hmm_rs_helper_page_folio(struct page *page)
 	return page_folio(page);
 }
 
-unsigned int hmm_rs_helper_page_folio_order(const struct page *page)
+unsigned int hmm_rs_helper_folio_order(const struct folio *folio)
 {
-	return folio_order(page_folio(page));
+	return folio_order(folio);
 }
 
 /* linux/nodemask.h */
@@ -244,7 +229,7 @@ bool hmm_rs_helper_mmu_notifier_range_blockable(const struct mmu_notifier_range 
 
 /* linux/sched/signal.h */
 
-bool hmm_rs_helper_current_fatal_signal_pending(void)
+int hmm_rs_helper_fatal_signal_pending(struct task_struct *p)
 {
-	return fatal_signal_pending(current);
+	return fatal_signal_pending(p);
 }

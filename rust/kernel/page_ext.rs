@@ -120,11 +120,12 @@ impl PageBlock {
         if order > 0 {
             gfp |= bindings::__GFP_NOWARN | bindings::__GFP_RETRY_MAYFAIL;
         }
-        // SAFETY: `alloc_pages_block()` may be called with any flags and an
-        // order up to `MAX_PAGE_ORDER`; it may sleep, as callers expect.
-        let first = unsafe { bindings::alloc_pages_block(gfp, order) };
+        // SAFETY: `alloc_pages()` may be called with any flags and an order
+        // up to `MAX_PAGE_ORDER`; it may sleep, as callers expect.
+        let first = unsafe { bindings::alloc_pages(gfp, order) };
         let first = core::ptr::NonNull::new(first).ok_or(ENOMEM)?;
-        // INVARIANT: Just allocated with `order`, without `__GFP_COMP`.
+        // INVARIANT: Just allocated with `order`; `gfp` is `GFP_HIGHUSER` and
+        // at most two modifiers, none of them `__GFP_COMP`.
         Ok(Self { first, order })
     }
 
@@ -152,6 +153,6 @@ impl Drop for PageBlock {
     fn drop(&mut self) {
         // SAFETY: The block was allocated with this order and is freed only
         // here (type invariant).
-        unsafe { bindings::free_pages_block(self.first.as_ptr(), self.order) };
+        unsafe { bindings::__free_pages(self.first.as_ptr(), self.order) };
     }
 }

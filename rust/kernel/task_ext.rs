@@ -18,5 +18,5 @@ use crate::bindings;
 pub fn fatal_signal_pending() -> bool {
     // SAFETY: `current` is always a valid task in process context, and the
     // test only reads its signal state.
-    unsafe { bindings::current_fatal_signal_pending() }
+    unsafe { bindings::fatal_signal_pending(bindings::get_current()) != 0 }
 }

@@ -277,7 +277,7 @@ impl<T: DevicePagemapOps> OpsTable<T> {
         let page = folio.cast::<bindings::page>();
         // SAFETY: The folio is a valid `ZONE_DEVICE` folio (function safety
         // requirements).
-        let order = unsafe { bindings::page_folio_order(page) };
+        let order = unsafe { bindings::folio_order(folio) };
         // SAFETY: As above.
         let pgmap = unsafe { bindings::page_pgmap(page) };
         // SAFETY: Only `DevicePagemap<T>` registers pagemaps with
@@ -343,7 +343,7 @@ impl<T: DevicePagemapOps> OpsTable<T> {
             (
                 bindings::page_to_pfn(head),
                 bindings::page_to_pfn(tail),
-                bindings::page_folio_order(tail),
+                bindings::folio_order(bindings::page_folio(tail)),
             )
         };
         // SAFETY: `head` is in use, so it carries the `into_foreign()` data

@@ -149,8 +149,9 @@ impl LockedSystemPage {
         let gfp = bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_NOWARN;
         // SAFETY: As in `alloc_for_vma()`; the order is at most
         // `HPAGE_PMD_ORDER`.
-        let page = unsafe { bindings::vma_alloc_folio(gfp, order, vma.as_ptr(), addr) };
-        Self::lock_new(page, order)
+        let folio = unsafe { bindings::vma_alloc_folio(gfp, order as i32, vma.as_ptr(), addr) };
+        // `struct folio` starts with its head page.
+        Self::lock_new(folio.cast(), order)
     }
 
     /// Takes over a newly allocated folio of `order` (`NULL`: `ENOMEM`)

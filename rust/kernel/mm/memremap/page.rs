@@ -256,7 +256,7 @@ impl<T: DevicePagemapOps> DevicePage<T> {
     /// The order of the folio the page belongs to.
     pub fn order(&self) -> u32 {
         // SAFETY: The page is valid (type invariant).
-        unsafe { bindings::page_folio_order(self.as_raw()) }
+        unsafe { bindings::folio_order(bindings::page_folio(self.as_raw())) }
     }
 
     /// Page `i` of the folio the page belongs to; `None` past its end.

@@ -612,7 +612,9 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
                 | bindings::__GFP_RETRY_MAYFAIL
                 | bindings::__GFP_NOWARN;
             // SAFETY: As above; the order is a folio's.
-            unsafe { bindings::folio_alloc(gfp, order) }
+            let folio = unsafe { bindings::folio_alloc(gfp, order) };
+            // `struct folio` starts with its head page.
+            folio.cast()
         };
         let Some(dpage) = NonNull::new(dpage) else {
             return 0;
