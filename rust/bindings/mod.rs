@@ -4,7 +4,7 @@
 //!
 //! Generated at build time by the module's bindgen step (see `Kbuild`) from
 //! `include/hmm_rs_bindings.h` (the items `rust/bindgen_parameters` names) and
-//! from `rust/helpers/hmm_rs_helpers.c`. Types both sides know, such as
+//! from `rust/helpers/helpers.c`. Types both sides know, such as
 //! `struct page` or `struct vm_area_struct`, are the kernel crate's own:
 //! everything in [`kernel::bindings`] is re-exported here, so abstractions use
 //! one `bindings` path the way upstream code uses `kernel::bindings`.
