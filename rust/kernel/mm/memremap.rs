@@ -83,28 +83,20 @@ pub use self::{
 
 use crate::bindings;
 use core::{
-    any::TypeId,
     marker::PhantomData,
-    mem::ManuallyDrop,
-    ops::{Deref, Range},
     ptr::NonNull,
-    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    sync::atomic::Ordering, //
 };
 use kernel::{
-    alloc::{flags::GFP_KERNEL, KVec},
-    new_mutex,
-    sync::Mutex,
-    time::{delay::fsleep, Delta, Instant, Monotonic},
-};
-use kernel::{
-    container_of,
-    error::from_err_ptr,
+    alloc::flags::GFP_KERNEL,
     ffi::c_void,
-    mm::virt::VmaRef,
-    page::{BorrowedPage, Page, PAGE_SHIFT},
+    page::Page,
     prelude::*,
     sync::Arc,
-    types::{ForeignOwnable, Opaque},
+    types::{
+        ForeignOwnable,
+        Opaque, //
+    },
 };
 
 /// The identity of the owner of a set of device pages.

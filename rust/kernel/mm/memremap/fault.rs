@@ -2,7 +2,20 @@
 
 //! [`DeviceFault`]: a CPU fault on a device-private page.
 
-use super::*;
+use super::{
+    DevicePage,
+    DevicePagemap,
+    DevicePagemapOps, //
+};
+use crate::bindings;
+use core::{
+    marker::PhantomData,
+    ptr::NonNull, //
+};
+use kernel::{
+    mm::virt::VmaRef,
+    types::ForeignOwnable, //
+};
 
 /// A CPU fault on a device-private page: the argument of
 /// [`DevicePagemapOps::migrate_to_ram`] (`struct vm_fault`).

@@ -5,7 +5,29 @@
 //! [`AnyDevicePage`]), and any page a migration or a mirror meets
 //! ([`PageRef`]).
 
-use super::*;
+use super::{
+    nr_pages, //
+    DevicePagemap,
+    DevicePagemapOps,
+    PagemapOwner,
+};
+use crate::bindings;
+use core::{
+    any::TypeId,
+    marker::PhantomData,
+    mem::ManuallyDrop,
+    ops::Deref,
+    ptr::NonNull,
+    sync::atomic::Ordering, //
+};
+use kernel::{
+    container_of,
+    page::BorrowedPage,
+    types::{
+        ForeignOwnable,
+        Opaque, //
+    },
+};
 
 /// An idle device page of a [`DevicePagemap<T>`], owned by the driver.
 ///

@@ -3,7 +3,54 @@
 //! [`DevicePagemap`]: registering device memory, taking its pages, evicting
 //! them and unregistering it.
 
-use super::*;
+use super::{
+    nr_pages, //
+    DevicePage,
+    DevicePagemapOps,
+    FreeDevicePage,
+    OpsTable,
+    PagemapOwner,
+};
+use crate::bindings;
+use core::{
+    any::TypeId,
+    ops::Range,
+    ptr::NonNull,
+    sync::atomic::{
+        AtomicBool,
+        AtomicUsize,
+        Ordering, //
+    },
+};
+use kernel::{
+    alloc::{
+        flags::GFP_KERNEL, //
+        KVec,
+    },
+    container_of,
+    error::from_err_ptr,
+    new_mutex,
+    page::{
+        BorrowedPage,
+        Page, //
+        PAGE_SHIFT,
+    },
+    prelude::*,
+    sync::{
+        Arc,
+        Mutex, //
+    },
+    time::{
+        delay::fsleep, //
+        Delta,
+        Instant,
+        Monotonic,
+    },
+    types::{
+        ForeignOwnable,
+        Opaque, //
+    },
+};
 
 /// The name `/proc/iomem` shows for the regions of device-private pagemaps.
 const REGION_NAME: &CStr = c"rust_dev_pagemap";
