@@ -853,7 +853,7 @@ impl Drop for Migrated<'_> {
 }
 
 /// `migrate_pfn()`: the entry encoding of a valid page frame number.
-pub fn migrate_pfn_of(pfn: usize) -> usize {
+pub(crate) fn migrate_pfn_of(pfn: usize) -> usize {
     // SAFETY: `migrate_pfn()` is pure arithmetic on its argument.
     unsafe { bindings::migrate_pfn(pfn) }
 }
