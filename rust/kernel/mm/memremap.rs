@@ -110,6 +110,17 @@ use kernel::{
 /// operations meant to see its pages cannot be given mismatched owners by
 /// accident: they must be handed the same object.
 ///
+/// # Examples
+///
+/// ```ignore
+/// let owner = PagemapOwner::new()?;
+/// // The same owner for the pagemap, the migrations that collect its pages and the ranges that
+/// // must see them as they are.
+/// let pagemap = DevicePagemap::new_private(size, owner.clone(), None, mem);
+/// MigrateVma::setup(&mmap, start, end, Select::DevicePrivate.into(), Some(&owner), &mut pfns)?;
+/// hmm::Range::new(&notifier, start, end)?.with_owner(&owner).fault(&mm, false, commit)?;
+/// ```
+///
 /// # Invariants
 ///
 /// `PagemapOwner`s are only ever created inside an [`Arc`], so the address
@@ -181,6 +192,34 @@ impl VmFaultResult {
 ///
 /// The callbacks may run on any CPU, concurrently with each other and with
 /// any method of the pagemap.
+///
+/// # Examples
+///
+/// A device-private pagemap whose pages are backed by system pages (as `lib/test_hmm.c` does):
+///
+/// ```ignore
+/// struct Mem { free: SpinLock<KVec<FreeDevicePage<Mem>>> }
+///
+/// #[vtable]
+/// impl DevicePagemapOps for Mem {
+///     type PageData = KBox<Backing>;
+///
+///     fn folio_free(pagemap: &DevicePagemap<Self>, page: FreeDevicePage<Self>, _: KBox<Backing>) {
+///         if !pagemap.is_removing() {
+///             let _ = pagemap.data().free.lock().push_within_capacity(page);
+///         }
+///     }
+///
+///     fn migrate_to_ram(fault: &mut DeviceFault<'_, Self>) -> VmFaultResult {
+///         // `MigrateVma::setup_from_fault()` over the faulting page, copy back, finalize.
+///         VmFaultResult::Ok
+///     }
+///
+///     fn copy_to_ram(src: &DevicePage<Self>, data: &Backing, dst: &Page) {
+///         data.copy_to(dst);
+///     }
+/// }
+/// ```
 #[vtable]
 pub trait DevicePagemapOps: Sized + Send + Sync + 'static {
     /// What the driver keeps in each in-use device page

@@ -246,6 +246,30 @@ impl MigratePfns {
 }
 
 /// The entry point: [`MigrateVma::setup`].
+///
+/// # Examples
+///
+/// Moving the pages of `start..end` (one VMA, at most `pfns.capacity()` pages) to device memory:
+/// the phases are types, so they cannot run out of order or twice, and dropping a migration at
+/// any phase finalizes it.
+///
+/// ```ignore
+/// let mut pfns = MigratePfns::new(64)?;
+/// let mmap = mm.mmap_read_lock();
+/// let mut mig = MigrateVma::setup(&mmap, start, end, Select::System.into(), Some(&owner),
+///                                 &mut pfns)?;
+/// mig.for_each_entry(|mut e| {
+///     if !e.can_migrate() {
+///         return Ok(()); // a hole, the zero page, a pinned page, ...
+///     }
+///     // A locked device page with the entry's data copied in: `FreeDevicePage::activate()`.
+///     let dst = my_device.alloc_and_copy(e.src_page())?;
+///     e.set_dst(dst)
+/// })?;
+/// let done = mig.pages();
+/// let moved = done.migrated_pages();
+/// done.finalize(); // Or just drop `done`.
+/// ```
 pub struct MigrateVma;
 
 impl MigrateVma {

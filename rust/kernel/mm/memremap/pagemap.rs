@@ -208,6 +208,23 @@ const EVICT_BATCH: usize = 1 << bindings::HMM_RS_HPAGE_PMD_ORDER;
 ///   [`SplitPages`] iterator, and pages in use. It is zero only once no such
 ///   page is left (the core may still be putting the references of a page
 ///   whose `folio_free` ran: that does not wait on anyone).
+///
+/// # Examples
+///
+/// Registering 256 MiB of device-private memory and taking its pages:
+///
+/// ```ignore
+/// let owner = PagemapOwner::new()?;
+/// let pagemap = KBox::pin_init(
+///     DevicePagemap::new_private(256 << 20, owner.clone(), None, Mem::new()),
+///     GFP_KERNEL,
+/// )?;
+/// for page in pagemap.take_free_pages(0)? {
+///     pagemap.data().free.lock().push(page, GFP_KERNEL)?;
+/// }
+/// // A migration's destination: `free_page.activate(backing)` gives a `LockedDevicePage`.
+/// // Dropping the pagemap evicts the pages still in use, then unregisters it.
+/// ```
 // `repr(C)`, with `pgmap` and `type_id` first: `AnyDevicePage::downcast()`
 // reads `type_id` through a `DevicePagemap<T>` of possibly another `T`.
 #[repr(C)]
