@@ -16,7 +16,7 @@
 //! Device-private pages have a `struct page` but no memory behind their
 //! kernel address: every function here refuses them (`EINVAL`), so a `Page`
 //! naming one cannot be used to touch stray memory. Upstream these would be
-//! methods of `Page`.
+//! inherent methods of `Page`; here they are the extension trait [`PageExt`].
 //!
 //! C header: [`include/linux/highmem.h`](srctree/include/linux/highmem.h)
 
@@ -36,53 +36,70 @@ fn check(page: &Page, offset: usize, len: usize) -> Result {
     }
 }
 
-/// Copies `dst.len()` bytes at `offset` of `page` into `dst`
-/// (`memcpy_from_page()`).
-///
-/// `EINVAL` if the bytes are not all in the page or the page is
-/// device-private. A concurrent writer of the page may leave `dst` torn.
-pub fn read(page: &Page, offset: usize, dst: &mut [u8]) -> Result {
-    check(page, offset, dst.len())?;
-    // SAFETY: `dst` is valid for writes of `dst.len()` bytes and exclusively
-    // borrowed; `offset + dst.len()` is in the page, which is valid and has
-    // a kernel mapping (checked above). The copy is done by C, so racing
-    // writers of the page are not a Rust data race (see the module doc).
-    unsafe {
-        bindings::memcpy_from_page(dst.as_mut_ptr().cast(), page.as_ptr(), offset, dst.len())
-    };
-    Ok(())
+/// Safe byte access to a [`Page`] with a kernel mapping; upstream these would
+/// be inherent methods of `Page`, beside its `unsafe` `*_raw` ones.
+pub trait PageExt {
+    /// Copies `dst.len()` bytes at `offset` of the page into `dst`
+    /// (`memcpy_from_page()`).
+    ///
+    /// `EINVAL` if the bytes are not all in the page or the page is
+    /// device-private. A concurrent writer of the page may leave `dst` torn.
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result;
+
+    /// Copies `src` into the page at `offset` (`memcpy_to_page()`).
+    ///
+    /// `EINVAL` as for [`PageExt::read()`]. Concurrent writers may interleave.
+    fn write(&self, offset: usize, src: &[u8]) -> Result;
+
+    /// Fills the page with zeroes (`memzero_page()`); `EINVAL` if it is
+    /// device-private.
+    fn fill_zero(&self) -> Result;
+
+    /// Copies the contents of `src` to the page (`copy_highpage()`); `EINVAL`
+    /// if either is device-private.
+    fn copy_from(&self, src: &Page) -> Result;
 }
 
-/// Copies `src` into `page` at `offset` (`memcpy_to_page()`).
-///
-/// `EINVAL` as for [`read`]. Concurrent writers may interleave.
-pub fn write(page: &Page, offset: usize, src: &[u8]) -> Result {
-    check(page, offset, src.len())?;
-    // SAFETY: `src` is valid for reads of `src.len()` bytes; the bytes are in
-    // the page, which is valid and has a kernel mapping (checked above). The
-    // copy is done by C (see the module doc on races).
-    unsafe { bindings::memcpy_to_page(page.as_ptr(), offset, src.as_ptr().cast(), src.len()) };
-    Ok(())
-}
+impl PageExt for Page {
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result {
+        check(self, offset, dst.len())?;
+        // SAFETY: `dst` is valid for writes of `dst.len()` bytes and
+        // exclusively borrowed; `offset + dst.len()` is in the page, which is
+        // valid and has a kernel mapping (checked above). The copy is done by
+        // C, so racing writers of the page are not a Rust data race (see the
+        // module doc).
+        unsafe {
+            bindings::memcpy_from_page(dst.as_mut_ptr().cast(), self.as_ptr(), offset, dst.len())
+        };
+        Ok(())
+    }
 
-/// Fills `page` with zeroes (`memzero_page()`).
-pub fn zero(page: &Page) -> Result {
-    check(page, 0, PAGE_SIZE)?;
-    // SAFETY: The whole page is in bounds, and it has a kernel mapping
-    // (checked above); see the module doc on races.
-    unsafe { bindings::memzero_page(page.as_ptr(), 0, PAGE_SIZE) };
-    Ok(())
-}
+    fn write(&self, offset: usize, src: &[u8]) -> Result {
+        check(self, offset, src.len())?;
+        // SAFETY: `src` is valid for reads of `src.len()` bytes; the bytes are
+        // in the page, which is valid and has a kernel mapping (checked
+        // above). The copy is done by C (see the module doc on races).
+        unsafe { bindings::memcpy_to_page(self.as_ptr(), offset, src.as_ptr().cast(), src.len()) };
+        Ok(())
+    }
 
-/// Copies the contents of `src` to `dst` (`copy_highpage()`).
-pub fn copy(dst: &Page, src: &Page) -> Result {
-    check(dst, 0, PAGE_SIZE)?;
-    check(src, 0, PAGE_SIZE)?;
-    // SAFETY: Both are valid pages with a kernel mapping (type invariant of
-    // `Page`, checked above); `copy_highpage()` maps each for the duration
-    // of the copy, which C does (see the module doc on races).
-    unsafe { bindings::copy_highpage(dst.as_ptr(), src.as_ptr()) };
-    Ok(())
+    fn fill_zero(&self) -> Result {
+        check(self, 0, PAGE_SIZE)?;
+        // SAFETY: The whole page is in bounds, and it has a kernel mapping
+        // (checked above); see the module doc on races.
+        unsafe { bindings::memzero_page(self.as_ptr(), 0, PAGE_SIZE) };
+        Ok(())
+    }
+
+    fn copy_from(&self, src: &Page) -> Result {
+        check(self, 0, PAGE_SIZE)?;
+        check(src, 0, PAGE_SIZE)?;
+        // SAFETY: Both are valid pages with a kernel mapping (type invariant
+        // of `Page`, checked above); `copy_highpage()` maps each for the
+        // duration of the copy, which C does (see the module doc on races).
+        unsafe { bindings::copy_highpage(self.as_ptr(), src.as_ptr()) };
+        Ok(())
+    }
 }
 
 /// A physically contiguous block of `1 << order` order-0 system pages,

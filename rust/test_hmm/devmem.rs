@@ -20,7 +20,7 @@ use crate::{
         },
         migrate::{Collected, LockedSystemPage, MigratePfns, MigrateVma, Select, HPAGE_PMD_ORDER},
     },
-    page_ext::{self, PageBlock},
+    page_ext::{PageBlock, PageExt},
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
@@ -260,7 +260,7 @@ impl DevicePagemapOps for DmirrorMem {
 
     fn copy_to_ram(src: &DevicePage<Self>, _data: ArcBorrow<'_, PageData>, dst: &Page) {
         // Both are CPU-accessible pages: this cannot fail.
-        let _ = with_contents(src, |page| page_ext::copy(dst, page));
+        let _ = with_contents(src, |page| dst.copy_from(page));
     }
 }
 
@@ -317,7 +317,7 @@ pub(crate) fn copy_back(
             if let Ok(dst) = LockedSystemPage::alloc_folio_for_vma(vma, e.addr(), e.order()) {
                 for_each_contents(dpage, n, |i, src| {
                     let sub = dst.subpage(i).ok_or(EINVAL)?;
-                    page_ext::copy(&sub, src)
+                    sub.copy_from(src)
                 })?;
                 return e.set_dst(dst);
             }
@@ -327,7 +327,7 @@ pub(crate) fn copy_back(
         let addr = e.addr();
         for_each_contents(dpage, n, |i, src| {
             let dst = LockedSystemPage::alloc_for_vma(vma, addr + i * PAGE_SIZE)?;
-            page_ext::copy(&dst.page(), src)?;
+            dst.page().copy_from(src)?;
             e.set_dst_at(i, dst)
         })
     })
@@ -561,8 +561,8 @@ impl DeviceMemory {
         };
         let dpage = self.alloc(order, data)?;
         for_each_contents(&dpage, 1 << order, |i, dst| match src(i) {
-            Some(s) => page_ext::copy(dst, &*s.cpu_page().ok_or(EINVAL)?),
-            None => page_ext::zero(dst),
+            Some(s) => dst.copy_from(&*s.cpu_page().ok_or(EINVAL)?),
+            None => dst.fill_zero(),
         })?;
         Ok(dpage)
     }

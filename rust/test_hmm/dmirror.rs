@@ -27,7 +27,8 @@ use crate::{
         memremap::PagemapOwner,
         migrate::{Collected, MigratePfns, MigrateVma, Select, SelectFlags},
     },
-    page_ext,
+    page_ext::PageExt,
+    task_ext::TaskExt,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
@@ -204,7 +205,7 @@ fn round_end(addr: usize, end: usize, pages: usize) -> usize {
 /// `EINTR` if the task is being killed: the loops of long ioctls check it
 /// once per round, so that a huge range cannot hold up `kill -9`.
 fn check_killed() -> Result {
-    if crate::task_ext::fatal_signal_pending() {
+    if current!().fatal_signal_pending() {
         return Err(EINTR);
     }
     Ok(())
@@ -212,12 +213,12 @@ fn check_killed() -> Result {
 
 /// Copies the page a device page table entry names into `buf`.
 fn read_entry(owner: &PagemapOwner, e: &PtEntry<'_>, buf: &mut [u8]) -> Result {
-    devmem::with_page_contents(e.page(), owner, |p| page_ext::read(p, 0, buf))
+    devmem::with_page_contents(e.page(), owner, |p| p.read(0, buf))
 }
 
 /// As [`read_entry`], the other way.
 fn write_entry(owner: &PagemapOwner, e: &PtEntry<'_>, buf: &[u8]) -> Result {
-    devmem::with_page_contents(e.page(), owner, |p| page_ext::write(p, 0, buf))
+    devmem::with_page_contents(e.page(), owner, |p| p.write(0, buf))
 }
 
 /// The `faults` count of `HMM_DMIRROR_READ` and `HMM_DMIRROR_WRITE`, as

@@ -19,6 +19,7 @@ use crate::{
         memremap::PagemapOwner,
         mmu_notifier::{IntervalGuard, MmuIntervalNotifier, MmuIntervalNotifierOps, ReadSeq},
     },
+    task_ext::TaskExt,
 };
 use core::{ops::Deref, pin::pin, ptr::NonNull};
 use kernel::{
@@ -424,7 +425,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
 
         let mut addr = self.start;
         while addr < self.end {
-            if crate::task_ext::fatal_signal_pending() {
+            if current!().fatal_signal_pending() {
                 return Err(EINTR);
             }
             let next = if self.end - addr > CHUNK_PAGES * PAGE_SIZE {
@@ -478,7 +479,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
             if begin.elapsed() > timeout {
                 return Err(EBUSY);
             }
-            if crate::task_ext::fatal_signal_pending() {
+            if current!().fatal_signal_pending() {
                 return Err(EINTR);
             }
             range.notifier_seq = self.notifier.read_begin().raw();
@@ -504,7 +505,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
                         }
                     }
                 }
-                if crate::task_ext::fatal_signal_pending() {
+                if current!().fatal_signal_pending() {
                     return Err(EINTR);
                 }
             }
@@ -538,7 +539,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
             to_result(unsafe { bindings::hmm_range_fault_unlocked_timeout(range, jiffies) })
         };
         loop {
-            if crate::task_ext::fatal_signal_pending() {
+            if current!().fatal_signal_pending() {
                 return Err(EINTR);
             }
             if timeout.is_some_and(|t| begin.elapsed() > t) {

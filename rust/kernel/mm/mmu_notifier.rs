@@ -19,7 +19,7 @@
 //!
 //! Kernel documentation: [`Documentation/mm/hmm.rst`](srctree/Documentation/mm/hmm.rst)
 
-use crate::{bindings, mm::memremap::PagemapOwner};
+use crate::{bindings, mm::memremap::PagemapOwner, task_ext::TaskExt};
 use core::{
     marker::{PhantomData, PhantomPinned},
     ops::{Deref, DerefMut},
@@ -395,7 +395,7 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
         // invalidations to end. Others' faults can undo the conversion each time: give up after
         // a few rounds.
         for _ in 0..EXCLUSIVE_TRIES {
-            if crate::task_ext::fatal_signal_pending() {
+            if current!().fatal_signal_pending() {
                 return Err(EINTR);
             }
             // SAFETY: The notifier is inserted (type invariant). Waiting here for running

@@ -11,7 +11,10 @@ use super::{
     OpsTable,
     PagemapOwner,
 };
-use crate::bindings;
+use crate::{
+    bindings,
+    task_ext::TaskExt, //
+};
 use core::{
     any::TypeId,
     ops::Range,
@@ -574,7 +577,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         self.begin_removal();
         let start = Instant::<Monotonic>::now();
         while !self.evict_round() {
-            if crate::task_ext::fatal_signal_pending() {
+            if current!().fatal_signal_pending() {
                 return Err(EINTR);
             }
             if start.elapsed() > timeout {
