@@ -1,15 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A Rust port of `lib/test_hmm.c`: HMM mirror and device-memory migration
-//! test driver.
+//! A Rust port of `lib/test_hmm.c`: HMM mirror and device-memory migration test driver.
 //!
-//! The crate has two halves. `rust/kernel/` holds the safe abstractions over
-//! the kernel's device-memory API (`linux/migrate.h`, `linux/memremap.h`,
-//! `linux/hmm.h`, `linux/mmu_notifier.h`), laid out as they would sit in the
-//! kernel crate; `rust/test_hmm/` holds the driver, which composes them and
-//! holds no `unsafe` code (`#![forbid(unsafe_code)]` in each of its files).
-//! This file has one `unsafe` block: the word of whoever loads the module
-//! that the `spm_addr_dev*` ranges are memory kept for it.
+//! The crate has two halves. `rust/kernel/` holds the safe abstractions over the kernel's
+//! device-memory API (`linux/migrate.h`, `linux/memremap.h`, `linux/hmm.h`,
+//! `linux/mmu_notifier.h`), laid out as they would sit in the kernel crate; `rust/test_hmm/` holds
+//! the driver, which composes them and holds no `unsafe` code (`#![forbid(unsafe_code)]` in each of
+//! its files). This file has one `unsafe` block: the word of whoever loads the module that the
+//! `spm_addr_dev*` ranges are memory kept for it.
 //!
 //! C header: [`lib/test_hmm_uapi.h`](srctree/lib/test_hmm_uapi.h)
 
@@ -18,8 +16,8 @@ use kernel::{miscdevice::MiscDeviceOptions, prelude::*};
 #[path = "bindings/mod.rs"]
 mod bindings;
 
-// The abstractions: would-be modules of the kernel crate, at the paths
-// they would have there (`kernel::mm::migrate` is `rust/kernel/mm/migrate.rs`).
+// The abstractions: would-be modules of the kernel crate, at the paths they would have there
+// (`kernel::mm::migrate` is `rust/kernel/mm/migrate.rs`).
 #[path = "kernel/layout.rs"]
 mod layout;
 #[path = "kernel/miscdevice_data.rs"]
@@ -80,8 +78,8 @@ struct RustTestHmm {
 
 impl kernel::Module for RustTestHmm {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        // Two device-private devices, and two device-coherent ones if both
-        // special purpose memory ranges are given (as test_hmm.c).
+        // Two device-private devices, and two device-coherent ones if both special purpose memory
+        // ranges are given (as test_hmm.c).
         let spm = [
             module_parameters::spm_addr_dev0.value(),
             module_parameters::spm_addr_dev1.value(),
@@ -96,12 +94,10 @@ impl kernel::Module for RustTestHmm {
         ];
         if coherent {
             for (kind, addr) in kinds[2..].iter_mut().zip(spm) {
-                // SAFETY: The `spm_addr_dev*` parameters name physical memory
-                // that the administrator kept from the kernel for this driver
-                // (`memmap=256M$<addr>` on the kernel command line): giving
-                // them to the module is that assertion, as for `test_hmm.ko`.
-                // The range stays unused by anyone else while the module is
-                // loaded.
+                // SAFETY: The `spm_addr_dev*` parameters name physical memory that the
+                // administrator kept from the kernel for this driver (`memmap=256M$<addr>` on the
+                // kernel command line): giving them to the module is that assertion, as for
+                // `test_hmm.ko`. The range stays unused by anyone else while the module is loaded.
                 *kind = MemKind::Coherent(unsafe {
                     mm::memremap::CoherentMemory::new(addr, devmem::CHUNK_SIZE as u64)
                 });

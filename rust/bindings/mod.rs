@@ -3,11 +3,11 @@
 //! Bindings for what the kernel crate's `bindings` do not carry yet.
 //!
 //! Generated at build time by the module's bindgen step (see `Kbuild`) from
-//! `include/hmm_rs_bindings.h` (the items `rust/bindgen_parameters` names) and
-//! from `rust/helpers/helpers.c`. Types both sides know, such as
-//! `struct page` or `struct vm_area_struct`, are the kernel crate's own:
-//! everything in [`kernel::bindings`] is re-exported here, so abstractions use
-//! one `bindings` path the way upstream code uses `kernel::bindings`.
+//! `include/hmm_rs_bindings.h` (the items `rust/bindgen_parameters` names) and from
+//! `rust/helpers/helpers.c`. Types both sides know, such as `struct page` or
+//! `struct vm_area_struct`, are the kernel crate's own: everything in [`kernel::bindings`] is
+//! re-exported here, so abstractions use one `bindings` path the way upstream code uses
+//! `kernel::bindings`.
 //!
 //! Upstream, these items would be part of `kernel::bindings` itself.
 
@@ -38,8 +38,8 @@ mod helpers {
 }
 pub use helpers::*;
 
-// SAFETY: `struct hmm_dmirror_cmd` is five `__u64`s: no padding, and every
-// bit pattern is a valid value.
+// SAFETY: `struct hmm_dmirror_cmd` is five `__u64`s: no padding, and every bit pattern is a valid
+// value.
 unsafe impl kernel::transmute::FromBytes for hmm_dmirror_cmd {}
 // SAFETY: As above: no padding, so every byte is initialised.
 unsafe impl kernel::transmute::AsBytes for hmm_dmirror_cmd {}

@@ -1,15 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Compile-time checks that bindgen laid out the C structures this crate
-//! touches as the C compiler does.
+//! Compile-time checks that bindgen laid out the C structures this crate touches as the C compiler
+//! does.
 //!
-//! `include/hmm_rs_bindings.h` records C's own offsets and sizes
-//! (`HMM_RS_OFF_*`, `HMM_RS_SIZE_*`); here they are compared with the Rust
-//! definitions in `kernel::bindings` and this crate's generated bindings.
-//! A mismatch fails the build. It happened: with `CONFIG_SCHEDSTATS=n`,
-//! bindgen 0.73.2 drops the alignment of the empty, cache-line aligned
-//! `struct sched_statistics`, and every later `task_struct` field (`mm`
-//! among them) was 48 bytes off in `kernel::bindings`.
+//! `include/hmm_rs_bindings.h` records C's own offsets and sizes (`HMM_RS_OFF_*`, `HMM_RS_SIZE_*`);
+//! here they are compared with the Rust definitions in `kernel::bindings` and this crate's
+//! generated bindings. A mismatch fails the build. It happened: with `CONFIG_SCHEDSTATS=n`, bindgen
+//! 0.73.2 drops the alignment of the empty, cache-line aligned `struct sched_statistics`, and every
+//! later `task_struct` field (`mm` among them) was 48 bytes off in `kernel::bindings`.
 
 use crate::bindings;
 use core::mem::{offset_of, size_of};

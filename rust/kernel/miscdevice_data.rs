@@ -2,14 +2,12 @@
 
 //! Misc devices whose `open` sees data attached to their registration.
 //!
-//! `kernel::miscdevice::MiscDevice::open` receives the
-//! `MiscDeviceRegistration` but no way to reach the driver's per-device
-//! state, so a driver registering several devices of one type (test_hmm's
-//! `/dev/hmm_dmirror0..3`) cannot tell them apart without a global or
-//! `container_of!`. [`DataRegistration`] pairs a registration with the
-//! device's data and hands that data to [`MiscDeviceWithData::open`].
-//! (Upstream, this is what a `RegistrationData` for `MiscDeviceRegistration`
-//! would provide.)
+//! `kernel::miscdevice::MiscDevice::open` receives the `MiscDeviceRegistration` but no way to reach
+//! the driver's per-device state, so a driver registering several devices of one type (test_hmm's
+//! `/dev/hmm_dmirror0..3`) cannot tell them apart without a global or `container_of!`.
+//! [`DataRegistration`] pairs a registration with the device's data and hands that data to
+//! [`MiscDeviceWithData::open`]. (Upstream, this is what a `RegistrationData` for
+//! `MiscDeviceRegistration` would provide.)
 //!
 //! C header: [`include/linux/miscdevice.h`](srctree/include/linux/miscdevice.h)
 
@@ -62,24 +60,24 @@ pub trait MiscDeviceWithData: Sized + 'static {
 ///
 /// # Invariants
 ///
-/// Every `MiscDeviceRegistration<Adapter<T>>` is the `reg` field of a
-/// `DataRegistration<T>`: `Adapter` is private to this module and only
-/// [`DataRegistration::register`] creates such registrations.
+/// Every `MiscDeviceRegistration<Adapter<T>>` is the `reg` field of a `DataRegistration<T>`:
+/// `Adapter` is private to this module and only [`DataRegistration::register`] creates such
+/// registrations.
 #[pin_data]
 pub struct DataRegistration<T: MiscDeviceWithData> {
-    // Declared first so that it is dropped (deregistered) first: no `open`
-    // can run once `data` goes away.
+    // Declared first so that it is dropped (deregistered) first: no `open` can run once `data` goes
+    // away.
     #[pin]
     reg: MiscDeviceRegistration<Adapter<T>>,
     data: T::Data,
 }
 
 impl<T: MiscDeviceWithData> DataRegistration<T> {
-    /// Registers a misc device with `data`, which is in place before the
-    /// device node can be opened and dropped after it is gone.
+    /// Registers a misc device with `data`, which is in place before the device node can be opened
+    /// and dropped after it is gone.
     pub fn register(opts: MiscDeviceOptions, data: T::Data) -> impl PinInit<Self, Error> {
-        // INVARIANT: The registration is created as the `reg` field of `Self`,
-        // after `data` is in place.
+        // INVARIANT: The registration is created as the `reg` field of `Self`, after `data` is in
+        // place.
         try_pin_init!(Self {
             data,
             reg <- MiscDeviceRegistration::register(opts),
@@ -102,9 +100,9 @@ impl<T: MiscDeviceWithData> MiscDevice for Adapter<T> {
 
     fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<T::Ptr> {
         let reg: *const MiscDeviceRegistration<Self> = misc;
-        // SAFETY: By the type invariants of `DataRegistration`, `misc` is the
-        // `reg` field of a `DataRegistration<T>`, which is pinned and, as
-        // `misc_open()` keeps the device registered during `open`, alive.
+        // SAFETY: By the type invariants of `DataRegistration`, `misc` is the `reg` field of a
+        // `DataRegistration<T>`, which is pinned and, as `misc_open()` keeps the device registered
+        // during `open`, alive.
         let this = unsafe { &*kernel::container_of!(reg, DataRegistration<T>, reg) };
         T::open(file, &this.data)
     }

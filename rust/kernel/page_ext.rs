@@ -2,29 +2,27 @@
 
 //! Safe byte access to pages with a kernel mapping.
 //!
-//! `kernel::page::Page` offers `read_raw`/`write_raw`, which are `unsafe`
-//! because they copy with Rust's `copy_nonoverlapping`: a concurrent write to
-//! the page is a data race, which Rust's memory model makes undefined
-//! behaviour, so their contract forbids it. The pages this crate copies are
-//! user memory, which user space (and a second open file of the same device,
-//! under its own lock) may write while the copy runs. The functions here copy
-//! with the C `memcpy_from_page()`, `memcpy_to_page()` and `memzero_page()`
-//! instead: like `copy_from_user()`, a racing writer can make the copy torn,
-//! but nothing Rust can observe is undefined, so they are safe to call
+//! `kernel::page::Page` offers `read_raw`/`write_raw`, which are `unsafe` because they copy with
+//! Rust's `copy_nonoverlapping`: a concurrent write to the page is a data race, which Rust's memory
+//! model makes undefined behaviour, so their contract forbids it. The pages this crate copies are
+//! user memory, which user space (and a second open file of the same device, under its own lock)
+//! may write while the copy runs. The functions here copy with the C `memcpy_from_page()`,
+//! `memcpy_to_page()` and `memzero_page()` instead: like `copy_from_user()`, a racing writer can
+//! make the copy torn, but nothing Rust can observe is undefined, so they are safe to call
 //! concurrently on the same page.
 //!
-//! Device-private pages have a `struct page` but no memory behind their
-//! kernel address: every function here refuses them (`EINVAL`), so a `Page`
-//! naming one cannot be used to touch stray memory. Upstream these would be
-//! inherent methods of `Page`; here they are the extension trait [`PageExt`].
+//! Device-private pages have a `struct page` but no memory behind their kernel address: every
+//! function here refuses them (`EINVAL`), so a `Page` naming one cannot be used to touch stray
+//! memory. Upstream these would be inherent methods of `Page`; here they are the extension trait
+//! [`PageExt`].
 //!
 //! C header: [`include/linux/highmem.h`](srctree/include/linux/highmem.h)
 
 use crate::bindings;
 use kernel::{page::Page, page::PAGE_SIZE, prelude::*};
 
-/// `EINVAL` for a page whose contents the CPU cannot reach, or for a byte
-/// range `offset..offset + len` that does not fit in a page.
+/// `EINVAL` for a page whose contents the CPU cannot reach, or for a byte range
+/// `offset..offset + len` that does not fit in a page.
 fn check(page: &Page, offset: usize, len: usize) -> Result {
     // SAFETY: `page` is a valid page (type invariant of `Page`).
     if unsafe { bindings::is_device_private_page(page.as_ptr()) } {
@@ -36,14 +34,13 @@ fn check(page: &Page, offset: usize, len: usize) -> Result {
     }
 }
 
-/// Safe byte access to a [`Page`] with a kernel mapping; upstream these would
-/// be inherent methods of `Page`, beside its `unsafe` `*_raw` ones.
+/// Safe byte access to a [`Page`] with a kernel mapping; upstream these would be inherent methods
+/// of `Page`, beside its `unsafe` `*_raw` ones.
 pub trait PageExt {
-    /// Copies `dst.len()` bytes at `offset` of the page into `dst`
-    /// (`memcpy_from_page()`).
+    /// Copies `dst.len()` bytes at `offset` of the page into `dst` (`memcpy_from_page()`).
     ///
-    /// `EINVAL` if the bytes are not all in the page or the page is
-    /// device-private. A concurrent writer of the page may leave `dst` torn.
+    /// `EINVAL` if the bytes are not all in the page or the page is device-private. A concurrent
+    /// writer of the page may leave `dst` torn.
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result;
 
     /// Copies `src` into the page at `offset` (`memcpy_to_page()`).
@@ -51,23 +48,21 @@ pub trait PageExt {
     /// `EINVAL` as for [`PageExt::read()`]. Concurrent writers may interleave.
     fn write(&self, offset: usize, src: &[u8]) -> Result;
 
-    /// Fills the page with zeroes (`memzero_page()`); `EINVAL` if it is
-    /// device-private.
+    /// Fills the page with zeroes (`memzero_page()`); `EINVAL` if it is device-private.
     fn fill_zero(&self) -> Result;
 
-    /// Copies the contents of `src` to the page (`copy_highpage()`); `EINVAL`
-    /// if either is device-private.
+    /// Copies the contents of `src` to the page (`copy_highpage()`); `EINVAL` if either is
+    /// device-private.
     fn copy_from(&self, src: &Page) -> Result;
 }
 
 impl PageExt for Page {
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result {
         check(self, offset, dst.len())?;
-        // SAFETY: `dst` is valid for writes of `dst.len()` bytes and
-        // exclusively borrowed; `offset + dst.len()` is in the page, which is
-        // valid and has a kernel mapping (checked above). The copy is done by
-        // C, so racing writers of the page are not a Rust data race (see the
-        // module doc).
+        // SAFETY: `dst` is valid for writes of `dst.len()` bytes and exclusively borrowed;
+        // `offset + dst.len()` is in the page, which is valid and has a kernel mapping (checked
+        // above). The copy is done by C, so racing writers of the page are not a Rust data race
+        // (see the module doc).
         unsafe {
             bindings::memcpy_from_page(dst.as_mut_ptr().cast(), self.as_ptr(), offset, dst.len())
         };
@@ -76,17 +71,17 @@ impl PageExt for Page {
 
     fn write(&self, offset: usize, src: &[u8]) -> Result {
         check(self, offset, src.len())?;
-        // SAFETY: `src` is valid for reads of `src.len()` bytes; the bytes are
-        // in the page, which is valid and has a kernel mapping (checked
-        // above). The copy is done by C (see the module doc on races).
+        // SAFETY: `src` is valid for reads of `src.len()` bytes; the bytes are in the page, which
+        // is valid and has a kernel mapping (checked above). The copy is done by C (see the module
+        // doc on races).
         unsafe { bindings::memcpy_to_page(self.as_ptr(), offset, src.as_ptr().cast(), src.len()) };
         Ok(())
     }
 
     fn fill_zero(&self) -> Result {
         check(self, 0, PAGE_SIZE)?;
-        // SAFETY: The whole page is in bounds, and it has a kernel mapping
-        // (checked above); see the module doc on races.
+        // SAFETY: The whole page is in bounds, and it has a kernel mapping (checked above); see the
+        // module doc on races.
         unsafe { bindings::memzero_page(self.as_ptr(), 0, PAGE_SIZE) };
         Ok(())
     }
@@ -94,41 +89,39 @@ impl PageExt for Page {
     fn copy_from(&self, src: &Page) -> Result {
         check(self, 0, PAGE_SIZE)?;
         check(src, 0, PAGE_SIZE)?;
-        // SAFETY: Both are valid pages with a kernel mapping (type invariant
-        // of `Page`, checked above); `copy_highpage()` maps each for the
-        // duration of the copy, which C does (see the module doc on races).
+        // SAFETY: Both are valid pages with a kernel mapping (type invariant of `Page`, checked
+        // above); `copy_highpage()` maps each for the duration of the copy, which C does (see the
+        // module doc on races).
         unsafe { bindings::copy_highpage(self.as_ptr(), src.as_ptr()) };
         Ok(())
     }
 }
 
-/// A physically contiguous block of `1 << order` order-0 system pages,
-/// allocated and freed together (`alloc_pages()` without `__GFP_COMP`).
+/// A physically contiguous block of `1 << order` order-0 system pages, allocated and freed together
+/// (`alloc_pages()` without `__GFP_COMP`).
 ///
-/// What holds the contents of a large device-private folio: one allocation
-/// instead of one per page.
+/// What holds the contents of a large device-private folio: one allocation instead of one per page.
 ///
 /// # Invariants
 ///
-/// `first` is the first page of a block of `1 << order` pages allocated by
-/// `alloc_pages()` with that order and without `__GFP_COMP`, owned by this
-/// object and freed with `__free_pages()` on drop.
+/// `first` is the first page of a block of `1 << order` pages allocated by `alloc_pages()` with
+/// that order and without `__GFP_COMP`, owned by this object and freed with `__free_pages()` on
+/// drop.
 pub struct PageBlock {
     first: core::ptr::NonNull<bindings::page>,
     order: u32,
 }
 
-// SAFETY: The block is plain memory owned by this object; it may be used and
-// freed on any thread.
+// SAFETY: The block is plain memory owned by this object; it may be used and freed on any thread.
 unsafe impl Send for PageBlock {}
-// SAFETY: `&self` methods only hand out borrowed pages, whose byte accessors
-// are safe to call concurrently (see the module doc on races).
+// SAFETY: `&self` methods only hand out borrowed pages, whose byte accessors are safe to call
+// concurrently (see the module doc on races).
 unsafe impl Sync for PageBlock {}
 
 impl PageBlock {
     /// Allocates a block of `1 << order` pages with `GFP_HIGHUSER`
-    /// (`__GFP_NOWARN | __GFP_RETRY_MAYFAIL` for `order > 0`: large blocks
-    /// are an optimisation the caller can do without).
+    /// (`__GFP_NOWARN | __GFP_RETRY_MAYFAIL` for `order > 0`: large blocks are an optimisation the
+    /// caller can do without).
     pub fn alloc(order: u32) -> Result<Self> {
         if order > bindings::MAX_PAGE_ORDER {
             return Err(EINVAL);
@@ -137,12 +130,12 @@ impl PageBlock {
         if order > 0 {
             gfp |= bindings::__GFP_NOWARN | bindings::__GFP_RETRY_MAYFAIL;
         }
-        // SAFETY: `alloc_pages()` may be called with any flags and an order
-        // up to `MAX_PAGE_ORDER`; it may sleep, as callers expect.
+        // SAFETY: `alloc_pages()` may be called with any flags and an order up to `MAX_PAGE_ORDER`;
+        // it may sleep, as callers expect.
         let first = unsafe { bindings::alloc_pages(gfp, order) };
         let first = core::ptr::NonNull::new(first).ok_or(ENOMEM)?;
-        // INVARIANT: Just allocated with `order`; `gfp` is `GFP_HIGHUSER` and
-        // at most two modifiers, none of them `__GFP_COMP`.
+        // INVARIANT: Just allocated with `order`; `gfp` is `GFP_HIGHUSER` and at most two
+        // modifiers, none of them `__GFP_COMP`.
         Ok(Self { first, order })
     }
 
@@ -157,19 +150,18 @@ impl PageBlock {
         if i >= self.nr_pages() {
             return None;
         }
-        // SAFETY: A buddy block's `struct page`s are contiguous in the memmap
-        // (as a folio's, `folio_page()`), so `first + i` is page `i` of it.
+        // SAFETY: A buddy block's `struct page`s are contiguous in the memmap (as a folio's,
+        // `folio_page()`), so `first + i` is page `i` of it.
         let page = unsafe { self.first.as_ptr().add(i) };
-        // SAFETY: The page is owned by the block and stays allocated while
-        // `self` is borrowed (type invariant); `BorrowedPage` does not free it.
+        // SAFETY: The page is owned by the block and stays allocated while `self` is borrowed (type
+        // invariant); `BorrowedPage` does not free it.
         Some(unsafe { kernel::page::BorrowedPage::from_raw(core::ptr::NonNull::new(page)?) })
     }
 }
 
 impl Drop for PageBlock {
     fn drop(&mut self) {
-        // SAFETY: The block was allocated with this order and is freed only
-        // here (type invariant).
+        // SAFETY: The block was allocated with this order and is freed only here (type invariant).
         unsafe { bindings::__free_pages(self.first.as_ptr(), self.order) };
     }
 }

@@ -1,14 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Device memory of a dmirror device: device-private chunks of 256 MiB
-//! (`DevicePagemap`), the free lists of idle device pages and of idle
-//! PMD-sized blocks (for THPs), and the callbacks the kernel makes into it
-//! (`folio_free`, `migrate_to_ram`, `folio_split`).
+//! Device memory of a dmirror device: device-private chunks of 256 MiB (`DevicePagemap`), the free
+//! lists of idle device pages and of idle PMD-sized blocks (for THPs), and the callbacks the kernel
+//! makes into it (`folio_free`, `migrate_to_ram`, `folio_split`).
 //!
-//! A device-private page has no memory of its own (the "device" is fake):
-//! each folio in use carries a [`PageData`] with the block of system pages
-//! that backs it. Locking: the chunk list mutex is taken before the
-//! free-list spinlock; neither is held while a chunk is unregistered.
+//! A device-private page has no memory of its own (the "device" is fake): each folio in use carries
+//! a [`PageData`] with the block of system pages that backs it. Locking: the chunk list mutex is
+//! taken before the free-list spinlock; neither is held while a chunk is unregistered.
 
 #![forbid(unsafe_code)]
 
@@ -38,8 +36,8 @@ pub(crate) const CHUNK_SIZE: usize = 256 << 20;
 /// `HMM_DMIRROR_FLAG_FAIL_ALLOC`: make the next device allocation fail.
 pub(crate) const FLAG_FAIL_ALLOC: u64 = crate::bindings::HMM_DMIRROR_FLAG_FAIL_ALLOC as u64;
 
-/// State of one open mirror that its device pages need after the file is
-/// gone (the fault path reads the flags of the mirror that migrated a page).
+/// State of one open mirror that its device pages need after the file is gone (the fault path reads
+/// the flags of the mirror that migrated a page).
 pub(crate) struct MirrorShared {
     /// The `HMM_DMIRROR_FLAGS` of the mirror.
     pub(crate) flags: AtomicU64,
@@ -52,22 +50,22 @@ impl MirrorShared {
     }
 }
 
-/// What a device folio in use carries. Shared (`Arc`) by the folios a large
-/// folio is split into, so that a split neither allocates nor copies.
+/// What a device folio in use carries. Shared (`Arc`) by the folios a large folio is split into, so
+/// that a split neither allocates nor copies.
 pub(crate) struct PageData {
     /// The mirror that migrated the folio (its `HMM_DMIRROR_FLAGS`).
     pub(crate) mirror: Arc<MirrorShared>,
-    /// The system pages holding a device-private folio's contents: page `i`
-    /// of the block backs the device page at pfn `base_pfn + i`. `None` for
-    /// device-coherent pages, which hold their contents themselves.
+    /// The system pages holding a device-private folio's contents: page `i` of the block backs the
+    /// device page at pfn `base_pfn + i`. `None` for device-coherent pages, which hold their
+    /// contents themselves.
     backing: Option<PageBlock>,
     /// The pfn of the first device page the block backs.
     base_pfn: usize,
 }
 
-/// Runs `f` on the page that holds the contents of `page`: a system page
-/// itself, or for a device page of `owner` what [`with_contents`] gives. A
-/// device page of another owner is `EINVAL` if the CPU cannot access it.
+/// Runs `f` on the page that holds the contents of `page`: a system page itself, or for a device
+/// page of `owner` what [`with_contents`] gives. A device page of another owner is `EINVAL` if the
+/// CPU cannot access it.
 pub(crate) fn with_page_contents<R>(
     page: PageRef<'_>,
     owner: &PagemapOwner,
@@ -80,8 +78,8 @@ pub(crate) fn with_page_contents<R>(
     f(&page)
 }
 
-/// Runs `f` on the page that holds the contents of `dpage`: its backing
-/// page if device-private, the page itself if device-coherent.
+/// Runs `f` on the page that holds the contents of `dpage`: its backing page if device-private, the
+/// page itself if device-coherent.
 pub(crate) fn with_contents<R>(
     dpage: &DevicePage<DmirrorMem>,
     f: impl FnOnce(&Page) -> Result<R>,
@@ -97,9 +95,9 @@ pub(crate) fn with_contents<R>(
     f(&page)
 }
 
-/// Runs `f(i, contents)` for each of the first `n` pages of the folio that
-/// `head` heads, as [`with_contents`] does for one page, looking the page
-/// data up once for all of them (a THP has 512).
+/// Runs `f(i, contents)` for each of the first `n` pages of the folio that `head` heads, as
+/// [`with_contents`] does for one page, looking the page data up once for all of them (a THP has
+/// 512).
 fn for_each_contents(
     head: &DevicePage<DmirrorMem>,
     n: usize,
@@ -130,8 +128,7 @@ fn for_each_contents(
 pub(crate) enum MemKind {
     /// Device-private chunks, allocated as needed (`MEMORY_DEVICE_PRIVATE`).
     Private,
-    /// One chunk of device-coherent memory (`MEMORY_DEVICE_COHERENT`,
-    /// `spm_addr_dev*`).
+    /// One chunk of device-coherent memory (`MEMORY_DEVICE_COHERENT`, `spm_addr_dev*`).
     Coherent(CoherentMemory),
 }
 
@@ -139,20 +136,18 @@ pub(crate) enum MemKind {
 ///
 /// # Invariants
 ///
-/// `pages` has room for every page of every chunk of the device and
-/// `folios` for every `HPAGE_PMD_ORDER` block of them (`add_chunk` sizes them
-/// before adding a chunk), so putting back a page or block never fails: no
-/// idle page is ever dropped on the floor.
+/// `pages` has room for every page of every chunk of the device and `folios` for every
+/// `HPAGE_PMD_ORDER` block of them (`add_chunk` sizes them before adding a chunk), so putting back
+/// a page or block never fails: no idle page is ever dropped on the floor.
 struct FreeInner {
-    /// Idle single pages. Room for every page of every chunk, so that
-    /// `folio_free` never allocates (it may run in atomic context).
+    /// Idle single pages. Room for every page of every chunk, so that `folio_free` never allocates
+    /// (it may run in atomic context).
     pages: KVVec<FreeDevicePage<DmirrorMem>>,
-    /// Idle blocks of `HPAGE_PMD_ORDER` pages, for THPs (device-private
-    /// memory only). Room for every block of every chunk.
+    /// Idle blocks of `HPAGE_PMD_ORDER` pages, for THPs (device-private memory only). Room for
+    /// every block of every chunk.
     folios: KVVec<FreeDevicePage<DmirrorMem>>,
-    /// The data and backing page of freed device-private pages, for the
-    /// next ones: a page and a small allocation fewer per migration. At most
-    /// [`SPARE_PAGES`] (room reserved up front).
+    /// The data and backing page of freed device-private pages, for the next ones: a page and a
+    /// small allocation fewer per migration. At most [`SPARE_PAGES`] (room reserved up front).
     spare: KVVec<UniqueArc<PageData>>,
     /// Pages handed out (`calloc`).
     calloc: u64,
@@ -160,8 +155,8 @@ struct FreeInner {
     cfree: u64,
 }
 
-/// How many freed pages' data and backing [`FreeInner::spare`] keeps (4 MiB
-/// of backing pages per device).
+/// How many freed pages' data and backing [`FreeInner::spare`] keeps (4 MiB of backing pages per
+/// device).
 const SPARE_PAGES: usize = 1024;
 
 /// The free list of a device, shared with its chunks' `folio_free`.
@@ -177,9 +172,8 @@ pub(crate) struct DmirrorMem {
 }
 
 impl FreeInner {
-    /// Puts an idle page or block back on its list. The lists have room for
-    /// every page and block of every chunk (`add_chunk`), so this neither
-    /// allocates nor fails.
+    /// Puts an idle page or block back on its list. The lists have room for every page and block of
+    /// every chunk (`add_chunk`), so this neither allocates nor fails.
     fn put(&mut self, page: FreeDevicePage<DmirrorMem>) {
         match page.order() {
             0 => {
@@ -196,8 +190,8 @@ impl FreeInner {
         }
     }
 
-    /// Takes an idle block of `order` (0 or `HPAGE_PMD_ORDER`); a single
-    /// page is split off a block if none is left.
+    /// Takes an idle block of `order` (0 or `HPAGE_PMD_ORDER`); a single page is split off a block
+    /// if none is left.
     fn take(&mut self, order: u32) -> Option<FreeDevicePage<DmirrorMem>> {
         let page = match order {
             0 => self.pages.pop().or_else(|| {
@@ -220,9 +214,8 @@ impl DevicePagemapOps for DmirrorMem {
     type PageData = Arc<PageData>;
 
     fn folio_free(pagemap: &DevicePagemap<Self>, page: FreeDevicePage<Self>, data: Arc<PageData>) {
-        // The data of a single private page nobody shares is kept for the
-        // next page; otherwise the backing block is freed once no folio
-        // shares it.
+        // The data of a single private page nobody shares is kept for the next page; otherwise the
+        // backing block is freed once no folio shares it.
         let spare = match Arc::into_unique_or_drop(data) {
             Some(d) if d.backing.as_ref().is_some_and(|b| b.nr_pages() == 1) => {
                 Some(Pin::into_inner(d))
@@ -232,14 +225,13 @@ impl DevicePagemapOps for DmirrorMem {
         let mem = pagemap.data();
         let mut free = mem.free.inner.lock();
         free.cfree += 1 << page.order();
-        // Tested under the free-list lock, under which `begin_removal()`
-        // drains the list once it has marked the chunk: a page of a chunk
-        // being removed never stays on the list.
+        // Tested under the free-list lock, under which `begin_removal()` drains the list once it
+        // has marked the chunk: a page of a chunk being removed never stays on the list.
         if !pagemap.is_removing() {
             free.put(page);
             if let Some(d) = spare {
-                // Dropped, still under the lock, if the cache is full:
-                // freeing pages and small objects does not sleep.
+                // Dropped, still under the lock, if the cache is full: freeing pages and small
+                // objects does not sleep.
                 let _ = free.spare.push_within_capacity(d);
             }
         }
@@ -264,8 +256,8 @@ impl DevicePagemapOps for DmirrorMem {
     }
 }
 
-/// The CPU touched a device page: bring it back (`dmirror_devmem_fault`),
-/// the whole folio if it is mapped whole (by a PMD), else the one page.
+/// The CPU touched a device page: bring it back (`dmirror_devmem_fault`), the whole folio if it is
+/// mapped whole (by a PMD), else the one page.
 fn fault_to_ram(fault: &mut DeviceFault<'_, DmirrorMem>) -> Result {
     let order = if fault.is_pmd_mapped() {
         fault.page().order()
@@ -287,14 +279,12 @@ fn fault_to_ram(fault: &mut DeviceFault<'_, DmirrorMem>) -> Result {
     Ok(())
 }
 
-/// Gives every collected device page of `mig` system memory with its
-/// contents (`dmirror_devmem_fault_alloc_and_copy`): a device THP moves to
-/// a system THP, or page by page if none is free or `mirror` has
-/// `HMM_DMIRROR_FLAG_FAIL_ALLOC` set (consumed; for a single page, that
-/// page stays on the device and the migration goes on, where test_hmm.c
-/// fails it with `ENOMEM`: a device-coherent THP is 512 single pages here,
-/// and hmm-tests' migrate_anon_huge_err expects the migration back to
-/// succeed).
+/// Gives every collected device page of `mig` system memory with its contents
+/// (`dmirror_devmem_fault_alloc_and_copy`): a device THP moves to a system THP, or page by page if
+/// none is free or `mirror` has `HMM_DMIRROR_FLAG_FAIL_ALLOC` set (consumed; for a single page,
+/// that page stays on the device and the migration goes on, where test_hmm.c fails it with
+/// `ENOMEM`: a device-coherent THP is 512 single pages here, and hmm-tests' migrate_anon_huge_err
+/// expects the migration back to succeed).
 pub(crate) fn copy_back(
     mig: &mut Collected<'_>,
     owner: &PagemapOwner,
@@ -340,14 +330,12 @@ struct Chunks {
     free: Arc<FreeList>,
 }
 
-/// How long `HMM_DMIRROR_RELEASE` tries to evict a chunk's pages before it
-/// gives up with `EBUSY`.
+/// How long `HMM_DMIRROR_RELEASE` tries to evict a chunk's pages before it gives up with `EBUSY`.
 const RELEASE_TIMEOUT: Delta = Delta::from_secs(1);
 
 impl Chunks {
-    /// Starts removing every chunk: from now on their freed pages go back to
-    /// no one, and their idle pages, each of which holds a reference on its
-    /// chunk, are dropped.
+    /// Starts removing every chunk: from now on their freed pages go back to no one, and their idle
+    /// pages, each of which holds a reference on its chunk, are dropped.
     fn begin_removal(&mut self) {
         for chunk in self.pagemaps.iter() {
             chunk.begin_removal();
@@ -364,8 +352,8 @@ impl Chunks {
 
 impl Drop for Chunks {
     fn drop(&mut self) {
-        // Module unload: dropping a chunk evicts its pages in use until
-        // none is left, saying so in the log while it waits.
+        // Module unload: dropping a chunk evicts its pages in use until none is left, saying so in
+        // the log while it waits.
         self.begin_removal();
     }
 }
@@ -426,14 +414,14 @@ impl DeviceMemory {
     }
 
     /// Adds one chunk of device memory and puts its pages on the free list
-    /// (`dmirror_allocate_chunk`). A device-coherent device has exactly one
-    /// chunk, its special purpose memory: asking for a second is `ENOMEM`
-    /// (where test_hmm.c remaps the same range, WARNs and later Oopses).
+    /// (`dmirror_allocate_chunk`). A device-coherent device has exactly one chunk, its special
+    /// purpose memory: asking for a second is `ENOMEM` (where test_hmm.c remaps the same range,
+    /// WARNs and later Oopses).
     pub(crate) fn add_chunk(&self) -> Result {
         let mut chunks = self.chunks.lock();
         let npages = CHUNK_SIZE / PAGE_SIZE;
-        // Free lists with room for every page and block of every chunk, the
-        // new one included, allocated before the spinlock is taken.
+        // Free lists with room for every page and block of every chunk, the new one included,
+        // allocated before the spinlock is taken.
         let total = (chunks.pagemaps.len() + 1) * npages;
         let mut pages = KVVec::with_capacity(total, GFP_KERNEL)?;
         let mut folios = KVVec::with_capacity(total >> HPAGE_PMD_ORDER, GFP_KERNEL)?;
@@ -452,9 +440,9 @@ impl DeviceMemory {
                 GFP_KERNEL,
             )?,
         };
-        // Device-private chunks come in THP-sized blocks, split into single
-        // pages on demand; device-coherent memory in single pages (the core
-        // cannot split device-coherent folios for us).
+        // Device-private chunks come in THP-sized blocks, split into single pages on demand;
+        // device-coherent memory in single pages (the core cannot split device-coherent folios for
+        // us).
         let order = if pagemap.supports_order(HPAGE_PMD_ORDER) {
             HPAGE_PMD_ORDER
         } else {
@@ -495,16 +483,15 @@ impl DeviceMemory {
         Ok(())
     }
 
-    /// Whether this memory has device folios of `order`: single pages
-    /// always, THPs (`HPAGE_PMD_ORDER`) if device-private.
+    /// Whether this memory has device folios of `order`: single pages always, THPs
+    /// (`HPAGE_PMD_ORDER`) if device-private.
     pub(crate) fn has_order(&self, order: u32) -> bool {
         order == 0 || (order == HPAGE_PMD_ORDER && matches!(self.kind, MemKind::Private))
     }
 
-    /// Allocates a device folio of `order` (0 or `HPAGE_PMD_ORDER`)
-    /// carrying `data`, whose `base_pfn` it sets, adding a chunk if none is
-    /// free (`dmirror_devmem_alloc_page`). `ENOMEM` for an order the memory
-    /// does not have ([`DeviceMemory::has_order`]).
+    /// Allocates a device folio of `order` (0 or `HPAGE_PMD_ORDER`) carrying `data`, whose
+    /// `base_pfn` it sets, adding a chunk if none is free (`dmirror_devmem_alloc_page`). `ENOMEM`
+    /// for an order the memory does not have ([`DeviceMemory::has_order`]).
     pub(crate) fn alloc(
         &self,
         order: u32,
@@ -523,9 +510,9 @@ impl DeviceMemory {
         Ok(page.activate(data.into()))
     }
 
-    /// A new device folio of `order` holding the contents of `src(i)` for
-    /// each page `i` (zeroes where `None`), migrated by `mirror`: its
-    /// backing block (device-private) and the folio itself.
+    /// A new device folio of `order` holding the contents of `src(i)` for each page `i` (zeroes
+    /// where `None`), migrated by `mirror`: its backing block (device-private) and the folio
+    /// itself.
     pub(crate) fn alloc_copy<'p>(
         &self,
         order: u32,
@@ -567,18 +554,16 @@ impl DeviceMemory {
         Ok(dpage)
     }
 
-    /// Removes every chunk, moving its pages in use back to system memory
-    /// (`HMM_DMIRROR_RELEASE`, `dmirror_device_remove_chunks`).
+    /// Removes every chunk, moving its pages in use back to system memory (`HMM_DMIRROR_RELEASE`,
+    /// `dmirror_device_remove_chunks`).
     ///
-    /// The chunks are evicted without the chunk lock held: a migration that
-    /// holds device pages of a chunk as destinations may be waiting for that
-    /// lock to add a chunk, and eviction waits for those pages. Chunks whose
-    /// pages cannot all be evicted within [`RELEASE_TIMEOUT`] (pages locked
-    /// or pinned by others meanwhile, a THP with no free system THP to move
-    /// to) stay in the list, being removed, and the call fails with `EBUSY`
-    /// (`EINTR` if the task is killed); the next call tries them again. The
-    /// others are dropped once no page of theirs is left, which does not
-    /// wait.
+    /// The chunks are evicted without the chunk lock held: a migration that holds device pages of a
+    /// chunk as destinations may be waiting for that lock to add a chunk, and eviction waits for
+    /// those pages. Chunks whose pages cannot all be evicted within [`RELEASE_TIMEOUT`] (pages
+    /// locked or pinned by others meanwhile, a THP with no free system THP to move to) stay in the
+    /// list, being removed, and the call fails with `EBUSY` (`EINTR` if the task is killed); the
+    /// next call tries them again. The others are dropped once no page of theirs is left, which
+    /// does not wait.
     pub(crate) fn remove_chunks(&self) -> Result {
         let chunks = {
             let mut chunks = self.chunks.lock();
@@ -599,10 +584,9 @@ impl DeviceMemory {
                 }
             }
         }
-        // The list lets go of the chunks with no page left (their last
-        // reference is normally `chunks`, dropped after the lock; if it is
-        // the list's, dropping it does not wait either): a chunk being
-        // removed never gets a page again.
+        // The list lets go of the chunks with no page left (their last reference is normally
+        // `chunks`, dropped after the lock; if it is the list's, dropping it does not wait either):
+        // a chunk being removed never gets a page again.
         self.chunks
             .lock()
             .pagemaps

@@ -1,16 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The dmirror device files, `/dev/hmm_dmirror*`: each open file mirrors
-//! the opener's address space into a device page table and serves the
-//! `lib/test_hmm_uapi.h` ioctls on it.
+//! The dmirror device files, `/dev/hmm_dmirror*`: each open file mirrors the opener's address space
+//! into a device page table and serves the `lib/test_hmm_uapi.h` ioctls on it.
 //!
-//! Every ioctl takes user-controlled addresses and page counts. The rules
-//! that keep them harmless: arithmetic on them cannot overflow ([`Range`]
-//! bounds the range, [`round_end`] the rounds within it); work is done one
-//! round (at most [`BOUNCE_PAGES`], [`hmm::CHUNK_PAGES`] or
-//! [`MIGRATE_PAGES`] pages) at a time, each round bounded by what the user's
-//! buffer and VMAs hold and checking for a fatal signal first; and the
-//! mirror lock is never held across more than one round.
+//! Every ioctl takes user-controlled addresses and page counts. The rules that keep them harmless:
+//! arithmetic on them cannot overflow ([`Range`] bounds the range, [`round_end`] the rounds within
+//! it); work is done one round (at most [`BOUNCE_PAGES`], [`hmm::CHUNK_PAGES`] or [`MIGRATE_PAGES`]
+//! pages) at a time, each round bounded by what the user's buffer and VMAs hold and checking for a
+//! fatal signal first; and the mirror lock is never held across more than one round.
 
 #![forbid(unsafe_code)]
 
@@ -79,8 +76,7 @@ impl DmirrorDevice {
     }
 }
 
-/// The device page table and state of one open file (guarded by the
-/// mirror's lock).
+/// The device page table and state of one open file (guarded by the mirror's lock).
 pub(crate) struct DmirrorState;
 
 impl MirrorOps for DmirrorState {}
@@ -120,12 +116,12 @@ impl MiscDeviceWithData for DmirrorFile {
         )
     }
 
-    /// Maps zeroed pages into the whole VMA, so that user space has a
-    /// `VM_MIXEDMAP` mapping to show the device (`dmirror_fops_mmap`).
+    /// Maps zeroed pages into the whole VMA, so that user space has a `VM_MIXEDMAP` mapping to show
+    /// the device (`dmirror_fops_mmap`).
     ///
-    /// The pages are charged to the caller's memory cgroup, and the loop
-    /// stops when the caller is killed (the OOM killer's choice, if the VMA
-    /// is larger than memory): the core then unmaps what was mapped.
+    /// The pages are charged to the caller's memory cgroup, and the loop stops when the caller is
+    /// killed (the OOM killer's choice, if the VMA is larger than memory): the core then unmaps
+    /// what was mapped.
     fn mmap(_this: Pin<&Dmirror>, _file: &File, vma: &VmaNew) -> Result {
         let vma = vma.set_mixedmap();
         let mut addr = vma.start();
@@ -194,16 +190,15 @@ impl Range {
     }
 }
 
-/// The end of the round that starts at `addr`: `pages` pages on, or `end`
-/// if that comes first. `addr < end`, so `end - addr` does not wrap and the
-/// sum is at most `end`: no overflow, however close to the top of the
-/// address space the range lies.
+/// The end of the round that starts at `addr`: `pages` pages on, or `end` if that comes first.
+/// `addr < end`, so `end - addr` does not wrap and the sum is at most `end`: no overflow, however
+/// close to the top of the address space the range lies.
 fn round_end(addr: usize, end: usize, pages: usize) -> usize {
     addr + (end - addr).min(pages * PAGE_SIZE)
 }
 
-/// `EINTR` if the task is being killed: the loops of long ioctls check it
-/// once per round, so that a huge range cannot hold up `kill -9`.
+/// `EINTR` if the task is being killed: the loops of long ioctls check it once per round, so that a
+/// huge range cannot hold up `kill -9`.
 fn check_killed() -> Result {
     if current!().fatal_signal_pending() {
         return Err(EINTR);
@@ -221,15 +216,12 @@ fn write_entry(owner: &PagemapOwner, e: &PtEntry<'_>, buf: &[u8]) -> Result {
     devmem::with_page_contents(e.page(), owner, |p| p.write(0, buf))
 }
 
-/// The `faults` count of `HMM_DMIRROR_READ` and `HMM_DMIRROR_WRITE`, as
-/// test_hmm counts it.
+/// The `faults` count of `HMM_DMIRROR_READ` and `HMM_DMIRROR_WRITE`, as test_hmm counts it.
 ///
-/// test_hmm faults the whole rest of the range at the first missing page,
-/// so a range that stays mapped costs one fault. This driver faults one
-/// round at a time, so that the work stays bounded by what the user's
-/// buffer takes; a round that continues where the last fault ended counts
-/// with it, and only a refault (entries invalidated again in between) or a
-/// first fault counts anew.
+/// test_hmm faults the whole rest of the range at the first missing page, so a range that stays
+/// mapped costs one fault. This driver faults one round at a time, so that the work stays bounded
+/// by what the user's buffer takes; a round that continues where the last fault ended counts with
+/// it, and only a refault (entries invalidated again in between) or a first fault counts anew.
 struct FaultCount {
     /// The end of what was faulted so far; 0 before the first fault.
     faulted_to: usize,
@@ -259,8 +251,8 @@ impl Dmirror {
         self.device.mem.owner()
     }
 
-    /// Copies `[addr, end)` from the device page table into `buf`; on a
-    /// missing entry returns the address it is missing at.
+    /// Copies `[addr, end)` from the device page table into `buf`; on a missing entry returns the
+    /// address it is missing at.
     fn read_pt(
         &self,
         addr: usize,
@@ -280,8 +272,7 @@ impl Dmirror {
         Ok(Ok(()))
     }
 
-    /// As [`Dmirror::read_pt`], writing; an entry without write permission
-    /// counts as missing.
+    /// As [`Dmirror::read_pt`], writing; an entry without write permission counts as missing.
     fn write_pt(
         &self,
         addr: usize,
@@ -303,9 +294,8 @@ impl Dmirror {
         Ok(Ok(()))
     }
 
-    /// Faults `[addr, end)` into the device page table, with
-    /// `hmm_range_fault_unlocked_timeout()` if `unlocked`. Takes a user
-    /// reference on the mirrored mm the first time (`mm`).
+    /// Faults `[addr, end)` into the device page table, with `hmm_range_fault_unlocked_timeout()`
+    /// if `unlocked`. Takes a user reference on the mirrored mm the first time (`mm`).
     fn fault(
         &self,
         mm: &mut Option<ARef<MmWithUser>>,
@@ -327,24 +317,23 @@ impl Dmirror {
         }
     }
 
-    /// `HMM_DMIRROR_READ`: the device reads `[start, end)` into `ptr`,
-    /// faulting in what its page table lacks (`dmirror_read`).
+    /// `HMM_DMIRROR_READ`: the device reads `[start, end)` into `ptr`, faulting in what its page
+    /// table lacks (`dmirror_read`).
     fn read(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         self.read_with(r, c, false)
     }
 
     /// `HMM_DMIRROR_READ_UNLOCKED`: as `HMM_DMIRROR_READ`, faulting with
-    /// `hmm_range_fault_unlocked_timeout()` and no timeout, so that a
-    /// userfaultfd handler can resolve the faults (`dmirror_read_unlocked`).
+    /// `hmm_range_fault_unlocked_timeout()` and no timeout, so that a userfaultfd handler can
+    /// resolve the faults (`dmirror_read_unlocked`).
     fn read_unlocked(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         self.read_with(r, c, true)
     }
 
     /// The body of [`Dmirror::read`] and [`Dmirror::read_unlocked`].
     ///
-    /// Each round faults in only what its bounce buffer lacks, then copies it
-    /// out: a bad user buffer stops the ioctl after one round, and a fatal
-    /// signal before the next.
+    /// Each round faults in only what its bounce buffer lacks, then copies it out: a bad user
+    /// buffer stops the ioctl after one round, and a fatal signal before the next.
     fn read_with(&self, r: &Range, c: &mut hmm_dmirror_cmd, unlocked: bool) -> Result {
         let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
         let mut out = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).writer();
@@ -368,8 +357,7 @@ impl Dmirror {
         Ok(())
     }
 
-    /// `HMM_DMIRROR_WRITE`: the device writes `ptr` to `[start, end)`
-    /// (`dmirror_write`).
+    /// `HMM_DMIRROR_WRITE`: the device writes `ptr` to `[start, end)` (`dmirror_write`).
     fn write(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
         let mut input = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).reader();
@@ -393,8 +381,8 @@ impl Dmirror {
         Ok(())
     }
 
-    /// `HMM_DMIRROR_EXCLUSIVE`: makes `[start, end)` exclusive to the device
-    /// and returns its contents (`dmirror_exclusive`).
+    /// `HMM_DMIRROR_EXCLUSIVE`: makes `[start, end)` exclusive to the device and returns its
+    /// contents (`dmirror_exclusive`).
     fn exclusive(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         let mm = self.mm(EINVAL)?;
         {
@@ -409,11 +397,11 @@ impl Dmirror {
         self.copy_out_pt(r, c)
     }
 
-    /// `HMM_DMIRROR_CHECK_EXCLUSIVE`: `EPERM` if the device still holds a
-    /// page of `[start, end)` exclusively (`dmirror_check_atomic`).
+    /// `HMM_DMIRROR_CHECK_EXCLUSIVE`: `EPERM` if the device still holds a page of `[start, end)`
+    /// exclusively (`dmirror_check_atomic`).
     ///
-    /// Visits the entries the device page table has, not every page of the
-    /// range, [`BOUNCE_PAGES`] of them per lock hold.
+    /// Visits the entries the device page table has, not every page of the range, [`BOUNCE_PAGES`]
+    /// of them per lock hold.
     fn check_exclusive(&self, r: &Range) -> Result {
         let end = r.end >> PAGE_SHIFT;
         let mut vpn = r.start >> PAGE_SHIFT;
@@ -433,9 +421,8 @@ impl Dmirror {
         }
     }
 
-    /// Copies what the device page table maps of `[start, end)` to the
-    /// user's buffer, `ENOENT` if a page is not mapped: what a migration or
-    /// `EXCLUSIVE` returns for verification.
+    /// Copies what the device page table maps of `[start, end)` to the user's buffer, `ENOENT` if a
+    /// page is not mapped: what a migration or `EXCLUSIVE` returns for verification.
     fn copy_out_pt(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
         let mut out = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).writer();
@@ -454,9 +441,8 @@ impl Dmirror {
         Ok(())
     }
 
-    /// `HMM_DMIRROR_SNAPSHOT`: what the CPU page tables map in
-    /// `[start, end)`, one `HMM_DMIRROR_PROT_*` byte per page, without
-    /// faulting anything in (`dmirror_snapshot`).
+    /// `HMM_DMIRROR_SNAPSHOT`: what the CPU page tables map in `[start, end)`, one
+    /// `HMM_DMIRROR_PROT_*` byte per page, without faulting anything in (`dmirror_snapshot`).
     fn snapshot(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         let mm = self.mm(EINVAL)?;
         let mut out = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).writer();
@@ -480,8 +466,7 @@ impl Dmirror {
         Ok(())
     }
 
-    /// The `HMM_DMIRROR_PROT_*` encoding of one snapshot entry
-    /// (`dmirror_mkentry`).
+    /// The `HMM_DMIRROR_PROT_*` encoding of one snapshot entry (`dmirror_mkentry`).
     fn prot(&self, pfn: &HmmPfn) -> u8 {
         if pfn.is_error() {
             return bindings::HMM_DMIRROR_PROT_ERROR as u8;
@@ -518,9 +503,9 @@ impl Dmirror {
         prot as u8
     }
 
-    /// Migrates `[start, end)` in chunks of at most [`MIGRATE_PAGES`] within
-    /// one VMA each, under the mmap lock: `copy` gives the collected entries
-    /// their destinations. Returns the number of pages that moved.
+    /// Migrates `[start, end)` in chunks of at most [`MIGRATE_PAGES`] within one VMA each, under
+    /// the mmap lock: `copy` gives the collected entries their destinations. Returns the number of
+    /// pages that moved.
     fn migrate_range(
         &self,
         mm: &MmWithUser,
@@ -550,9 +535,8 @@ impl Dmirror {
         Ok(moved)
     }
 
-    /// `HMM_DMIRROR_MIGRATE_TO_DEV`: moves `[start, end)` to device memory,
-    /// maps it in the device page table and returns its contents
-    /// (`dmirror_migrate_to_device`).
+    /// `HMM_DMIRROR_MIGRATE_TO_DEV`: moves `[start, end)` to device memory, maps it in the device
+    /// page table and returns its contents (`dmirror_migrate_to_device`).
     fn migrate_to_device(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         let mm = self.mm(EINVAL)?;
         let mem = &self.device.mem;
@@ -562,8 +546,8 @@ impl Dmirror {
                 if !e.can_migrate() {
                     return Ok(());
                 }
-                // `HMM_DMIRROR_FLAG_FAIL_ALLOC` fails the device allocation
-                // of this entry: a THP then goes page by page, a page stays.
+                // `HMM_DMIRROR_FLAG_FAIL_ALLOC` fails the device allocation of this entry: a THP
+                // then goes page by page, a page stays.
                 let fail = self.shared.take_fail_alloc();
                 if e.is_compound() && !fail {
                     let src = |i| e.src_subpage(i);
@@ -584,9 +568,8 @@ impl Dmirror {
                 Ok(())
             })
         })?;
-        // Map what is now on the device (pages of our pagemaps, private or
-        // coherent) in the device page table, from the
-        // CPU page tables (`dmirror_migrate_finalize_and_map`): every
+        // Map what is now on the device (pages of our pagemaps, private or coherent) in the device
+        // page table, from the CPU page tables (`dmirror_migrate_finalize_and_map`): every
         // invalidation, this migration's included, cleared the range.
         let owner = self.owner();
         self.mirror.snapshot(&mm, r.start, r.end, |g, pfns| {
@@ -601,8 +584,8 @@ impl Dmirror {
         self.copy_out_pt(r, c)
     }
 
-    /// `HMM_DMIRROR_MIGRATE_TO_SYS`: moves the device pages of
-    /// `[start, end)` back to system memory (`dmirror_migrate_to_system`).
+    /// `HMM_DMIRROR_MIGRATE_TO_SYS`: moves the device pages of `[start, end)` back to system memory
+    /// (`dmirror_migrate_to_system`).
     fn migrate_to_system(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         let mm = self.mm(EINVAL)?;
         let select = match self.device.mem.kind() {

@@ -33,8 +33,8 @@ use kernel::{
 
 pub mod mirror;
 
-/// The number of pages [`Range::fault()`] and [`Range::snapshot()`] ask `hmm_range_fault()`
-/// for at a time (the size of the on-stack `hmm_pfns` array).
+/// The number of pages [`Range::fault()`] and [`Range::snapshot()`] ask `hmm_range_fault()` for at
+/// a time (the size of the on-stack `hmm_pfns` array).
 pub const CHUNK_PAGES: usize = 64;
 
 const PFN_VALID: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_VALID as c_ulong;
@@ -45,11 +45,11 @@ const PFN_REQ_WRITE: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_REQ_WRITE as c_ul
 
 /// Corrects the pfns `hmm_range_fault()` reports for device-private pages mapped by a PMD.
 ///
-/// In 7.3, `hmm_vma_handle_absent_pmd()` numbers them from the folio's head pfn at the start of
-/// the walk, not at the start of the PMD (as `hmm_vma_handle_pmd()` does for a present THP): for
-/// a range that begins inside such a mapping, every pfn is off by the offset of the range's
-/// start in the PMD. The page at an address is page `address / PAGE_SIZE % HPAGE_PMD_NR` of the
-/// folio, which is what this writes, right with the bug and without it.
+/// In 7.3, `hmm_vma_handle_absent_pmd()` numbers them from the folio's head pfn at the start of the
+/// walk, not at the start of the PMD (as `hmm_vma_handle_pmd()` does for a present THP): for a
+/// range that begins inside such a mapping, every pfn is off by the offset of the range's start in
+/// the PMD. The page at an address is page `address / PAGE_SIZE % HPAGE_PMD_NR` of the folio, which
+/// is what this writes, right with the bug and without it.
 ///
 /// Must run with the notifier's lock held and the walk current (`mmu_interval_read_retry()` false),
 /// so that the folios are still mapped.
@@ -80,13 +80,13 @@ fn fix_device_pmd_pfns(range: &bindings::hmm_range, npages: usize) {
 /// One entry of the result of `hmm_range_fault()`: the state of the CPU mapping of one page.
 ///
 /// Only seen by reference, inside the closure passed to [`Range::fault()`] or
-/// [`Range::snapshot()`]; it can be neither created nor copied elsewhere, so a page it names
-/// cannot be used once the mapping may have changed.
+/// [`Range::snapshot()`]; it can be neither created nor copied elsewhere, so a page it names cannot
+/// be used once the mapping may have changed.
 ///
 /// # Invariants
 ///
-/// A `&HmmPfn` only exists while the lock of the [`MmuIntervalNotifier`] whose interval it lies
-/// in is held, after `mmu_interval_read_retry()` found no invalidation since the walk started. So if
+/// A `&HmmPfn` only exists while the lock of the [`MmuIntervalNotifier`] whose interval it lies in
+/// is held, after `mmu_interval_read_retry()` found no invalidation since the walk started. So if
 /// `HMM_PFN_VALID` is set, the pfn names a `struct page` that is mapped at the entry's address and
 /// stays so for as long as the reference lives.
 #[repr(transparent)]
@@ -170,9 +170,8 @@ impl HmmPfn {
         owner.is(unsafe { (*bindings::page_pgmap(page.as_ptr())).owner })
     }
 
-    /// What kind of page is mapped, `None` if none: device-private or
-    /// device-coherent (and whether `owner`'s), the zero page, or other memory,
-    /// in one lookup of the page.
+    /// What kind of page is mapped, `None` if none: device-private or device-coherent (and whether
+    /// `owner`'s), the zero page, or other memory, in one lookup of the page.
     pub fn kind(&self, owner: &PagemapOwner) -> Option<PageKind> {
         let page = self.raw_page()?.as_ptr();
         // SAFETY: By the type invariants the page is valid while `self` is borrowed.
@@ -219,8 +218,8 @@ pub enum PageKind {
     },
 }
 
-/// The result of one chunk of [`Range::fault()`] or [`Range::snapshot()`]: one [`HmmPfn`] per
-/// page from [`HmmPfns::start()`] on (through [`Deref`] to a slice).
+/// The result of one chunk of [`Range::fault()`] or [`Range::snapshot()`]: one [`HmmPfn`] per page
+/// from [`HmmPfns::start()`] on (through [`Deref`] to a slice).
 ///
 /// # Invariants
 ///
@@ -270,15 +269,15 @@ impl Deref for HmmPfns<'_> {
 /// `hmm_range_fault()`.
 ///
 /// [`Range::fault()`] and [`Range::snapshot()`] run the `hmm_range_fault()` retry loop of
-/// `Documentation/mm/hmm.rst` in chunks of [`CHUNK_PAGES`] pages: take a [`ReadSeq`], walk the
-/// CPU page tables with the mmap lock held, retry on `-EBUSY`; then lock the notifier and, if
-/// [`IntervalGuard::is_current()`], hand the chunk's [`HmmPfns`] to a closure, which may use
-/// them until it returns (the guard is held meanwhile); otherwise walk again.
+/// `Documentation/mm/hmm.rst` in chunks of [`CHUNK_PAGES`] pages: take a [`ReadSeq`], walk the CPU
+/// page tables with the mmap lock held, retry on `-EBUSY`; then lock the notifier and, if
+/// [`IntervalGuard::is_current()`], hand the chunk's [`HmmPfns`] to a closure, which may use them
+/// until it returns (the guard is held meanwhile); otherwise walk again.
 ///
 /// # Examples
 ///
-/// A device with a page table of its own maps what a fault finds (see [`MmuIntervalNotifier`]
-/// for the notifier):
+/// A device with a page table of its own maps what a fault finds (see [`MmuIntervalNotifier`] for
+/// the notifier):
 ///
 /// ```ignore
 /// let mm = notifier.mm().mmget_not_zero().ok_or(EFAULT)?;
@@ -302,8 +301,8 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
     /// The range `start..end` of the interval of `notifier`.
     ///
     /// `EINVAL` unless `start` and `end` are page aligned, `start <= end`, and the range lies
-    /// inside the notifier's interval: the notifier's sequence only covers its interval, so a
-    /// page outside it could change without the result becoming stale.
+    /// inside the notifier's interval: the notifier's sequence only covers its interval, so a page
+    /// outside it could change without the result becoming stale.
     pub fn new(notifier: &'a MmuIntervalNotifier<T>, start: usize, end: usize) -> Result<Self> {
         if start & !PAGE_MASK != 0
             || end & !PAGE_MASK != 0
@@ -334,19 +333,19 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
     /// owner given to [`Range::with_owner()`], which are returned as they are. Unlike a bare
     /// `hmm_range_fault()`, which on 7.3 also faults (migrates back to system memory) the owner's
     /// pages that follow a page needing a fault, this never moves them: each chunk is walked
-    /// without faulting first, then each run of pages that needs a fault is faulted as a range
-    /// of its own that stops short of the next page of the owner. For each chunk, `commit` is
-    /// called with the notifier locked and the chunk's [`HmmPfns`], all valid (and writable if
-    /// `write`). A chunk is walked again if an invalidation raced with it, and the fault fails
-    /// with `EBUSY` if a chunk cannot be faulted within `HMM_RANGE_DEFAULT_TIMEOUT` milliseconds.
+    /// without faulting first, then each run of pages that needs a fault is faulted as a range of
+    /// its own that stops short of the next page of the owner. For each chunk, `commit` is called
+    /// with the notifier locked and the chunk's [`HmmPfns`], all valid (and writable if `write`). A
+    /// chunk is walked again if an invalidation raced with it, and the fault fails with `EBUSY` if
+    /// a chunk cannot be faulted within `HMM_RANGE_DEFAULT_TIMEOUT` milliseconds.
     ///
     /// `mm` must be the notifier's mm (else `EINVAL`). Errors of `hmm_range_fault()` and of
-    /// `commit` are returned as they are; chunks committed before an error stay committed.
-    /// `EINTR` if the task is being killed: it is checked before every chunk, so a huge range
-    /// stops quickly. A device-private page of the owner that is mapped read-only (after a fork
-    /// or an `mprotect()`) and is to be written is faulted as a CPU write would fault it, back
-    /// into system memory: the device cannot break copy-on-write. (`lib/test_hmm.c` fails such a
-    /// write with `EFAULT`, after a `WARN_ON`.)
+    /// `commit` are returned as they are; chunks committed before an error stay committed. `EINTR`
+    /// if the task is being killed: it is checked before every chunk, so a huge range stops
+    /// quickly. A device-private page of the owner that is mapped read-only (after a fork or an
+    /// `mprotect()`) and is to be written is faulted as a CPU write would fault it, back into
+    /// system memory: the device cannot break copy-on-write. (`lib/test_hmm.c` fails such a write
+    /// with `EFAULT`, after a `WARN_ON`.)
     ///
     /// Must not be called with the notifier's lock held, nor with the mmap lock of `mm` held (an
     /// [`kernel::mm::MmapReadGuard`] alive): it takes that lock itself, and taking it again could
@@ -361,13 +360,12 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         self.run(mm, want, None, commit)
     }
 
-    /// As [`Range::fault()`], but with `hmm_range_fault_unlocked_timeout()`: the mmap lock is
-    /// taken inside and may be dropped while a fault is handled, so that faults which need it
-    /// released (userfaultfd) can make progress.
+    /// As [`Range::fault()`], but with `hmm_range_fault_unlocked_timeout()`: the mmap lock is taken
+    /// inside and may be dropped while a fault is handled, so that faults which need it released
+    /// (userfaultfd) can make progress.
     ///
-    /// `timeout` bounds the retries after invalidations (`EBUSY` once it expires); `None`
-    /// retries until a fatal signal (`EINTR`). The same lock rules as for [`Range::fault()`]
-    /// apply.
+    /// `timeout` bounds the retries after invalidations (`EBUSY` once it expires); `None` retries
+    /// until a fatal signal (`EINTR`). The same lock rules as for [`Range::fault()`] apply.
     pub fn fault_unlocked(
         &self,
         mm: &MmWithUser,
@@ -382,11 +380,11 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
     /// Takes a snapshot of the CPU mappings of the range, without faulting.
     ///
     /// For each chunk, `f` is called with the notifier locked and the chunk's [`HmmPfns`], which
-    /// may be invalid ([`HmmPfn::is_valid()`]) or errors ([`HmmPfn::is_error()`]). Any
-    /// invalidation of the chunk makes it walk again.
+    /// may be invalid ([`HmmPfn::is_valid()`]) or errors ([`HmmPfn::is_error()`]). Any invalidation
+    /// of the chunk makes it walk again.
     ///
-    /// The arguments and errors are as for [`Range::fault()`]. `f` must not touch user memory
-    /// (copy the result out after this returns).
+    /// The arguments and errors are as for [`Range::fault()`]. `f` must not touch user memory (copy
+    /// the result out after this returns).
     pub fn snapshot(
         &self,
         mm: &MmWithUser,
@@ -397,8 +395,8 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
 
     /// The `hmm_range_fault()` retry loop over the range, in chunks.
     ///
-    /// `want` is what the caller asks of every page: `0` for a snapshot, `HMM_PFN_REQ_FAULT`
-    /// (with `HMM_PFN_REQ_WRITE`) for a fault.
+    /// `want` is what the caller asks of every page: `0` for a snapshot, `HMM_PFN_REQ_FAULT` (with
+    /// `HMM_PFN_REQ_WRITE`) for a fault.
     fn run(
         &self,
         mm: &MmWithUser,
@@ -444,13 +442,13 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         Ok(())
     }
 
-    /// `dmirror_range_fault()`: walks `range` until it is current and faults in what `want`
-    /// asks for, then commits it.
+    /// `dmirror_range_fault()`: walks `range` until it is current and faults in what `want` asks
+    /// for, then commits it.
     ///
-    /// An attempt takes one sequence: it walks without faulting, faults in what is missing
-    /// with the same sequence and walks again, so an invalidation at any point (one that a
-    /// fault itself causes included) ends the attempt. Only a new attempt checks the timeout,
-    /// as `dmirror_range_fault()` checks it only before retrying: a slow fault does not fail.
+    /// An attempt takes one sequence: it walks without faulting, faults in what is missing with the
+    /// same sequence and walks again, so an invalidation at any point (one that a fault itself
+    /// causes included) ends the attempt. Only a new attempt checks the timeout, as
+    /// `dmirror_range_fault()` checks it only before retrying: a slow fault does not fail.
     fn chunk(
         &self,
         mm: &MmWithUser,
@@ -483,8 +481,8 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
                 return Err(EINTR);
             }
             range.notifier_seq = self.notifier.read_begin().raw();
-            // With the sequence unchanged, what a fault mapped stays mapped, so the second
-            // walk finds it; a few more rounds cover nothing but oddities, then a new attempt.
+            // With the sequence unchanged, what a fault mapped stays mapped, so the second walk
+            // finds it; a few more rounds cover nothing but oddities, then a new attempt.
             for _ in 0..ATTEMPT_WALKS {
                 if !walk(range)? {
                     continue 'attempt;
@@ -513,8 +511,8 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
     }
 
     /// `dmirror_range_fault_unlocked()`: as [`Range::chunk()`] with
-    /// `hmm_range_fault_unlocked_timeout()`, which takes the mmap lock itself (and a new
-    /// sequence whenever it drops it). `timeout` bounds the whole chunk.
+    /// `hmm_range_fault_unlocked_timeout()`, which takes the mmap lock itself (and a new sequence
+    /// whenever it drops it). `timeout` bounds the whole chunk.
     fn chunk_unlocked(
         &self,
         range: &mut bindings::hmm_range,
@@ -531,11 +529,11 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         let walk = |range: &mut bindings::hmm_range| {
             // SAFETY: `range` is fully initialised: its notifier is inserted on the notifier's mm,
             // which has a user (the caller's `MmWithUser`), and `hmm_pfns` has room for the pages
-            // of `range.start..range.end` (`run()` and `fault_missing()` make sure). The
-            // function reads the sequence and takes the mmap lock itself (killably); that the
-            // caller must not hold it already is a rule against deadlock, documented on
-            // `fault_unlocked()`, not a condition of memory safety: a caller's read lock would
-            // only keep the VMAs alive longer.
+            // of `range.start..range.end` (`run()` and `fault_missing()` make sure). The function
+            // reads the sequence and takes the mmap lock itself (killably); that the caller must
+            // not hold it already is a rule against deadlock, documented on `fault_unlocked()`, not
+            // a condition of memory safety: a caller's read lock would only keep the VMAs alive
+            // longer.
             to_result(unsafe { bindings::hmm_range_fault_unlocked_timeout(range, jiffies) })
         };
         loop {
@@ -558,9 +556,9 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         }
     }
 
-    /// Locks the notifier and, unless an invalidation raced with the walk of `range` (then
-    /// `None`: walk again), either hands its entries to `commit` or says which pages must be
-    /// faulted in first for `want`.
+    /// Locks the notifier and, unless an invalidation raced with the walk of `range` (then `None`:
+    /// walk again), either hands its entries to `commit` or says which pages must be faulted in
+    /// first for `want`.
     fn commit_if_current(
         &self,
         range: &bindings::hmm_range,
@@ -569,17 +567,17 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         commit: &mut impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
     ) -> Option<ChunkStep> {
         let guard = self.notifier.lock();
-        // SAFETY: The walk's `hmm_range_fault()` or `hmm_range_fault_unlocked_timeout()` ran
-        // with `range.notifier_seq` from `mmu_interval_read_begin()` on this notifier (the
-        // latter reads it itself).
+        // SAFETY: The walk's `hmm_range_fault()` or `hmm_range_fault_unlocked_timeout()` ran with
+        // `range.notifier_seq` from `mmu_interval_read_begin()` on this notifier (the latter reads
+        // it itself).
         let seq = unsafe { ReadSeq::from_raw(self.notifier, range.notifier_seq) };
         if !guard.is_current(&seq) {
             return None;
         }
         fix_device_pmd_pfns(range, npages);
 
-        // SAFETY: The walk filled `npages` entries of `hmm_pfns`; `HmmPfn` is a transparent
-        // wrapper of `unsigned long`. The array is not written while the slice lives.
+        // SAFETY: The walk filled `npages` entries of `hmm_pfns`; `HmmPfn` is a transparent wrapper
+        // of `unsigned long`. The array is not written while the slice lives.
         let pfns = unsafe {
             core::slice::from_raw_parts(range.hmm_pfns.cast::<HmmPfn>().cast_const(), npages)
         };
@@ -602,9 +600,9 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
                 return Some(ChunkStep::Fault { missing, own });
             }
         }
-        // INVARIANT: The entries describe `range.start..range.end` of the notifier's mm, inside
-        // its interval; its lock is held and no invalidation ran since the walk began; the
-        // entries are only lent to `commit`, which cannot keep them past the guard.
+        // INVARIANT: The entries describe `range.start..range.end` of the notifier's mm, inside its
+        // interval; its lock is held and no invalidation ran since the walk began; the entries are
+        // only lent to `commit`, which cannot keep them past the guard.
         let pfns = HmmPfns {
             notifier: self.notifier.as_raw(),
             start: range.start,
@@ -619,12 +617,12 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
 ///
 /// The pages whose bits are set in `own` are device-private pages of the range's owner.
 /// `hmm_range_fault()` reports such a page as it is, but once a page of its walk needs a fault,
-/// 7.3's `hmm_do_fault()` calls `handle_mm_fault()` on every page from that one to the end of
-/// the walk, and a fault on a device-private page migrates it back to system memory. So each
-/// run of missing pages is faulted as a range of its own that stops short of the next page of
-/// the owner. A page of the owner that is itself missing (read-only, and to be written: after
-/// a fork, or `mprotect()`) is faulted on its own and without the owner, as a CPU write would
-/// fault it: the device cannot break copy-on-write, so the page comes back to system memory.
+/// 7.3's `hmm_do_fault()` calls `handle_mm_fault()` on every page from that one to the end of the
+/// walk, and a fault on a device-private page migrates it back to system memory. So each run of
+/// missing pages is faulted as a range of its own that stops short of the next page of the owner. A
+/// page of the owner that is itself missing (read-only, and to be written: after a fork, or
+/// `mprotect()`) is faulted on its own and without the owner, as a CPU write would fault it: the
+/// device cannot break copy-on-write, so the page comes back to system memory.
 fn fault_missing(
     range: &bindings::hmm_range,
     npages: usize,
@@ -666,16 +664,16 @@ fn fault_missing(
 }
 
 /// How many times [`Range::chunk()`] walks and faults with one sequence before it starts a new
-/// attempt (and checks its timeout): a walk, a fault and a walk that finds everything is the
-/// common case.
+/// attempt (and checks its timeout): a walk, a fault and a walk that finds everything is the common
+/// case.
 const ATTEMPT_WALKS: usize = 4;
 
 /// What [`Range::commit_if_current()`] did with a chunk.
 enum ChunkStep {
     /// Committed (or failed): the chunk is done.
     Done(Result),
-    /// Nothing committed: the pages whose bits are set in `missing` must be faulted in first,
-    /// and those set in `own` are device-private pages of the range's owner, which must not be.
+    /// Nothing committed: the pages whose bits are set in `missing` must be faulted in first, and
+    /// those set in `own` are device-private pages of the range's owner, which must not be.
     Fault { missing: u64, own: u64 },
 }
 
@@ -706,8 +704,8 @@ mod tests {
         assert_eq!(rw.raw(), PFN_VALID | PFN_WRITE | 0x1234);
     }
 
-    /// The sub-ranges `fault_missing()` faults for `missing` and `own` in a chunk of `npages`,
-    /// and whether each is faulted without the owner.
+    /// The sub-ranges `fault_missing()` faults for `missing` and `own` in a chunk of `npages`, and
+    /// whether each is faulted without the owner.
     fn runs(npages: usize, missing: u64, own: u64) -> KVec<(usize, usize, bool)> {
         let mut pfns = [0 as c_ulong; CHUNK_PAGES];
         let base = pfns.as_mut_ptr();
@@ -740,8 +738,7 @@ mod tests {
         assert!(runs(64, 0, 0b1111).is_empty());
         // No page of the owner: one fault from the first missing page to the end.
         assert_eq!(&runs(64, 0b1010_0000, 0)[..], &[(5, 64, false)]);
-        // Pages 4 and 5 are the owner's: 0..4 (page 3 is present, faulted harmlessly), then
-        // 6..64.
+        // Pages 4 and 5 are the owner's: 0..4 (page 3 is present, faulted harmlessly), then 6..64.
         assert_eq!(
             &runs(64, 0b1100_1001, 0b11_0000)[..],
             &[(0, 4, false), (6, 64, false)]

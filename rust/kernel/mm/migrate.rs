@@ -2,21 +2,20 @@
 
 //! Migration of a virtual address range between system and device memory.
 //!
-//! `migrate_vma_setup()`, `migrate_vma_pages()` and `migrate_vma_finalize()`
-//! are three phases that must run in that order, exactly once each, with
-//! `finalize` mandatory once `setup` succeeded (it unlocks the source pages
-//! and restores or replaces their CPU mappings). Here the phases are types:
+//! `migrate_vma_setup()`, `migrate_vma_pages()` and `migrate_vma_finalize()` are three phases that
+//! must run in that order, exactly once each, with `finalize` mandatory once `setup` succeeded (it
+//! unlocks the source pages and restores or replaces their CPU mappings). Here the phases are
+//! types:
 //!
-//! - [`MigrateVma::setup`] returns a [`Collected`] migration, in which the
-//!   caller inspects each collected source entry and gives it a destination;
-//! - [`Collected::pages`] consumes it and returns a [`Migrated`] migration,
-//!   in which the caller learns what moved;
+//! - [`MigrateVma::setup`] returns a [`Collected`] migration, in which the caller inspects each
+//!   collected source entry and gives it a destination;
+//! - [`Collected::pages`] consumes it and returns a [`Migrated`] migration, in which the caller
+//!   learns what moved;
 //! - [`Migrated::finalize`] consumes that.
 //!
-//! Dropping either state finalizes it, so every path (errors and early
-//! returns included) finalizes exactly once, and calling a phase out of
-//! order or twice does not compile. A [`Collected`] migration borrows the
-//! VMA, which the caller can only get from a `MmapReadGuard` (or the
+//! Dropping either state finalizes it, so every path (errors and early returns included) finalizes
+//! exactly once, and calling a phase out of order or twice does not compile. A [`Collected`]
+//! migration borrows the VMA, which the caller can only get from a `MmapReadGuard` (or the
 //! `migrate_to_ram` fault): the migration cannot outlive the mmap lock.
 //!
 //! C header: [`include/linux/migrate.h`](srctree/include/linux/migrate.h)
@@ -53,21 +52,18 @@ impl_flags!(
         DevicePrivate = bit_u32(1),
         /// Device-coherent pages of the given owner.
         DeviceCoherent = bit_u32(2),
-        /// Collect a PMD-mapped transparent huge page (or a PMD-sized hole),
-        /// when the range covers all of it, as one compound entry of
-        /// `1 << HPAGE_PMD_ORDER` pages (see [`Entry::is_compound`]).
+        /// Collect a PMD-mapped transparent huge page (or a PMD-sized hole), when the range covers
+        /// all of it, as one compound entry of `1 << HPAGE_PMD_ORDER` pages (see
+        /// [`Entry::is_compound`]).
         ///
-        /// Not together with [`Select::DevicePrivate`] in
-        /// [`MigrateVma::setup`]: it is left out there, and a device-private
-        /// huge page is split and collected page by page. Collected whole,
-        /// it would be unmapped to a PMD migration entry, and
-        /// `zap_huge_pmd()` in 7.3 takes such an entry of a device-private
-        /// folio for a mapping: an `MADV_DONTNEED` racing the migration
-        /// puts a reference the mapping no longer holds and frees the folio
-        /// under it. [`MigrateVma::setup_from_fault`] keeps it: there the
-        /// fault's own reference keeps the folio, but the count ends one
-        /// short, and a racing `MADV_DONTNEED` can miss the range and leave
-        /// its data mapped (two 7.3 bugs, see `patches/README`).
+        /// Not together with [`Select::DevicePrivate`] in [`MigrateVma::setup`]: it is left out
+        /// there, and a device-private huge page is split and collected page by page. Collected
+        /// whole, it would be unmapped to a PMD migration entry, and `zap_huge_pmd()` in 7.3 takes
+        /// such an entry of a device-private folio for a mapping: an `MADV_DONTNEED` racing the
+        /// migration puts a reference the mapping no longer holds and frees the folio under it.
+        /// [`MigrateVma::setup_from_fault`] keeps it: there the fault's own reference keeps the
+        /// folio, but the count ends one short, and a racing `MADV_DONTNEED` can miss the range and
+        /// leave its data mapped (two 7.3 bugs, see `patches/README`).
         Compound = bit_u32(3),
     }
 );
@@ -97,15 +93,13 @@ pub const HPAGE_PMD_ORDER: u32 = bindings::HMM_RS_HPAGE_PMD_ORDER;
 /// Something a migration can move a page to.
 ///
 /// Implemented by the locked destination page types: a device page
-/// ([`crate::mm::memremap::LockedDevicePage`]) and a system page
-/// ([`LockedSystemPage`]).
+/// ([`crate::mm::memremap::LockedDevicePage`]) and a system page ([`LockedSystemPage`]).
 ///
 /// # Safety
 ///
-/// [`MigrateDestination::into_migrate_pfn`] must return `migrate_pfn()` of
-/// the head page of a folio of order [`MigrateDestination::order`] that is
-/// locked, holds one reference, and whose lock and reference the implementer
-/// gives up: `migrate_vma_finalize()` unlocks and puts it.
+/// [`MigrateDestination::into_migrate_pfn`] must return `migrate_pfn()` of the head page of a folio
+/// of order [`MigrateDestination::order`] that is locked, holds one reference, and whose lock and
+/// reference the implementer gives up: `migrate_vma_finalize()` unlocks and puts it.
 pub unsafe trait MigrateDestination {
     /// The order of the destination folio (0: a single page).
     fn order(&self) -> u32;
@@ -114,13 +108,13 @@ pub unsafe trait MigrateDestination {
     fn into_migrate_pfn(self) -> usize;
 }
 
-/// A freshly allocated, locked system page or folio: a destination for
-/// migrations from device memory back to system memory.
+/// A freshly allocated, locked system page or folio: a destination for migrations from device
+/// memory back to system memory.
 ///
 /// # Invariants
 ///
-/// `page` is the head of a folio of order `order` this object holds one
-/// reference to and has locked.
+/// `page` is the head of a folio of order `order` this object holds one reference to and has
+/// locked.
 pub struct LockedSystemPage {
     page: NonNull<bindings::page>,
     order: u32,
@@ -129,33 +123,29 @@ pub struct LockedSystemPage {
 impl LockedSystemPage {
     /// Allocates a page for user memory at `addr` in `vma` and locks it.
     pub fn alloc_for_vma(vma: &VmaRef, addr: usize) -> Result<Self> {
-        // SAFETY: `vma` is valid (it is borrowed from an mmap lock guard or a
-        // fault); `alloc_page_vma()` may sleep, which callers of this
-        // allocating function expect.
+        // SAFETY: `vma` is valid (it is borrowed from an mmap lock guard or a fault);
+        // `alloc_page_vma()` may sleep, which callers of this allocating function expect.
         let page =
             unsafe { bindings::alloc_page_vma(bindings::GFP_HIGHUSER_MOVABLE, vma.as_ptr(), addr) };
         Self::lock_new(page, 0)
     }
 
-    /// Allocates a folio of `order` for user memory at `addr` in `vma`
-    /// (`vma_alloc_folio()`) and locks it: the destination of a compound
-    /// entry. `addr` must be aligned to the folio's size (`EINVAL`);
-    /// `ENOMEM` if no such folio is free, without warning or retrying hard:
-    /// the caller can fall back to single pages ([`Entry::set_dst_at`]).
+    /// Allocates a folio of `order` for user memory at `addr` in `vma` (`vma_alloc_folio()`) and
+    /// locks it: the destination of a compound entry. `addr` must be aligned to the folio's size
+    /// (`EINVAL`); `ENOMEM` if no such folio is free, without warning or retrying hard: the caller
+    /// can fall back to single pages ([`Entry::set_dst_at`]).
     pub fn alloc_folio_for_vma(vma: &VmaRef, addr: usize, order: u32) -> Result<Self> {
         if order > HPAGE_PMD_ORDER || addr % (PAGE_SIZE << order) != 0 {
             return Err(EINVAL);
         }
         let gfp = bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_NOWARN;
-        // SAFETY: As in `alloc_for_vma()`; the order is at most
-        // `HPAGE_PMD_ORDER`.
+        // SAFETY: As in `alloc_for_vma()`; the order is at most `HPAGE_PMD_ORDER`.
         let folio = unsafe { bindings::vma_alloc_folio(gfp, order as i32, vma.as_ptr(), addr) };
         // `struct folio` starts with its head page.
         Self::lock_new(folio.cast(), order)
     }
 
-    /// Takes over a newly allocated folio of `order` (`NULL`: `ENOMEM`)
-    /// and locks it.
+    /// Takes over a newly allocated folio of `order` (`NULL`: `ENOMEM`) and locks it.
     fn lock_new(page: *mut bindings::page, order: u32) -> Result<Self> {
         let page = NonNull::new(page).ok_or(ENOMEM)?;
         // SAFETY: We hold the only reference to the new page.
@@ -175,8 +165,8 @@ impl LockedSystemPage {
         if i >= 1 << self.order {
             return None;
         }
-        // SAFETY: A folio's `struct page`s are contiguous in the memmap
-        // (`folio_page()`); `i` is in the folio.
+        // SAFETY: A folio's `struct page`s are contiguous in the memmap (`folio_page()`); `i` is in
+        // the folio.
         let page = unsafe { self.page.as_ptr().add(i) };
         // SAFETY: Page `i` of our folio, valid while `self` holds the folio.
         Some(unsafe { BorrowedPage::from_raw(NonNull::new(page)?) })
@@ -193,8 +183,8 @@ impl Drop for LockedSystemPage {
     }
 }
 
-// SAFETY: `migrate_pfn()` of our locked, referenced folio of `order`;
-// `forget` gives up both to the migration.
+// SAFETY: `migrate_pfn()` of our locked, referenced folio of `order`; `forget` gives up both to the
+// migration.
 unsafe impl MigrateDestination for LockedSystemPage {
     fn order(&self) -> u32 {
         self.order
@@ -208,9 +198,8 @@ unsafe impl MigrateDestination for LockedSystemPage {
     }
 }
 
-// SAFETY: `LockedDevicePage::into_migrate_pfn()` returns `migrate_pfn()` of
-// its page, the head of a folio of `order()`, which `activate()` left locked
-// with one reference, and gives both up.
+// SAFETY: `LockedDevicePage::into_migrate_pfn()` returns `migrate_pfn()` of its page, the head of a
+// folio of `order()`, which `activate()` left locked with one reference, and gives both up.
 unsafe impl<T: DevicePagemapOps> MigrateDestination for LockedDevicePage<T> {
     fn order(&self) -> u32 {
         DevicePage::order(self)
@@ -221,8 +210,8 @@ unsafe impl<T: DevicePagemapOps> MigrateDestination for LockedDevicePage<T> {
     }
 }
 
-/// Source and destination pfn arrays for migrations of up to `capacity`
-/// pages, allocated once and reused (no per-page allocation).
+/// Source and destination pfn arrays for migrations of up to `capacity` pages, allocated once and
+/// reused (no per-page allocation).
 pub struct MigratePfns {
     src: KVec<usize>,
     dst: KVec<usize>,
@@ -250,8 +239,8 @@ impl MigratePfns {
 /// # Examples
 ///
 /// Moving the pages of `start..end` (one VMA, at most `pfns.capacity()` pages) to device memory:
-/// the phases are types, so they cannot run out of order or twice, and dropping a migration at
-/// any phase finalizes it.
+/// the phases are types, so they cannot run out of order or twice, and dropping a migration at any
+/// phase finalizes it.
 ///
 /// ```ignore
 /// let mut pfns = MigratePfns::new(64)?;
@@ -273,15 +262,13 @@ impl MigratePfns {
 pub struct MigrateVma;
 
 impl MigrateVma {
-    /// Collects and unmaps the pages of `[start, end)` that `select` and
-    /// `owner` match (`migrate_vma_setup()`), in the VMA at `start` of the mm
-    /// whose mmap lock `mmap` holds.
+    /// Collects and unmaps the pages of `[start, end)` that `select` and `owner` match
+    /// (`migrate_vma_setup()`), in the VMA at `start` of the mm whose mmap lock `mmap` holds.
     ///
-    /// `start` and `end` must be page aligned, non-empty, inside one VMA, and
-    /// span at most `pfns.capacity()` pages: otherwise `EINVAL`. `owner` is
-    /// the owner of the device pages to collect; it is required when
-    /// `select` has device pages in it and is passed to the MMU notifiers
-    /// of the migration (which lets a mirror skip its own migrations).
+    /// `start` and `end` must be page aligned, non-empty, inside one VMA, and span at most
+    /// `pfns.capacity()` pages: otherwise `EINVAL`. `owner` is the owner of the device pages to
+    /// collect; it is required when `select` has device pages in it and is passed to the MMU
+    /// notifiers of the migration (which lets a mirror skip its own migrations).
     pub fn setup<'a>(
         mmap: &'a MmapReadGuard<'_>,
         start: usize,
@@ -290,22 +277,20 @@ impl MigrateVma {
         owner: Option<&'a PagemapOwner>,
         pfns: &'a mut MigratePfns,
     ) -> Result<Collected<'a>> {
-        // The VMA comes from the mmap lock guard: `migrate_vma_setup()`'s
-        // page walk needs the mmap lock itself, not a per-VMA lock.
+        // The VMA comes from the mmap lock guard: `migrate_vma_setup()`'s page walk needs the mmap
+        // lock itself, not a per-VMA lock.
         let vma = mmap.vma_lookup(start).ok_or(EINVAL)?;
         // SAFETY: No fault page.
         unsafe { Self::setup_raw(vma, start, end, select, owner, pfns, core::ptr::null_mut()) }
     }
 
-    /// [`MigrateVma::setup`] from a `migrate_to_ram` callback: migrates
-    /// `[start, end)` of the faulting VMA, which must contain the faulting
-    /// address, with the faulting device page as `fault_page` and its
-    /// pagemap's owner.
+    /// [`MigrateVma::setup`] from a `migrate_to_ram` callback: migrates `[start, end)` of the
+    /// faulting VMA, which must contain the faulting address, with the faulting device page as
+    /// `fault_page` and its pagemap's owner.
     ///
-    /// The fault is borrowed exclusively for as long as the migration
-    /// lives: setting up may split the faulting folio, whose other pieces the
-    /// migration then frees, so no `&DevicePage` taken from the fault before
-    /// may be used during or after it.
+    /// The fault is borrowed exclusively for as long as the migration lives: setting up may split
+    /// the faulting folio, whose other pieces the migration then frees, so no `&DevicePage` taken
+    /// from the fault before may be used during or after it.
     pub fn setup_from_fault<'a, T: DevicePagemapOps>(
         fault: &'a mut DeviceFault<'_, T>,
         start: usize,
@@ -319,8 +304,8 @@ impl MigrateVma {
             return Err(EINVAL);
         }
         let owner: &'a PagemapOwner = fault.pagemap().owner();
-        // SAFETY: `fault_page()` is the `vm_fault::page` of the fault being
-        // handled: locked by the fault path and valid while `fault` is.
+        // SAFETY: `fault_page()` is the `vm_fault::page` of the fault being handled: locked by the
+        // fault path and valid while `fault` is.
         unsafe {
             Self::setup_raw(
                 fault.vma(),
@@ -362,11 +347,10 @@ impl MigrateVma {
             return Err(EINVAL);
         }
         let select = if select.contains(Select::DevicePrivate) && fault_page.is_null() {
-            // See `Select::Compound`: no migration entry holds a reference,
-            // and `zap_pte_range()` puts none for a PTE one, but
-            // `zap_huge_pmd()` in 7.3 wrongly puts one for a PMD one of a
-            // device-private folio. A fault cannot split its folio (its own
-            // reference makes the split fail), so there it stays.
+            // See `Select::Compound`: no migration entry holds a reference, and `zap_pte_range()`
+            // puts none for a PTE one, but `zap_huge_pmd()` in 7.3 wrongly puts one for a PMD one
+            // of a device-private folio. A fault cannot split its folio (its own reference makes
+            // the split fail), so there it stays.
             select & !Select::Compound
         } else {
             select
@@ -385,16 +369,13 @@ impl MigrateVma {
             fault_page,
             ..Default::default()
         };
-        // SAFETY: `args` is fully initialised: the VMA is valid and the mmap
-        // lock of its mm is held for `'a` (the borrow of `vma`), which the
-        // page walk of `migrate_vma_setup()` needs (a per-VMA lock would not
-        // do): `setup()` borrows it from an `MmapReadGuard`, and
-        // `setup_from_fault()` from a `migrate_to_ram` fault, which
-        // `do_swap_page()` only makes with the mmap lock held (it retries
-        // faults taken under a per-VMA lock); `src` and
-        // `dst` have room for `npages` entries and stay borrowed, unmoved,
-        // until the migration is finalized; `fault_page` is null or valid
-        // (caller's guarantee).
+        // SAFETY: `args` is fully initialised: the VMA is valid and the mmap lock of its mm is held
+        // for `'a` (the borrow of `vma`), which the page walk of `migrate_vma_setup()` needs (a
+        // per-VMA lock would not do): `setup()` borrows it from an `MmapReadGuard`, and
+        // `setup_from_fault()` from a `migrate_to_ram` fault, which `do_swap_page()` only makes
+        // with the mmap lock held (it retries faults taken under a per-VMA lock); `src` and `dst`
+        // have room for `npages` entries and stay borrowed, unmoved, until the migration is
+        // finalized; `fault_page` is null or valid (caller's guarantee).
         kernel::error::to_result(unsafe { bindings::migrate_vma_setup(&mut args) })?;
         // INVARIANT: `setup` succeeded and nothing else has run yet.
         Ok(Collected {
@@ -406,21 +387,19 @@ impl MigrateVma {
 
 /// A collected source entry and its destination slots.
 ///
-/// An entry is one page, or for a compound entry ([`Entry::is_compound`])
-/// the `1 << HPAGE_PMD_ORDER` pages of a transparent huge page (or of a
-/// PMD-sized hole) collected as one. A compound entry migrates either whole,
-/// to a destination folio of the same order ([`Entry::set_dst`]), or page by
-/// page, to one order-0 destination per page ([`Entry::set_dst_at`]): the
-/// core then splits the source folio, or populates the hole with small
-/// pages. A split entry migrates only if every one of its pages got a
-/// destination; otherwise [`Collected::pages`] releases them and none of its
-/// pages moves.
+/// An entry is one page, or for a compound entry ([`Entry::is_compound`]) the
+/// `1 << HPAGE_PMD_ORDER` pages of a transparent huge page (or of a PMD-sized hole) collected as
+/// one. A compound entry migrates either whole, to a destination folio of the same order
+/// ([`Entry::set_dst`]), or page by page, to one order-0 destination per page
+/// ([`Entry::set_dst_at`]): the core then splits the source folio, or populates the hole with small
+/// pages. A split entry migrates only if every one of its pages got a destination; otherwise
+/// [`Collected::pages`] releases them and none of its pages moves.
 pub struct Entry<'m> {
     index: usize,
     addr: usize,
     src: usize,
-    /// The destination slots of the entry's pages: one, or for a compound
-    /// entry as many as it has pages (fewer only if the range ends early).
+    /// The destination slots of the entry's pages: one, or for a compound entry as many as it has
+    /// pages (fewer only if the range ends early).
     dst: &'m mut [usize],
     _page: PhantomData<&'m bindings::page>,
 }
@@ -438,8 +417,8 @@ impl<'m> Entry<'m> {
         self.addr
     }
 
-    /// Whether the page can be migrated (collected and unmapped). Entries
-    /// that cannot be migrated must not be given a destination.
+    /// Whether the page can be migrated (collected and unmapped). Entries that cannot be migrated
+    /// must not be given a destination.
     #[inline]
     pub fn can_migrate(&self) -> bool {
         self.src & PFN_MIGRATE != 0
@@ -451,8 +430,8 @@ impl<'m> Entry<'m> {
         self.src & PFN_WRITE != 0
     }
 
-    /// Whether the entry is compound: a transparent huge page (or a
-    /// PMD-sized hole) collected as one entry, with [`Select::Compound`].
+    /// Whether the entry is compound: a transparent huge page (or a PMD-sized hole) collected as
+    /// one entry, with [`Select::Compound`].
     #[inline]
     pub fn is_compound(&self) -> bool {
         self.src & PFN_COMPOUND != 0
@@ -473,12 +452,11 @@ impl<'m> Entry<'m> {
         self.dst.len()
     }
 
-    /// The source page (the head page of a compound entry): `None` for an
-    /// address with nothing mapped yet (or the shared zero page), which a
-    /// destination populates.
+    /// The source page (the head page of a compound entry): `None` for an address with nothing
+    /// mapped yet (or the shared zero page), which a destination populates.
     ///
-    /// A device page comes as [`PageRef::Device`]: a device-private page has
-    /// no contents the CPU can reach.
+    /// A device page comes as [`PageRef::Device`]: a device-private page has no contents the CPU
+    /// can reach.
     #[inline]
     pub fn src_page(&self) -> Option<PageRef<'m>> {
         self.src_subpage(0)
@@ -489,13 +467,11 @@ impl<'m> Entry<'m> {
         if self.src & PFN_VALID == 0 || i >= self.nr_pages() {
             return None;
         }
-        // SAFETY: Pure pfn arithmetic on a valid entry, then page `i` of a
-        // compound source, a folio of `nr_pages()` pages whose `struct page`s
-        // are contiguous in the memmap (`folio_page()`).
+        // SAFETY: Pure pfn arithmetic on a valid entry, then page `i` of a compound source, a folio
+        // of `nr_pages()` pages whose `struct page`s are contiguous in the memmap (`folio_page()`).
         let page = unsafe { bindings::migrate_pfn_to_page(self.src).add(i) };
-        // SAFETY: A valid source entry names a folio that
-        // `migrate_vma_setup()` locked and holds a reference to until
-        // `finalize`, which cannot run while `'m` borrows the migration.
+        // SAFETY: A valid source entry names a folio that `migrate_vma_setup()` locked and holds a
+        // reference to until `finalize`, which cannot run while `'m` borrows the migration.
         NonNull::new(page).map(|p| unsafe { PageRef::from_raw(p) })
     }
 
@@ -505,14 +481,13 @@ impl<'m> Entry<'m> {
         self.dst.iter().any(|d| d & PFN_VALID != 0)
     }
 
-    /// Gives the entry a destination of the entry's order (a folio of
-    /// [`HPAGE_PMD_ORDER`] for a compound entry, else a page), which the
-    /// migration takes over: on success it replaces the source, otherwise
-    /// `finalize` releases it.
+    /// Gives the entry a destination of the entry's order (a folio of [`HPAGE_PMD_ORDER`] for a
+    /// compound entry, else a page), which the migration takes over: on success it replaces the
+    /// source, otherwise `finalize` releases it.
     ///
-    /// The destination is mapped writable if the source was. `EINVAL` if the
-    /// entry cannot migrate, already has a destination, or the order does
-    /// not match (the destination is then released right away).
+    /// The destination is mapped writable if the source was. `EINVAL` if the entry cannot migrate,
+    /// already has a destination, or the order does not match (the destination is then released
+    /// right away).
     pub fn set_dst(&mut self, dst: impl MigrateDestination) -> Result {
         let order = dst.order();
         let mpfn = dst.into_migrate_pfn();
@@ -526,13 +501,12 @@ impl<'m> Entry<'m> {
         Ok(())
     }
 
-    /// Gives page `i` of the entry an order-0 destination. For a compound
-    /// entry, this migrates it page by page (see [`Entry`]); for another,
-    /// `set_dst_at(0, dst)` is `set_dst(dst)`.
+    /// Gives page `i` of the entry an order-0 destination. For a compound entry, this migrates it
+    /// page by page (see [`Entry`]); for another, `set_dst_at(0, dst)` is `set_dst(dst)`.
     ///
-    /// `EINVAL` (and the destination released) if the entry cannot migrate,
-    /// `i` is out of range, page `i` already has a destination, the entry
-    /// has a compound destination, or `dst` is not a single page.
+    /// `EINVAL` (and the destination released) if the entry cannot migrate, `i` is out of range,
+    /// page `i` already has a destination, the entry has a compound destination, or `dst` is not a
+    /// single page.
     pub fn set_dst_at(&mut self, i: usize, dst: impl MigrateDestination) -> Result {
         let order = dst.order();
         let mpfn = dst.into_migrate_pfn();
@@ -561,8 +535,7 @@ fn release_mpfn(mpfn: usize) {
     // SAFETY: Pure pfn arithmetic.
     let page = unsafe { bindings::migrate_pfn_to_page(mpfn) };
     if !page.is_null() {
-        // SAFETY: The `MigrateDestination` contract gave us the lock and a
-        // reference to this page.
+        // SAFETY: The `MigrateDestination` contract gave us the lock and a reference to this page.
         unsafe {
             bindings::unlock_page(page);
             bindings::put_page(page);
@@ -570,23 +543,21 @@ fn release_mpfn(mpfn: usize) {
     }
 }
 
-/// A migration after `migrate_vma_setup()`: source pages are collected,
-/// locked and unmapped; the caller copies them and sets destinations.
+/// A migration after `migrate_vma_setup()`: source pages are collected, locked and unmapped; the
+/// caller copies them and sets destinations.
 ///
 /// # Leaking
 ///
-/// Like a lock guard, a `Collected` (or [`Migrated`]) migration must not be
-/// leaked with `mem::forget` or a reference cycle: nothing would finalize it,
-/// so the source pages would stay locked behind migration entries and every
-/// task touching them would wait forever (`folio_lock()`, migration entry
-/// waits). That is a hang, not undefined behaviour, which is why leaking is
-/// safe in Rust; no code in this crate leaks one.
+/// Like a lock guard, a `Collected` (or [`Migrated`]) migration must not be leaked with
+/// `mem::forget` or a reference cycle: nothing would finalize it, so the source pages would stay
+/// locked behind migration entries and every task touching them would wait forever (`folio_lock()`,
+/// migration entry waits). That is a hang, not undefined behaviour, which is why leaking is safe in
+/// Rust; no code in this crate leaks one.
 ///
 /// # Invariants
 ///
-/// `args` was passed to a successful `migrate_vma_setup()` and neither
-/// `migrate_vma_pages()` nor `migrate_vma_finalize()` has run on it. The
-/// arrays it points to are borrowed for `'a`.
+/// `args` was passed to a successful `migrate_vma_setup()` and neither `migrate_vma_pages()` nor
+/// `migrate_vma_finalize()` has run on it. The arrays it points to are borrowed for `'a`.
 pub struct Collected<'a> {
     args: bindings::migrate_vma,
     _pfns: PhantomData<(&'a mut MigratePfns, &'a VmaRef)>,
@@ -626,9 +597,9 @@ impl<'a> Collected<'a> {
     /// The source and destination arrays.
     fn arrays(&mut self) -> (&[usize], &mut [usize]) {
         let n = self.npages();
-        // SAFETY: `src` and `dst` have `npages` entries and are borrowed for
-        // `'a` (type invariant), `unsigned long` has the layout of `usize`,
-        // and `&mut self` gives exclusive access to them.
+        // SAFETY: `src` and `dst` have `npages` entries and are borrowed for `'a` (type invariant),
+        // `unsigned long` has the layout of `usize`, and `&mut self` gives exclusive access to
+        // them.
         unsafe {
             (
                 core::slice::from_raw_parts(self.args.src.cast::<usize>(), n),
@@ -637,9 +608,8 @@ impl<'a> Collected<'a> {
         }
     }
 
-    /// The entry at `index`, `None` past the end. The index of a page inside
-    /// a compound entry (other than its first) gives an entry that cannot
-    /// migrate.
+    /// The entry at `index`, `None` past the end. The index of a page inside a compound entry
+    /// (other than its first) gives an entry that cannot migrate.
     pub fn entry(&mut self, index: usize) -> Option<Entry<'_>> {
         let start = self.start();
         let (src, dst) = self.arrays();
@@ -664,10 +634,9 @@ impl<'a> Collected<'a> {
         Ok(())
     }
 
-    /// Enforces what [`Entry`] documents of split compound entries: one
-    /// whose pages did not all get a destination migrates none of them.
-    /// (`migrate_vma_pages()` would otherwise map a hole's missing pages
-    /// from a null destination.)
+    /// Enforces what [`Entry`] documents of split compound entries: one whose pages did not all get
+    /// a destination migrates none of them. (`migrate_vma_pages()` would otherwise map a hole's
+    /// missing pages from a null destination.)
     fn check_split_entries(&mut self) {
         let (src, dst) = self.arrays();
         let mut i = 0;
@@ -685,13 +654,11 @@ impl<'a> Collected<'a> {
         }
     }
 
-    /// Moves the collected pages to their destinations
-    /// (`migrate_vma_pages()`).
+    /// Moves the collected pages to their destinations (`migrate_vma_pages()`).
     pub fn pages(mut self) -> Migrated<'a> {
         self.check_split_entries();
-        // SAFETY: By the type invariants, `setup` succeeded and `pages` has
-        // not run; the destinations are locked, referenced pages
-        // (`MigrateDestination`).
+        // SAFETY: By the type invariants, `setup` succeeded and `pages` has not run; the
+        // destinations are locked, referenced pages (`MigrateDestination`).
         unsafe { bindings::migrate_vma_pages(&mut self.args) };
         let args = self.args;
         core::mem::forget(self);
@@ -705,33 +672,30 @@ impl<'a> Collected<'a> {
 
 impl Drop for Collected<'_> {
     fn drop(&mut self) {
-        // Not migrated: release the destinations first. `finalize()` takes
-        // an entry with a destination for one `migrate_vma_pages()` moved,
-        // and would restore the source's mappings from the destination's
-        // (empty) rmap, leaving migration entries to a freed page.
+        // Not migrated: release the destinations first. `finalize()` takes an entry with a
+        // destination for one `migrate_vma_pages()` moved, and would restore the source's mappings
+        // from the destination's (empty) rmap, leaving migration entries to a freed page.
         let (_, dst) = self.arrays();
         for d in dst.iter_mut() {
             release_mpfn(*d);
             *d = 0;
         }
-        // Then restore every source page.
-        // SAFETY: By the type invariants, `setup` succeeded and `finalize`
-        // has not run.
+        // Then restore every source page. SAFETY: By the type invariants, `setup` succeeded and
+        // `finalize` has not run.
         unsafe { bindings::migrate_vma_finalize(&mut self.args) };
     }
 }
 
 /// What happened to one entry of a migration.
 ///
-/// Room for the per-page reasons the 2020 review of the select flags asked
-/// for: the variants can grow without breaking callers.
+/// Room for the per-page reasons the 2020 review of the select flags asked for: the variants can
+/// grow without breaking callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
     /// The page moved to its destination.
     Migrated,
-    /// The page was not collected (not selected, pinned, busy) or was given
-    /// no destination.
+    /// The page was not collected (not selected, pinned, busy) or was given no destination.
     NotMigrated,
     /// It had a destination, but `migrate_vma_pages()` could not move it.
     Failed,
@@ -781,15 +745,14 @@ impl<'m> MigratedEntry<'m> {
         }
     }
 
-    /// Whether the page moved (source entry valid and still migrating, with a
-    /// destination).
+    /// Whether the page moved (source entry valid and still migrating, with a destination).
     #[inline]
     pub fn is_migrated(&self) -> bool {
         self.outcome() == Outcome::Migrated
     }
 
-    /// The number of pages the entry covers: more than one for a compound
-    /// entry that migrated (or stayed) whole.
+    /// The number of pages the entry covers: more than one for a compound entry that migrated (or
+    /// stayed) whole.
     #[inline]
     pub fn nr_pages(&self) -> usize {
         entry_pages(self.src)
@@ -807,13 +770,13 @@ impl<'m> MigratedEntry<'m> {
         self.dst & PFN_COMPOUND != 0
     }
 
-    /// The destination page, if any; it stays locked and referenced until
-    /// `finalize`. A device page comes as [`PageRef::Device`].
+    /// The destination page, if any; it stays locked and referenced until `finalize`. A device page
+    /// comes as [`PageRef::Device`].
     pub fn dst_page(&self) -> Option<PageRef<'m>> {
         // SAFETY: Pure pfn arithmetic.
         let page = unsafe { bindings::migrate_pfn_to_page(self.dst) };
-        // SAFETY: The destination is locked and referenced until
-        // `migrate_vma_finalize()`, which cannot run during `'m`.
+        // SAFETY: The destination is locked and referenced until `migrate_vma_finalize()`, which
+        // cannot run during `'m`.
         NonNull::new(page).map(|p| unsafe { PageRef::from_raw(p) })
     }
 }
@@ -851,9 +814,8 @@ impl<'a> Migrated<'a> {
         })
     }
 
-    /// Number of source pages that moved (`MIGRATE_PFN_VALID` and
-    /// `MIGRATE_PFN_MIGRATE` still set in the source entry; holes that were
-    /// populated do not count).
+    /// Number of source pages that moved (`MIGRATE_PFN_VALID` and `MIGRATE_PFN_MIGRATE` still set
+    /// in the source entry; holes that were populated do not count).
     pub fn migrated_pages(&self) -> usize {
         self.entries()
             .filter(|e| e.src & PFN_VALID != 0 && e.src & PFN_MIGRATE != 0)
@@ -861,8 +823,8 @@ impl<'a> Migrated<'a> {
             .sum()
     }
 
-    /// Restores or replaces the CPU mappings and releases the pages
-    /// (`migrate_vma_finalize()`). Dropping does the same.
+    /// Restores or replaces the CPU mappings and releases the pages (`migrate_vma_finalize()`).
+    /// Dropping does the same.
     #[inline]
     pub fn finalize(self) {
         drop(self)

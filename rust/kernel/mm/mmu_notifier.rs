@@ -2,10 +2,10 @@
 
 //! MMU interval notifiers: keeping a device's view of a process address space current.
 //!
-//! A device that maps pages of a process must stop using them whenever the CPU page tables
-//! change. [`MmuIntervalNotifier`] registers a `struct mmu_interval_notifier` over an interval of
-//! an mm, with a mutex around the driver's state `T`. Its invalidate callback takes the mutex,
-//! advances the notifier's sequence (`mmu_interval_set_seq()`) and calls
+//! A device that maps pages of a process must stop using them whenever the CPU page tables change.
+//! [`MmuIntervalNotifier`] registers a `struct mmu_interval_notifier` over an interval of an mm,
+//! with a mutex around the driver's state `T`. Its invalidate callback takes the mutex, advances
+//! the notifier's sequence (`mmu_interval_set_seq()`) and calls
 //! [`MmuIntervalNotifierOps::invalidate()`], where the driver unmaps the range from its device.
 //!
 //! The other side is the read protocol of `Documentation/mm/hmm.rst`: take a [`ReadSeq`] with
@@ -45,11 +45,9 @@ pub enum Event {
     Unmap,
     /// A page table entry is cleared (`MMU_NOTIFY_CLEAR`).
     Clear,
-    /// `mprotect()` changed the protection of the range
-    /// (`MMU_NOTIFY_PROTECTION_VMA`).
+    /// `mprotect()` changed the protection of the range (`MMU_NOTIFY_PROTECTION_VMA`).
     ProtectionVma,
-    /// The read/write permission of pages changed
-    /// (`MMU_NOTIFY_PROTECTION_PAGE`).
+    /// The read/write permission of pages changed (`MMU_NOTIFY_PROTECTION_PAGE`).
     ProtectionPage,
     /// Soft-dirty accounting (`MMU_NOTIFY_SOFT_DIRTY`).
     SoftDirty,
@@ -85,8 +83,7 @@ impl Event {
 ///
 /// # Invariants
 ///
-/// `self.0` is a valid `struct mmu_notifier_range` that does not change while
-/// it is borrowed.
+/// `self.0` is a valid `struct mmu_notifier_range` that does not change while it is borrowed.
 #[repr(transparent)]
 pub struct InvalidateRange(Opaque<bindings::mmu_notifier_range>);
 
@@ -95,8 +92,8 @@ impl InvalidateRange {
     ///
     /// # Safety
     ///
-    /// `ptr` must point to a valid `struct mmu_notifier_range` that stays
-    /// valid and unchanged for the lifetime `'a`.
+    /// `ptr` must point to a valid `struct mmu_notifier_range` that stays valid and unchanged for
+    /// the lifetime `'a`.
     unsafe fn from_raw<'a>(ptr: *const bindings::mmu_notifier_range) -> &'a Self {
         // SAFETY: `InvalidateRange` is a transparent wrapper of the C struct, and the caller
         // guarantees that it is valid and unchanged for `'a`.
@@ -104,8 +101,8 @@ impl InvalidateRange {
     }
 
     fn raw(&self) -> &bindings::mmu_notifier_range {
-        // SAFETY: By the type invariants the range is valid and does not change while `self`
-        // is borrowed.
+        // SAFETY: By the type invariants the range is valid and does not change while `self` is
+        // borrowed.
         unsafe { &*self.0.get() }
     }
 
@@ -149,40 +146,39 @@ impl InvalidateRange {
     }
 }
 
-/// The driver side of an [`MmuIntervalNotifier`]: the state its lock protects, and what to do
-/// when the CPU page tables of the interval change.
+/// The driver side of an [`MmuIntervalNotifier`]: the state its lock protects, and what to do when
+/// the CPU page tables of the interval change.
 ///
 /// The callback runs on whichever thread changes the address space, hence `Send`.
 pub trait MmuIntervalNotifierOps: Sized + Send {
     /// Called when `range`, which intersects the notifier's interval, is invalidated.
     ///
-    /// It runs with the notifier's lock held and the sequence already advanced: every
-    /// [`ReadSeq`] taken before is stale, so [`IntervalGuard::is_current()`] no longer vouches
-    /// for what was looked up with it. Before returning, the driver must stop using the pages
-    /// of `range` that it had looked up (unmap them from the device): once this returns, the
-    /// CPU page tables change and the pages may be freed.
+    /// It runs with the notifier's lock held and the sequence already advanced: every [`ReadSeq`]
+    /// taken before is stale, so [`IntervalGuard::is_current()`] no longer vouches for what was
+    /// looked up with it. Before returning, the driver must stop using the pages of `range` that it
+    /// had looked up (unmap them from the device): once this returns, the CPU page tables change
+    /// and the pages may be freed.
     ///
-    /// It may sleep only if `range.is_blockable()`; when it is not and the lock is contended,
-    /// it is not called and the invalidation fails (the OOM reaper retries later). It must not
-    /// drop an [`MmuIntervalNotifier`] (removing an interval notifier from a notifier callback
-    /// deadlocks). It is not called for the notifier's own
-    /// [`MmuIntervalNotifier::make_device_exclusive()`] conversions, which leave the pages
-    /// mapped.
+    /// It may sleep only if `range.is_blockable()`; when it is not and the lock is contended, it is
+    /// not called and the invalidation fails (the OOM reaper retries later). It must not drop an
+    /// [`MmuIntervalNotifier`] (removing an interval notifier from a notifier callback deadlocks).
+    /// It is not called for the notifier's own [`MmuIntervalNotifier::make_device_exclusive()`]
+    /// conversions, which leave the pages mapped.
     fn invalidate(self: Pin<&mut Self>, range: &InvalidateRange);
 }
 
 /// An `mmu_interval_notifier` over an interval of an mm, with a mutex around the driver's state.
 ///
 /// Lock order: `mmap_lock` → the notifier's exclusive-conversion mutex → folio lock → the
-/// notifier's lock. Do not hold the notifier's lock ([`IntervalGuard`]) while calling anything
-/// that may fault or invalidate the mm (`copy_to_user()`, `hmm_range_fault()`,
-/// `migrate_vma_setup()`, ...), or wait for a folio lock: the invalidate callback takes the lock,
-/// sometimes with a folio locked (migrations, [`MmuIntervalNotifier::make_device_exclusive()`]).
+/// notifier's lock. Do not hold the notifier's lock ([`IntervalGuard`]) while calling anything that
+/// may fault or invalidate the mm (`copy_to_user()`, `hmm_range_fault()`, `migrate_vma_setup()`,
+/// ...), or wait for a folio lock: the invalidate callback takes the lock, sometimes with a folio
+/// locked (migrations, [`MmuIntervalNotifier::make_device_exclusive()`]).
 ///
 /// # Examples
 ///
-/// A driver that maps the pages of `start..end` in its device (the device page table
-/// programming is left out):
+/// A driver that maps the pages of `start..end` in its device (the device page table programming is
+/// left out):
 ///
 /// ```ignore
 /// use crate::mm::{hmm, mmu_notifier::*};
@@ -208,9 +204,9 @@ pub trait MmuIntervalNotifierOps: Sized + Send {
 ///
 /// # Invariants
 ///
-/// - `notifier` is inserted with `mmu_interval_notifier_insert()` on an mm, with
-///   [`OpsTable::<T>`] as its ops; it is removed exactly once, in [`PinnedDrop`]. While inserted
-///   it holds a reference (`mmgrab()`) on its mm.
+/// - `notifier` is inserted with `mmu_interval_notifier_insert()` on an mm, with [`OpsTable::<T>`]
+///   as its ops; it is removed exactly once, in [`PinnedDrop`]. While inserted it holds a reference
+///   (`mmgrab()`) on its mm.
 /// - The invalidate callback calls `mmu_interval_set_seq()` with `data` locked, for every
 ///   invalidation except the notifier's own device-exclusive conversions (which leave every page
 ///   mapped), before the page tables change.
@@ -229,8 +225,8 @@ pub struct MmuIntervalNotifier<T: MmuIntervalNotifierOps> {
     notifier: Opaque<bindings::mmu_interval_notifier>,
 }
 
-// SAFETY: The notifier may be dropped (`mmu_interval_notifier_remove()`) on any thread. `T` is
-// only reached under the mutex, and `T: Send`.
+// SAFETY: The notifier may be dropped (`mmu_interval_notifier_remove()`) on any thread. `T` is only
+// reached under the mutex, and `T: Send`.
 unsafe impl<T: MmuIntervalNotifierOps> Send for MmuIntervalNotifier<T> {}
 
 // SAFETY: The `&self` methods only reach `T` with the mutex held, and the invalidate callback
@@ -241,9 +237,9 @@ unsafe impl<T: MmuIntervalNotifierOps> Sync for MmuIntervalNotifier<T> {}
 impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
     /// Creates a notifier over `start..start + length` of `mm`, with state `data`.
     ///
-    /// Fails with `EOVERFLOW` if `length` is zero or `start + length` overflows (the interval
-    /// must end at or below the top of the address space, so that [`MmuIntervalNotifier::end()`]
-    /// can say where), and with `ENOMEM`.
+    /// Fails with `EOVERFLOW` if `length` is zero or `start + length` overflows (the interval must
+    /// end at or below the top of the address space, so that [`MmuIntervalNotifier::end()`] can say
+    /// where), and with `ENOMEM`.
     pub fn new<'a>(
         mm: &'a MmWithUser,
         start: usize,
@@ -257,17 +253,16 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
             data <- new_mutex!(data),
             excl <- new_mutex!(()),
             excl_seq: AtomicUsize::new(0),
-            // The notifier comes last: its callback may run as soon as it is inserted, and it
-            // uses the other fields.
+            // The notifier comes last: its callback may run as soon as it is inserted, and it uses
+            // the other fields.
             notifier <- Opaque::try_ffi_init(move |slot: *mut bindings::mmu_interval_notifier| {
                 if start.checked_add(length).is_none() {
                     return Err(EOVERFLOW);
                 }
                 // SAFETY: `slot` is valid for writes and pinned: it is not moved before
                 // `PinnedDrop` removes it. `mm` has a user (`MmWithUser`), as inserting requires,
-                // and the ops table is `'static`.
-                // INVARIANT: On success the notifier is inserted with `OpsTable::<T>`; the fields
-                // its callback uses are initialised.
+                // and the ops table is `'static`. INVARIANT: On success the notifier is inserted
+                // with `OpsTable::<T>`; the fields its callback uses are initialised.
                 to_result(unsafe {
                     bindings::mmu_interval_notifier_insert(
                         slot,
@@ -285,8 +280,8 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
     ///
     /// Get a user reference with [`Mm::mmget_not_zero()`] before faulting.
     pub fn mm(&self) -> &Mm {
-        // SAFETY: By the type invariants the notifier is inserted and holds a reference on its
-        // mm (whose `mm` field is only written by insertion) until `self` is dropped.
+        // SAFETY: By the type invariants the notifier is inserted and holds a reference on its mm
+        // (whose `mm` field is only written by insertion) until `self` is dropped.
         unsafe { Mm::from_raw((*self.notifier.get()).mm) }
     }
 
@@ -348,20 +343,20 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
     }
 
     /// The owner this notifier's own `make_device_exclusive()` calls pass, which its invalidate
-    /// callback recognises: the notifier's address, unique to it (a device's [`PagemapOwner`]
-    /// would be shared by every notifier of the device, and one notifier's conversion would
-    /// then be skipped by the others).
+    /// callback recognises: the notifier's address, unique to it (a device's [`PagemapOwner`] would
+    /// be shared by every notifier of the device, and one notifier's conversion would then be
+    /// skipped by the others).
     fn exclusive_owner(&self) -> *mut c_void {
         self.as_raw().cast()
     }
 
-    /// Makes the page at `addr` of the mm exclusive to the device (`make_device_exclusive()`:
-    /// the CPU faults it back on access), then calls `f` with the notifier locked and the page,
-    /// which stays mapped (as a device-exclusive entry) until the next invalidation, which waits
-    /// for the lock.
+    /// Makes the page at `addr` of the mm exclusive to the device (`make_device_exclusive()`: the
+    /// CPU faults it back on access), then calls `f` with the notifier locked and the page, which
+    /// stays mapped (as a device-exclusive entry) until the next invalidation, which waits for the
+    /// lock.
     ///
-    /// `addr` must be inside the interval and `mmap` the mmap lock of the mm (else `EINVAL`).
-    /// Only anonymous, non-hugetlb pages can be made exclusive; other errors of
+    /// `addr` must be inside the interval and `mmap` the mmap lock of the mm (else `EINVAL`). Only
+    /// anonymous, non-hugetlb pages can be made exclusive; other errors of
     /// `make_device_exclusive()` are returned as they are. `EBUSY` if other invalidations of the
     /// page keep undoing the conversion, `EINTR` if the task is being killed meanwhile.
     ///
@@ -382,32 +377,31 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
         let notifier = self.as_raw();
         let _excl = self.excl.lock();
         let mut f = Some(f);
-        // An invalidation of the page after the conversion, or one still running when it
-        // happened (`MADV_DONTNEED` needs only the mmap read lock, and clears the entry without
-        // the folio lock held here), would make what `f` does stale. `mmu_interval_read_begin()`
-        // cannot be used as usual: `make_device_exclusive()` itself invalidates the mm before
-        // converting (its GUP undoes an earlier conversion of the page, or splits a THP), so a
-        // sequence read before it would never be current. Instead the invalidate callback, on
-        // this notifier's own `MMU_NOTIFY_EXCLUSIVE` event, records in `excl_seq` the notifier's
-        // sequence, or a value that cannot match it if an invalidation of the mm is running
-        // alongside the conversion; `mmu_interval_read_retry()` on it then catches those and
-        // every later one. Before each try, `mmu_interval_read_begin()` waits for running
-        // invalidations to end. Others' faults can undo the conversion each time: give up after
-        // a few rounds.
+        // An invalidation of the page after the conversion, or one still running when it happened
+        // (`MADV_DONTNEED` needs only the mmap read lock, and clears the entry without the folio
+        // lock held here), would make what `f` does stale. `mmu_interval_read_begin()` cannot be
+        // used as usual: `make_device_exclusive()` itself invalidates the mm before converting (its
+        // GUP undoes an earlier conversion of the page, or splits a THP), so a sequence read before
+        // it would never be current. Instead the invalidate callback, on this notifier's own
+        // `MMU_NOTIFY_EXCLUSIVE` event, records in `excl_seq` the notifier's sequence, or a value
+        // that cannot match it if an invalidation of the mm is running alongside the conversion;
+        // `mmu_interval_read_retry()` on it then catches those and every later one. Before each
+        // try, `mmu_interval_read_begin()` waits for running invalidations to end. Others' faults
+        // can undo the conversion each time: give up after a few rounds.
         for _ in 0..EXCLUSIVE_TRIES {
             if current!().fatal_signal_pending() {
                 return Err(EINTR);
             }
             // SAFETY: The notifier is inserted (type invariant). Waiting here for running
-            // invalidations to end cannot deadlock: none of them waits, between its start and
-            // end, for what this thread holds (the mmap read lock, which no invalidation takes
-            // once started; `excl`, taken only here; no folio lock yet; not the notifier's lock,
-            // whose holders are documented not to be calling this). The sequence it returns is
-            // not used (see above).
+            // invalidations to end cannot deadlock: none of them waits, between its start and end,
+            // for what this thread holds (the mmap read lock, which no invalidation takes once
+            // started; `excl`, taken only here; no folio lock yet; not the notifier's lock, whose
+            // holders are documented not to be calling this). The sequence it returns is not used
+            // (see above).
             unsafe { bindings::mmu_interval_read_begin(notifier) };
             let mut folio: *mut bindings::folio = core::ptr::null_mut();
-            // SAFETY: The mm is the notifier's, whose mmap lock `mmap` holds; `folio` is valid
-            // for writes. The owner only marks the notifier events of this call.
+            // SAFETY: The mm is the notifier's, whose mmap lock `mmap` holds; `folio` is valid for
+            // writes. The owner only marks the notifier events of this call.
             let page = unsafe {
                 bindings::make_device_exclusive(
                     vma.mm().as_raw(),
@@ -425,15 +419,15 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
                 if unsafe { bindings::mmu_interval_read_retry(notifier, seq) } {
                     None
                 } else {
-                    // No invalidation of the mm set the sequence in the period of the
-                    // conversion or since (ours is the only conversion in flight, `excl`), so
-                    // none that ran alongside it has reached this notifier yet: the page is
-                    // mapped (as a device-exclusive entry) at `addr`, and any invalidation still
-                    // to reach this notifier takes the lock held here.
+                    // No invalidation of the mm set the sequence in the period of the conversion or
+                    // since (ours is the only conversion in flight, `excl`), so none that ran
+                    // alongside it has reached this notifier yet: the page is mapped (as a
+                    // device-exclusive entry) at `addr`, and any invalidation still to reach this
+                    // notifier takes the lock held here.
                     NonNull::new(page).zip(f.take()).map(|(page, f)| {
-                        // SAFETY: The page is mapped at `addr` until an invalidation, which
-                        // waits for `guard`, and it is locked and referenced until
-                        // `folio_put()` below; the borrow ends before either.
+                        // SAFETY: The page is mapped at `addr` until an invalidation, which waits
+                        // for `guard`, and it is locked and referenced until `folio_put()` below;
+                        // the borrow ends before either.
                         f(guard.as_mut(), unsafe { BorrowedPage::from_raw(page) })
                     })
                 }
@@ -484,15 +478,15 @@ impl<'a> ReadSeq<'a> {
     ///
     /// # Safety
     ///
-    /// `seq` was returned by `mmu_interval_read_begin()` on `notifier`, before the page table
-    /// reads it is to vouch for.
+    /// `seq` was returned by `mmu_interval_read_begin()` on `notifier`, before the page table reads
+    /// it is to vouch for.
     #[inline]
     pub(crate) unsafe fn from_raw<T: MmuIntervalNotifierOps>(
         notifier: &'a MmuIntervalNotifier<T>,
         seq: c_ulong,
     ) -> Self {
-        // INVARIANT: The caller guarantees where `seq` comes from; the lifetime keeps the
-        // notifier alive.
+        // INVARIANT: The caller guarantees where `seq` comes from; the lifetime keeps the notifier
+        // alive.
         Self {
             notifier: notifier.as_raw(),
             seq,
@@ -510,9 +504,9 @@ impl<'a> ReadSeq<'a> {
 /// The locked state of an [`MmuIntervalNotifier`]: the driver's `T` (through [`Deref`], and
 /// [`DerefMut`] if `T: Unpin`).
 ///
-/// While it exists, invalidations of the interval wait. Closures that run with the lock held
-/// get it pinned (`Pin<&mut IntervalGuard>`), so that they cannot swap it for the guard of
-/// another notifier and so unlock this one while they use what it vouches for.
+/// While it exists, invalidations of the interval wait. Closures that run with the lock held get it
+/// pinned (`Pin<&mut IntervalGuard>`), so that they cannot swap it for the guard of another
+/// notifier and so unlock this one while they use what it vouches for.
 pub struct IntervalGuard<'a, T: MmuIntervalNotifierOps> {
     notifier: &'a MmuIntervalNotifier<T>,
     guard: MutexGuard<'a, T>,
@@ -589,9 +583,9 @@ impl<T: MmuIntervalNotifierOps> OpsTable<T> {
         cur_seq: c_ulong,
     ) -> bool {
         let notifier = Opaque::cast_from(interval_sub).cast_mut();
-        // SAFETY: By the type invariants of `MmuIntervalNotifier`, this callback is only
-        // installed for the `notifier` field of an `MmuIntervalNotifier<T>`, which cannot be
-        // dropped while a callback runs (`mmu_interval_notifier_remove()` waits for it).
+        // SAFETY: By the type invariants of `MmuIntervalNotifier`, this callback is only installed
+        // for the `notifier` field of an `MmuIntervalNotifier<T>`, which cannot be dropped while a
+        // callback runs (`mmu_interval_notifier_remove()` waits for it).
         let this = unsafe { &*kernel::container_of!(notifier, MmuIntervalNotifier<T>, notifier) };
         // SAFETY: The C side passes a valid range that does not change during the callback.
         let range = unsafe { InvalidateRange::from_raw(range) };
@@ -605,19 +599,19 @@ impl<T: MmuIntervalNotifierOps> OpsTable<T> {
             }
         };
 
-        // This notifier's own `make_device_exclusive()` replaces a PTE by a device-exclusive
-        // entry for the same page: the page stays mapped, and the event must not bump the
-        // sequence, or the conversion would never be current. It records what that needs
-        // instead: the current sequence, or, if an invalidation of this period already set it
-        // (to `cur_seq`: one is running alongside the conversion), a value the sequence cannot
-        // have. Every other invalidation, other notifiers' conversions included, advances it.
+        // This notifier's own `make_device_exclusive()` replaces a PTE by a device-exclusive entry
+        // for the same page: the page stays mapped, and the event must not bump the sequence, or
+        // the conversion would never be current. It records what that needs instead: the current
+        // sequence, or, if an invalidation of this period already set it (to `cur_seq`: one is
+        // running alongside the conversion), a value the sequence cannot have. Every other
+        // invalidation, other notifiers' conversions included, advances it.
         if range.is_exclusive_by(this.exclusive_owner()) {
             // SAFETY: `interval_sub` is valid; its `invalidate_seq` is only written at insertion
-            // and by `mmu_interval_set_seq()`, which this notifier calls with its lock held, as
-            // it is here.
+            // and by `mmu_interval_set_seq()`, which this notifier calls with its lock held, as it
+            // is here.
             let seq = unsafe { (*interval_sub).invalidate_seq };
-            // A notifier's sequence is always odd (`cur_seq` of a running invalidation, or odd
-            // from insertion), so `cur_seq + 1` never matches it.
+            // A notifier's sequence is always odd (`cur_seq` of a running invalidation, or odd from
+            // insertion), so `cur_seq + 1` never matches it.
             let seq = if seq == cur_seq {
                 cur_seq.wrapping_add(1)
             } else {
@@ -628,8 +622,8 @@ impl<T: MmuIntervalNotifierOps> OpsTable<T> {
         }
 
         // SAFETY: `interval_sub` is valid, and the notifier's lock, which readers hold around
-        // `mmu_interval_read_retry()`, is held.
-        // INVARIANT: The sequence advances before the page tables change.
+        // `mmu_interval_read_retry()`, is held. INVARIANT: The sequence advances before the page
+        // tables change.
         unsafe { bindings::mmu_interval_set_seq(interval_sub, cur_seq) };
         guard.guard.as_mut().invalidate(range);
         true

@@ -1,20 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A software device page table over an address space: what `lib/test_hmm.c` keeps per open
-//! file.
+//! A software device page table over an address space: what `lib/test_hmm.c` keeps per open file.
 //!
-//! [`Mirror`] is an [`MmuIntervalNotifier`] over the whole address space of an mm whose state is
-//! a device page table (virtual page number to page, with a [`Perm`]) and the driver's `T`. The
-//! invalidate callback clears the invalidated range from the table, so an entry always names a
-//! page that is still mapped at its address, and the driver may read and write the page through
-//! the entry while it holds the lock.
+//! [`Mirror`] is an [`MmuIntervalNotifier`] over the whole address space of an mm whose state is a
+//! device page table (virtual page number to page, with a [`Perm`]) and the driver's `T`. The
+//! invalidate callback clears the invalidated range from the table, so an entry always names a page
+//! that is still mapped at its address, and the driver may read and write the page through the
+//! entry while it holds the lock.
 //!
 //! Entries are added from the result of `hmm_range_fault()` ([`Mirror::fault()`], which runs a
-//! [`Range`] over the mirror), by [`Mirror::make_exclusive()`], or, by code that can prove the
-//! page is mapped, through [`MirrorGuard::pt_insert_raw()`].
+//! [`Range`] over the mirror), by [`Mirror::make_exclusive()`], or, by code that can prove the page
+//! is mapped, through [`MirrorGuard::pt_insert_raw()`].
 //!
-//! A device with a page table of its own needs none of this: it uses [`MmuIntervalNotifier`]
-//! and [`Range`] directly, as their examples show.
+//! A device with a page table of its own needs none of this: it uses [`MmuIntervalNotifier`] and
+//! [`Range`] directly, as their examples show.
 
 use super::{HmmPfns, Range};
 use crate::{
@@ -45,22 +44,21 @@ use kernel::{
 /// The driver side of a [`Mirror`]: its state and its invalidate hook.
 ///
 /// The state is kept under the mirror's lock together with the device page table; it is reached
-/// through a [`MirrorGuard`], and by the invalidate callback. The callback runs on whichever
-/// thread changes the address space, hence `Send`.
+/// through a [`MirrorGuard`], and by the invalidate callback. The callback runs on whichever thread
+/// changes the address space, hence `Send`.
 ///
-/// Invalidations cannot be skipped: `lib/test_hmm.c` ignores the `MMU_NOTIFY_MIGRATE` events of
-/// its own migrations and leaves their entries in place, but an entry that outlives the mapping
-/// of its page would be a use-after-free once the page is freed. A driver's own migration thus
-/// clears the migrated range like any other invalidation, and the driver maps the destination
-/// pages again; [`InvalidateRange::is_migration_by()`] tells such events apart.
+/// Invalidations cannot be skipped: `lib/test_hmm.c` ignores the `MMU_NOTIFY_MIGRATE` events of its
+/// own migrations and leaves their entries in place, but an entry that outlives the mapping of its
+/// page would be a use-after-free once the page is freed. A driver's own migration thus clears the
+/// migrated range like any other invalidation, and the driver maps the destination pages again;
+/// [`InvalidateRange::is_migration_by()`] tells such events apart.
 pub trait MirrorOps: Sized + Send {
-    /// Called when a range of the mirrored address space is invalidated, with the mirror lock
-    /// held, after the sequence has been set and the range has been cleared from the device page
-    /// table.
+    /// Called when a range of the mirrored address space is invalidated, with the mirror lock held,
+    /// after the sequence has been set and the range has been cleared from the device page table.
     ///
     /// It may sleep only if `range.is_blockable()`. It must not drop a [`Mirror`] (removing an
-    /// interval notifier from a notifier callback deadlocks). It is not called for the mirror's
-    /// own [`Mirror::make_exclusive()`] conversions, which leave the page mapped.
+    /// interval notifier from a notifier callback deadlocks). It is not called for the mirror's own
+    /// [`Mirror::make_exclusive()`] conversions, which leave the page mapped.
     fn invalidate(&mut self, _range: &InvalidateRange) {}
 }
 
@@ -75,9 +73,9 @@ pub enum Perm {
     Atomic,
 }
 
-// The tags `lib/test_hmm.c` stores in the low bits of its page table entries
-// (`DPT_XA_TAG_*`). Pointers tagged 1 and 3 are ordinary XArray entries; 2 would
-// be an internal entry, so read-only pages carry no tag.
+// The tags `lib/test_hmm.c` stores in the low bits of its page table entries (`DPT_XA_TAG_*`).
+// Pointers tagged 1 and 3 are ordinary XArray entries; 2 would be an internal entry, so read-only
+// pages carry no tag.
 const TAG_READ: usize = 0;
 const TAG_ATOMIC: usize = 1;
 const TAG_WRITE: usize = 3;
@@ -130,21 +128,21 @@ impl<'a> PtEntry<'a> {
 
 /// The device page table: an XArray from virtual page number to tagged `struct page *`.
 ///
-/// Entries hold no reference on their page; the mirror's invalidate callback
-/// removes them before the page can go away.
+/// Entries hold no reference on their page; the mirror's invalidate callback removes them before
+/// the page can go away.
 ///
 /// # Invariants
 ///
-/// `xa` is an initialised XArray whose entries are `struct page` pointers tagged with a
-/// [`Perm`] tag.
+/// `xa` is an initialised XArray whose entries are `struct page` pointers tagged with a [`Perm`]
+/// tag.
 #[pin_data(PinnedDrop)]
 struct PageTable {
     #[pin]
     xa: Opaque<bindings::xarray>,
 }
 
-// SAFETY: The XArray serialises its updates with its own lock and may be used from any thread;
-// its entries are plain pointers that own nothing.
+// SAFETY: The XArray serialises its updates with its own lock and may be used from any thread; its
+// entries are plain pointers that own nothing.
 unsafe impl Send for PageTable {}
 
 impl PageTable {
@@ -167,12 +165,11 @@ impl PageTable {
     fn store(&self, vpn: usize, page: NonNull<bindings::page>, perm: Perm) -> Result {
         // `xa_tag_pointer()`: a `struct page` is at least word aligned, so the tag bits are free.
         let entry = (page.as_ptr() as usize | perm.tag()) as *mut c_void;
-        // The caller holds the mirror lock, which the invalidate callback takes: an allocation
-        // that entered reclaim (which may invalidate this mm) could deadlock, so the allocation
-        // must not sleep. `lib/test_hmm.c` uses `GFP_ATOMIC`; the entries are as many as the
-        // pages user space had faulted, so they must not drain the atomic reserves either, and
-        // are charged to the user's memory cgroup. Failing is `ENOMEM` (`GFP_NOWAIT` does not
-        // warn).
+        // The caller holds the mirror lock, which the invalidate callback takes: an allocation that
+        // entered reclaim (which may invalidate this mm) could deadlock, so the allocation must not
+        // sleep. `lib/test_hmm.c` uses `GFP_ATOMIC`; the entries are as many as the pages user
+        // space had faulted, so they must not drain the atomic reserves either, and are charged to
+        // the user's memory cgroup. Failing is `ENOMEM` (`GFP_NOWAIT` does not warn).
         let gfp = bindings::GFP_NOWAIT | bindings::__GFP_ACCOUNT;
         // SAFETY: By the type invariants `xa` is initialised.
         let old = unsafe { bindings::xa_store(self.xa.get(), vpn, entry, gfp) };
@@ -249,10 +246,9 @@ fn vpn_span(start: usize, end: usize) -> Option<(usize, usize)> {
 /// # Invariants
 ///
 /// - Only ever the state of the notifier of a [`Mirror<T>`].
-/// - Every entry of `pt` names a `struct page` that is mapped in the mm at the entry's address
-///   (or is the backing storage of the device page mapped there, kept alive as long as that device
-///   page is); the invalidate callback removes the entries of a range before the pages can be
-///   unmapped.
+/// - Every entry of `pt` names a `struct page` that is mapped in the mm at the entry's address (or
+///   is the backing storage of the device page mapped there, kept alive as long as that device page
+///   is); the invalidate callback removes the entries of a range before the pages can be unmapped.
 #[pin_data]
 struct MirrorState<T> {
     #[pin]
@@ -273,9 +269,9 @@ impl<T: MirrorOps> MmuIntervalNotifierOps for MirrorState<T> {
 
 /// A device mirror of a process address space.
 ///
-/// An [`MmuIntervalNotifier`] over the whole address space of an mm whose state is the driver's
-/// `T` and a device page table. The invalidate callback clears the invalidated range from the
-/// device page table and then calls [`MirrorOps::invalidate()`]. [`Mirror::fault()`] is the
+/// An [`MmuIntervalNotifier`] over the whole address space of an mm whose state is the driver's `T`
+/// and a device page table. The invalidate callback clears the invalidated range from the device
+/// page table and then calls [`MirrorOps::invalidate()`]. [`Mirror::fault()`] is the
 /// `hmm_range_fault()` retry loop that fills the device page table.
 ///
 /// The lock rules are those of [`MmuIntervalNotifier`]: do not hold the mirror lock
@@ -357,8 +353,8 @@ impl<T: MirrorOps> Mirror<T> {
         })
     }
 
-    /// Calls `f` with a [`MirrorGuard`] of `guard`, a guard of this mirror's notifier that a
-    /// caller further up holds.
+    /// Calls `f` with a [`MirrorGuard`] of `guard`, a guard of this mirror's notifier that a caller
+    /// further up holds.
     fn with_lent<R>(
         &self,
         guard: &IntervalGuard<'_, MirrorState<T>>,
@@ -370,19 +366,19 @@ impl<T: MirrorOps> Mirror<T> {
         })
     }
 
-    /// A [`Range`] of `start..end` over this mirror's notifier, device pages of its owner
-    /// reported as they are.
+    /// A [`Range`] of `start..end` over this mirror's notifier, device pages of its owner reported
+    /// as they are.
     fn range(&self, start: usize, end: usize) -> Result<Range<'_, MirrorState<T>>> {
         Ok(Range::new(&self.notifier, start, end)?.with_owner(&self.owner))
     }
 
     /// Faults in `start..end` of the mirrored mm and hands the result to `commit`.
     ///
-    /// Like `dmirror_fault()` in `lib/test_hmm.c`: [`Range::fault()`] over the mirror, device
-    /// pages of [`Mirror::owner()`] being returned as they are (and never faulted back to system
-    /// memory). For each chunk, `commit` is called with the mirror locked and the chunk's
-    /// [`HmmPfns`], all valid (and writable if `write`), current while the closure runs;
-    /// typically it maps them with [`MirrorGuard::pt_insert_all()`].
+    /// Like `dmirror_fault()` in `lib/test_hmm.c`: [`Range::fault()`] over the mirror, device pages
+    /// of [`Mirror::owner()`] being returned as they are (and never faulted back to system memory).
+    /// For each chunk, `commit` is called with the mirror locked and the chunk's [`HmmPfns`], all
+    /// valid (and writable if `write`), current while the closure runs; typically it maps them with
+    /// [`MirrorGuard::pt_insert_all()`].
     ///
     /// `mm` must be the mirrored mm ([`Mirror::mm()`]), and `start` and `end` page aligned;
     /// otherwise this fails with `EINVAL`. The other errors are those of [`Range::fault()`].
@@ -402,13 +398,12 @@ impl<T: MirrorOps> Mirror<T> {
             .fault(mm, write, |g, pfns| self.with_lent(&g, |g| commit(g, pfns)))
     }
 
-    /// As [`Mirror::fault()`], but with [`Range::fault_unlocked()`]: the mmap lock is taken
-    /// inside and may be dropped while a fault is handled, so that faults which need it released
+    /// As [`Mirror::fault()`], but with [`Range::fault_unlocked()`]: the mmap lock is taken inside
+    /// and may be dropped while a fault is handled, so that faults which need it released
     /// (userfaultfd) can make progress (`HMM_DMIRROR_READ_UNLOCKED`).
     ///
-    /// `timeout` bounds the retries after invalidations (`EBUSY` once it expires); `None`
-    /// retries until a fatal signal (`EINTR`). The same lock rules as for [`Mirror::fault()`]
-    /// apply.
+    /// `timeout` bounds the retries after invalidations (`EBUSY` once it expires); `None` retries
+    /// until a fatal signal (`EINTR`). The same lock rules as for [`Mirror::fault()`] apply.
     pub fn fault_unlocked(
         &self,
         mm: &MmWithUser,
@@ -442,18 +437,18 @@ impl<T: MirrorOps> Mirror<T> {
     }
 
     /// Makes the page at `addr` of the mirrored mm exclusive to the device
-    /// (`make_device_exclusive()`: the CPU faults it back on access) and maps it in the device
-    /// page table with [`Perm::Atomic`] (`dmirror_exclusive()`).
+    /// (`make_device_exclusive()`: the CPU faults it back on access) and maps it in the device page
+    /// table with [`Perm::Atomic`] (`dmirror_exclusive()`).
     ///
-    /// The arguments and errors are those of [`MmuIntervalNotifier::make_device_exclusive()`],
-    /// and `ENOMEM` if the page table cannot grow. Must not be called with the mirror lock held.
+    /// The arguments and errors are those of [`MmuIntervalNotifier::make_device_exclusive()`], and
+    /// `ENOMEM` if the page table cannot grow. Must not be called with the mirror lock held.
     pub fn make_exclusive(&self, mmap: &MmapReadGuard<'_>, addr: usize) -> Result {
         self.notifier
             .make_device_exclusive(mmap, addr, |guard, page| {
                 // `Page::as_ptr()` is never null.
                 let page = NonNull::new(page.as_ptr()).ok_or(EINVAL)?;
-                // INVARIANT: The page is mapped at `addr` until an invalidation of it, which
-                // waits for the lock held by `guard` and then clears the entry.
+                // INVARIANT: The page is mapped at `addr` until an invalidation of it, which waits
+                // for the lock held by `guard` and then clears the entry.
                 guard.pt.store(addr >> PAGE_SHIFT, page, Perm::Atomic)
             })
     }
@@ -463,8 +458,8 @@ impl<T: MirrorOps> Mirror<T> {
 /// table.
 ///
 /// While it exists, invalidations of the mirrored mm wait, so every page table entry stays mapped.
-/// The closures of [`Mirror::fault()`] and the like get it by shared reference, so they cannot
-/// swap it for the guard of another mirror.
+/// The closures of [`Mirror::fault()`] and the like get it by shared reference, so they cannot swap
+/// it for the guard of another mirror.
 pub struct MirrorGuard<'a, T: MirrorOps> {
     mirror: &'a Mirror<T>,
     held: Held<'a, T>,
@@ -499,8 +494,8 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
     /// The entry for virtual page number `vpn` (address `vpn << PAGE_SHIFT`), if any.
     pub fn pt_get(&self, vpn: usize) -> Option<PtEntry<'_>> {
         let (page, perm) = self.pt().load(vpn)?;
-        // INVARIANT: By the invariants of `MirrorState`, the page is mapped at the address, and
-        // it stays so while the lock, held for the lifetime of `self`, is held.
+        // INVARIANT: By the invariants of `MirrorState`, the page is mapped at the address, and it
+        // stays so while the lock, held for the lifetime of `self`, is held.
         Some(PtEntry {
             page,
             perm,
@@ -612,8 +607,8 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
     /// - `perm` must not grant more than the mm's mapping grants.
     pub unsafe fn pt_insert_raw(&self, vpn: usize, page: &Page, perm: Perm) -> Result {
         // INVARIANT: The caller guarantees that the page is mapped at the address and that no
-        // invalidation of it has run; any later one takes the lock held by `self`.
-        // `Page::as_ptr()` is never null.
+        // invalidation of it has run; any later one takes the lock held by `self`. `Page::as_ptr()`
+        // is never null.
         match NonNull::new(page.as_ptr()) {
             Some(page) => self.pt().store(vpn, page, perm),
             None => Err(EINVAL),

@@ -17,14 +17,13 @@ use kernel::{
     types::ForeignOwnable, //
 };
 
-/// A CPU fault on a device-private page: the argument of
-/// [`DevicePagemapOps::migrate_to_ram`] (`struct vm_fault`).
+/// A CPU fault on a device-private page: the argument of [`DevicePagemapOps::migrate_to_ram`]
+/// (`struct vm_fault`).
 ///
 /// # Invariants
 ///
-/// For `'a`: `vmf` is valid, the mmap lock of `vmf->vma`'s mm is held for
-/// reading, and `vmf->page` is a locked, referenced in-use page of a
-/// `DevicePagemap<T>`.
+/// For `'a`: `vmf` is valid, the mmap lock of `vmf->vma`'s mm is held for reading, and `vmf->page`
+/// is a locked, referenced in-use page of a `DevicePagemap<T>`.
 pub struct DeviceFault<'a, T: DevicePagemapOps> {
     vmf: NonNull<bindings::vm_fault>,
     _p: PhantomData<(&'a bindings::vm_fault, T)>,
@@ -33,9 +32,8 @@ pub struct DeviceFault<'a, T: DevicePagemapOps> {
 impl<'a, T: DevicePagemapOps> DeviceFault<'a, T> {
     /// # Safety
     ///
-    /// `vmf` must be a `migrate_to_ram()` fault on a page of a
-    /// `DevicePagemap<T>`, valid for `'a`, with the locks and reference the
-    /// core holds during the callback.
+    /// `vmf` must be a `migrate_to_ram()` fault on a page of a `DevicePagemap<T>`, valid for `'a`,
+    /// with the locks and reference the core holds during the callback.
     pub(super) unsafe fn from_raw(vmf: *mut bindings::vm_fault) -> Self {
         // INVARIANT: By the function safety requirements.
         Self {
@@ -59,8 +57,8 @@ impl<'a, T: DevicePagemapOps> DeviceFault<'a, T> {
 
     /// The device page the CPU faulted on.
     pub fn page(&self) -> &DevicePage<T> {
-        // SAFETY: `vmf->page` is an in-use page of a `DevicePagemap<T>` whose
-        // reference the core holds for the whole callback (type invariant).
+        // SAFETY: `vmf->page` is an in-use page of a `DevicePagemap<T>` whose reference the core
+        // holds for the whole callback (type invariant).
         unsafe { DevicePage::from_raw(self.fault_page()) }
     }
 
@@ -76,9 +74,8 @@ impl<'a, T: DevicePagemapOps> DeviceFault<'a, T> {
         self.page().pagemap()
     }
 
-    /// Whether the faulting page is mapped by a PMD (a large folio mapped
-    /// whole) rather than a PTE: only then can the fault migrate the whole
-    /// folio; a PTE-mapped large folio is being split.
+    /// Whether the faulting page is mapped by a PMD (a large folio mapped whole) rather than a PTE:
+    /// only then can the fault migrate the whole folio; a PTE-mapped large folio is being split.
     pub fn is_pmd_mapped(&self) -> bool {
         // SAFETY: `vmf` is valid (type invariant).
         !unsafe { bindings::vm_fault_is_pte(self.as_raw()) }
@@ -94,8 +91,8 @@ impl<'a, T: DevicePagemapOps> DeviceFault<'a, T> {
     pub fn vma(&self) -> &VmaRef {
         // SAFETY: `vmf` is valid (type invariant).
         let vma = unsafe { (*self.as_raw()).__bindgen_anon_1.vma };
-        // SAFETY: The VMA is valid and its mm's mmap lock is held for reading
-        // for the whole callback, which outlives the borrow of `self`.
+        // SAFETY: The VMA is valid and its mm's mmap lock is held for reading for the whole
+        // callback, which outlives the borrow of `self`.
         unsafe { VmaRef::from_raw(vma) }
     }
 }
