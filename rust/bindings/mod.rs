@@ -41,5 +41,6 @@ pub use helpers::*;
 // SAFETY: `struct hmm_dmirror_cmd` is five `__u64`s: no padding, and every bit pattern is a valid
 // value.
 unsafe impl kernel::transmute::FromBytes for hmm_dmirror_cmd {}
-// SAFETY: As above: no padding, so every byte is initialised.
+// SAFETY: `struct hmm_dmirror_cmd` is five `__u64`s: no padding, so every byte of a value is
+// initialised.
 unsafe impl kernel::transmute::AsBytes for hmm_dmirror_cmd {}

@@ -69,7 +69,8 @@ fn fix_device_pmd_pfns(range: &bindings::hmm_range, npages: usize) {
         if !unsafe { bindings::is_device_private_page(page) } {
             continue;
         }
-        // SAFETY: As above; a valid page's folio is valid, and starts with its head page.
+        // SAFETY: The page is mapped (the walk is current), hence valid; a valid page's folio is
+        // valid, and starts with its head page.
         let head = unsafe { bindings::page_to_pfn(bindings::page_folio(page).cast()) };
         let vpn = (range.start >> PAGE_SHIFT) + i;
         let pfn = head + (vpn & ((1 << PMD_ORDER) - 1));
@@ -176,7 +177,7 @@ impl HmmPfn {
         let page = self.raw_page()?.as_ptr();
         // SAFETY: By the type invariants the page is valid while `self` is borrowed.
         if !unsafe { bindings::is_zone_device_page(page) } {
-            // SAFETY: As above.
+            // SAFETY: By the type invariants the page is valid while `self` is borrowed.
             let zero = unsafe { bindings::is_zero_page(page) };
             return Some(if zero {
                 PageKind::Zero
@@ -191,7 +192,7 @@ impl HmmPfn {
         if unsafe { bindings::is_device_private_page(page) } {
             return Some(PageKind::DevicePrivate { local });
         }
-        // SAFETY: As above.
+        // SAFETY: The page is valid while `self` is borrowed (type invariants).
         if unsafe { bindings::is_device_coherent_page(page) } {
             return Some(PageKind::DeviceCoherent { local });
         }

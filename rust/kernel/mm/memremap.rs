@@ -122,7 +122,8 @@ pub struct PagemapOwner {
 // SAFETY: A `PagemapOwner` has no contents anyone reads or writes: only its address is used, which
 // is the same on every thread.
 unsafe impl Send for PagemapOwner {}
-// SAFETY: As above.
+// SAFETY: Through `&PagemapOwner` nothing is read or written but the address, which any thread
+// may compare.
 unsafe impl Sync for PagemapOwner {}
 
 impl PagemapOwner {
@@ -286,7 +287,8 @@ impl<T: DevicePagemapOps> OpsTable<T> {
         let page = folio.cast::<bindings::page>();
         // SAFETY: The folio is a valid `ZONE_DEVICE` folio (function safety requirements).
         let order = unsafe { bindings::folio_order(folio) };
-        // SAFETY: As above.
+        // SAFETY: The folio's head page is a valid `ZONE_DEVICE` page (function safety
+        // requirements), which has a pagemap.
         let pgmap = unsafe { bindings::page_pgmap(page) };
         // SAFETY: Only `DevicePagemap<T>` registers pagemaps with `OpsTable::<T>::OPS`, so `pgmap`
         // is the `pgmap` field of a `DevicePagemap<T>`. The core puts the folio's references on the
@@ -295,7 +297,7 @@ impl<T: DevicePagemapOps> OpsTable<T> {
 
         // SAFETY: `page` is valid and nobody else uses an idle page.
         let ptr = unsafe { bindings::page_zone_device_data(page) };
-        // SAFETY: As above.
+        // SAFETY: `page` is valid and nobody else uses an idle page.
         unsafe { bindings::page_set_zone_device_data(page, core::ptr::null_mut()) };
         // SAFETY: A page that had references was activated by `FreeDevicePage::activate()`, which
         // stored `into_foreign()` of a `T::PageData` here (type invariant of `DevicePage`); the
@@ -342,7 +344,8 @@ impl<T: DevicePagemapOps> OpsTable<T> {
         // SAFETY: Both folios are valid (function safety requirements).
         unsafe { bindings::folio_split_inherit(head, tail) };
         let (head, tail) = (head.cast::<bindings::page>(), tail.cast::<bindings::page>());
-        // SAFETY: As above; a folio starts with its head page.
+        // SAFETY: Both folios are valid (function safety requirements), and a folio starts with its
+        // head page.
         let (hpfn, tpfn, order) = unsafe {
             (
                 bindings::page_to_pfn(head),

@@ -139,7 +139,9 @@ impl LockedSystemPage {
             return Err(EINVAL);
         }
         let gfp = bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_NOWARN;
-        // SAFETY: As in `alloc_for_vma()`; the order is at most `HPAGE_PMD_ORDER`.
+        // SAFETY: `vma` is valid (it is borrowed from an mmap lock guard or a fault);
+        // `vma_alloc_folio()` may sleep, which callers of this allocating function expect; the
+        // order is at most `HPAGE_PMD_ORDER`.
         let folio = unsafe { bindings::vma_alloc_folio(gfp, order as i32, vma.as_ptr(), addr) };
         // `struct folio` starts with its head page.
         Self::lock_new(folio.cast(), order)

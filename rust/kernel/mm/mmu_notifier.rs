@@ -295,8 +295,8 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
     /// The address just past the interval.
     #[inline]
     pub fn end(&self) -> usize {
-        // SAFETY: As above. `new()` refused an interval whose end overflows, so `last + 1` does
-        // not.
+        // SAFETY: The interval is written at insertion only (type invariants). `new()` refused an
+        // interval whose end overflows, so `last + 1` does not.
         unsafe { (*self.notifier.get()).interval_tree.last + 1 }
     }
 

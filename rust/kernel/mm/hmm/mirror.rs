@@ -187,7 +187,7 @@ impl PageTable {
             // SAFETY: By the type invariants `xa` is initialised. Entries hold no reference on
             // their page, so there is nothing to release.
             unsafe { bindings::xa_erase(self.xa.get(), index) };
-            // SAFETY: As above.
+            // SAFETY: By the type invariants `xa` is initialised; `index` is a valid location.
             entry = unsafe {
                 bindings::xa_find_after(self.xa.get(), &mut index, last, bindings::XA_PRESENT)
             };
@@ -216,7 +216,7 @@ impl PageTable {
             unsafe { bindings::xa_find(self.xa.get(), &mut index, last, bindings::XA_PRESENT) };
         while let Some(page) = NonNull::new((entry as usize & !TAG_MASK) as *mut bindings::page) {
             f(index, page, Perm::from_tag(entry as usize & TAG_MASK));
-            // SAFETY: As above.
+            // SAFETY: By the type invariants `xa` is initialised; `index` is a valid location.
             entry = unsafe {
                 bindings::xa_find_after(self.xa.get(), &mut index, last, bindings::XA_PRESENT)
             };

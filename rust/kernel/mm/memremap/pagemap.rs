@@ -97,7 +97,8 @@ impl MemRegion {
     /// Claims `[start, start + size)`, which must not be claimed by anyone else
     /// (`request_mem_region()`).
     fn request(start: u64, size: u64) -> Result<Self> {
-        // SAFETY: As in `request_free()`.
+        // SAFETY: `iomem_resource` is the static root of the iomem tree, which `__request_region()`
+        // locks; the name is static.
         let res = unsafe {
             bindings::__request_region(
                 &raw mut bindings::iomem_resource,
@@ -636,7 +637,8 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
             let gfp = bindings::GFP_HIGHUSER_MOVABLE
                 | bindings::__GFP_RETRY_MAYFAIL
                 | bindings::__GFP_NOWARN;
-            // SAFETY: As above; the order is a folio's.
+            // SAFETY: Allocating may sleep, and `evict` may sleep; the order is a folio's, at most
+            // `HPAGE_PMD_ORDER`.
             let folio = unsafe { bindings::folio_alloc(gfp, order) };
             // `struct folio` starts with its head page.
             folio.cast()
