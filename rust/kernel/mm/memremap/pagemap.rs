@@ -735,3 +735,67 @@ const DROP_RETRY_INTERVAL: Delta = Delta::from_millis(100);
 const DROP_REPORT_INTERVAL: Delta = Delta::from_secs(10);
 /// How long [`DevicePagemap::evict_all`] sleeps between rounds.
 const UNREGISTER_RETRY_INTERVAL: Delta = Delta::from_millis(10);
+
+#[kunit_tests(rust_hmm_pagemap)]
+mod tests {
+    use super::*;
+    use crate::mm::memremap::{DeviceFault, VmFaultResult};
+    use kernel::alloc::KBox;
+
+    /// Pagemap data that counts what `folio_free` saw.
+    struct Counter {
+        freed: AtomicUsize,
+    }
+
+    #[vtable]
+    impl DevicePagemapOps for Counter {
+        type PageData = KBox<usize>;
+
+        fn folio_free(
+            pagemap: &DevicePagemap<Self>,
+            page: FreeDevicePage<Self>,
+            data: KBox<usize>,
+        ) {
+            pagemap.data().freed.fetch_add(*data, Ordering::Relaxed);
+            drop(page);
+        }
+
+        fn migrate_to_ram(_fault: &mut DeviceFault<'_, Self>) -> VmFaultResult {
+            VmFaultResult::SigBus
+        }
+
+        fn copy_to_ram(_src: &DevicePage<Self>, _data: &usize, _dst: &Page) {}
+    }
+
+    /// A 2 MiB device-private pagemap hands its pages out once, an activated page comes back
+    /// through `folio_free` with its data when its last reference goes, and the pagemap unregisters
+    /// once every token is dropped.
+    #[test]
+    fn pages_are_handed_out_once_and_come_back() -> Result {
+        let owner = PagemapOwner::new()?;
+        let data = Counter {
+            freed: AtomicUsize::new(0),
+        };
+        let pagemap = KBox::pin_init(
+            DevicePagemap::new_private(2 << 20, owner.clone(), None, data),
+            GFP_KERNEL,
+        )?;
+        assert!(pagemap.owner().is(core::ptr::from_ref(&*owner).cast()));
+
+        let mut pages = KVec::new();
+        for page in pagemap.take_free_pages(0)? {
+            pages.push(page, GFP_KERNEL)?;
+        }
+        assert_eq!(pages.len(), 512);
+        assert_eq!(pagemap.take_free_pages(0)?.count(), 0);
+
+        let page = pages.pop().ok_or(EINVAL)?;
+        assert_eq!(page.order(), 0);
+        drop(page.activate(KBox::new(7, GFP_KERNEL)?));
+        assert_eq!(pagemap.data().freed.load(Ordering::Relaxed), 7);
+
+        drop(pages);
+        drop(pagemap);
+        Ok(())
+    }
+}
