@@ -63,10 +63,12 @@ const REGION_NAME: &CStr = c"rust_dev_pagemap";
 /// # Invariants
 ///
 /// `[start, start + size)` was claimed in `iomem_resource` (by `request_free_mem_region()` or
-/// `request_mem_region()`) and is released once, on drop.
+/// `request_mem_region()`) and is released once, on drop. `len <= size`: the bytes from `start` on
+/// that the pagemap registers.
 struct MemRegion {
     start: u64,
     size: u64,
+    len: u64,
 }
 
 impl MemRegion {
@@ -87,10 +89,13 @@ impl MemRegion {
         }
         // SAFETY: `res` is the resource just inserted in the tree; it stays valid until released.
         let (start, end) = unsafe { ((*res).start, (*res).end) };
-        // INVARIANT: The range was just claimed.
+        // INVARIANT: The range was just claimed. `request_free_mem_region()` claims a multiple of
+        // the memory section size (128 MiB on x86_64), at least `size`; only `size` is
+        // registered, so that the pagemap has the pages asked for and no more `struct page`s.
         Ok(Self {
             start,
             size: end - start + 1,
+            len: (size as u64).min(end - start + 1),
         })
     }
 
@@ -111,8 +116,12 @@ impl MemRegion {
         if res.is_null() {
             return Err(EBUSY);
         }
-        // INVARIANT: The range was just claimed.
-        Ok(Self { start, size })
+        // INVARIANT: The range was just claimed, and all of it is registered.
+        Ok(Self {
+            start,
+            size,
+            len: size,
+        })
     }
 }
 
@@ -328,7 +337,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         owner: &PagemapOwner,
         nid: Option<i32>,
     ) -> impl PinInit<Opaque<bindings::dev_pagemap>, Error> {
-        let (start, size, owner) = (region.start, region.size, owner.as_raw());
+        let (start, size, owner) = (region.start, region.len, owner.as_raw());
         Opaque::try_ffi_init(move |slot: *mut bindings::dev_pagemap| {
             let nid = match nid {
                 None => bindings::NUMA_NO_NODE,
@@ -429,7 +438,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
     /// The number of pages of the pagemap.
     #[inline]
     pub fn npages(&self) -> usize {
-        (self.region.size >> PAGE_SHIFT) as usize
+        (self.region.len >> PAGE_SHIFT) as usize
     }
 
     /// Whether the pagemap hands out blocks of `order` (see the [module
