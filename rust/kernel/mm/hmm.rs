@@ -17,11 +17,11 @@ use crate::{
     bindings,
     mm::{
         memremap::PagemapOwner,
-        mmu_notifier::{IntervalGuard, MmuIntervalNotifier, MmuIntervalNotifierOps, ReadSeq},
+        mmu_notifier::{Locked, MmuIntervalNotifier, MmuIntervalNotifierOps, ReadSeq},
     },
     task_ext::TaskExt,
 };
-use core::{ops::Deref, pin::pin, ptr::NonNull};
+use core::{ops::Deref, ptr::NonNull};
 use kernel::{
     error::to_result,
     ffi::c_ulong,
@@ -272,7 +272,7 @@ impl Deref for HmmPfns<'_> {
 /// [`Range::fault()`] and [`Range::snapshot()`] run the `hmm_range_fault()` retry loop of
 /// `Documentation/mm/hmm.rst` in chunks of [`CHUNK_PAGES`] pages: take a [`ReadSeq`], walk the CPU
 /// page tables with the mmap lock held, retry on `-EBUSY`; then lock the notifier and, if
-/// [`IntervalGuard::is_current()`], hand the chunk's [`HmmPfns`] to a closure, which may use them
+/// [`Locked::is_current()`], hand the chunk's [`HmmPfns`] to a closure, which may use them
 /// until it returns (the guard is held meanwhile); otherwise walk again.
 ///
 /// # Examples
@@ -355,7 +355,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         &self,
         mm: &MmWithUser,
         write: bool,
-        commit: impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
+        commit: impl FnMut(Locked<'_, '_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let want = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
         self.run(mm, want, None, commit)
@@ -372,7 +372,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         mm: &MmWithUser,
         write: bool,
         timeout: Option<Delta>,
-        commit: impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
+        commit: impl FnMut(Locked<'_, '_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let want = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
         self.run(mm, want, Some(timeout), commit)
@@ -389,7 +389,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
     pub fn snapshot(
         &self,
         mm: &MmWithUser,
-        f: impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
+        f: impl FnMut(Locked<'_, '_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         self.run(mm, 0, None, f)
     }
@@ -403,7 +403,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         mm: &MmWithUser,
         want: c_ulong,
         unlocked: Option<Option<Delta>>,
-        mut commit: impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
+        mut commit: impl FnMut(Locked<'_, '_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         if !core::ptr::eq(mm.as_raw(), self.notifier.mm().as_raw()) {
             return Err(EINVAL);
@@ -455,7 +455,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         mm: &MmWithUser,
         range: &mut bindings::hmm_range,
         want: c_ulong,
-        commit: &mut impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
+        commit: &mut impl FnMut(Locked<'_, '_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let npages = (range.end - range.start) >> PAGE_SHIFT;
         let timeout = Delta::from_millis(bindings::HMM_RANGE_DEFAULT_TIMEOUT.into());
@@ -519,7 +519,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         range: &mut bindings::hmm_range,
         want: c_ulong,
         timeout: Option<Delta>,
-        commit: &mut impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
+        commit: &mut impl FnMut(Locked<'_, '_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let npages = (range.end - range.start) >> PAGE_SHIFT;
         let begin = Instant::<Monotonic>::now();
@@ -565,9 +565,9 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         range: &bindings::hmm_range,
         npages: usize,
         want: c_ulong,
-        commit: &mut impl FnMut(Pin<&mut IntervalGuard<'_, T>>, &HmmPfns<'_>) -> Result,
+        commit: &mut impl FnMut(Locked<'_, '_, T>, &HmmPfns<'_>) -> Result,
     ) -> Option<ChunkStep> {
-        let guard = self.notifier.lock();
+        let mut guard = self.notifier.lock();
         // SAFETY: The walk's `hmm_range_fault()` or `hmm_range_fault_unlocked_timeout()` ran with
         // `range.notifier_seq` from `mmu_interval_read_begin()` on this notifier (the latter reads
         // it itself).
@@ -609,7 +609,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
             start: range.start,
             pfns,
         };
-        Some(ChunkStep::Done(commit(pin!(guard).as_mut(), &pfns)))
+        Some(ChunkStep::Done(commit(Locked::new(&mut guard), &pfns)))
     }
 }
 

@@ -231,8 +231,13 @@ pub trait DevicePagemapOps: Sized + Send + Sync + 'static {
     /// The CPU accessed a device-private page (`dev_pagemap_ops::migrate_to_ram`).
     ///
     /// Migrate [`DeviceFault::page`] back to system memory (with `migrate_vma`, using
-    /// [`DeviceFault::vma`] and the fault page). The mmap lock is held for reading and the faulting
-    /// page is locked, with a reference held, for the whole call.
+    /// [`DeviceFault::vma`] and the fault page). The mmap lock is held for reading and the
+    /// faulting page is locked, with a reference held, for the whole call.
+    ///
+    /// Return [`VmFaultResult::Ok`] only if the page left the device (or an invalidation of the
+    /// address happened, as `migrate_vma_setup()` makes): the core, and `hmm_range_fault()` on
+    /// behalf of a device, fault again until the entry changes, without checking for signals in
+    /// between, so an `Ok` that leaves the page in place makes them spin.
     fn migrate_to_ram(fault: &mut DeviceFault<'_, Self>) -> VmFaultResult;
 
     /// Copies the contents of the device page `src` to the system page `dst`.

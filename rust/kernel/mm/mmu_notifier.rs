@@ -21,9 +21,8 @@
 
 use crate::{bindings, mm::memremap::PagemapOwner, task_ext::TaskExt};
 use core::{
-    marker::{PhantomData, PhantomPinned},
+    marker::PhantomData,
     ops::{Deref, DerefMut},
-    pin::pin,
     ptr::NonNull,
     sync::atomic::{AtomicUsize, Ordering},
 };
@@ -323,7 +322,6 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
         IntervalGuard {
             notifier: self,
             guard: self.data.lock(),
-            _pin: PhantomPinned,
         }
     }
 
@@ -332,7 +330,6 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
         Some(IntervalGuard {
             notifier: self,
             guard: self.data.try_lock()?,
-            _pin: PhantomPinned,
         })
     }
 
@@ -365,7 +362,7 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
         &self,
         mmap: &MmapReadGuard<'_>,
         addr: usize,
-        f: impl FnOnce(Pin<&mut IntervalGuard<'_, T>>, BorrowedPage<'_>) -> Result<R>,
+        f: impl FnOnce(Locked<'_, '_, T>, BorrowedPage<'_>) -> Result<R>,
     ) -> Result<R> {
         if addr < self.start() || addr >= self.end() {
             return Err(EINVAL);
@@ -412,7 +409,7 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
             };
             let page = kernel::error::from_err_ptr(page)?;
             let done = {
-                let mut guard = pin!(self.lock());
+                let mut guard = self.lock();
                 let seq = self.excl_seq.load(Ordering::Relaxed);
                 // SAFETY: The notifier is inserted and its lock, which the invalidate callback
                 // holds around `mmu_interval_set_seq()`, is held.
@@ -428,7 +425,9 @@ impl<T: MmuIntervalNotifierOps> MmuIntervalNotifier<T> {
                         // SAFETY: The page is mapped at `addr` until an invalidation, which waits
                         // for `guard`, and it is locked and referenced until `folio_put()` below;
                         // the borrow ends before either.
-                        f(guard.as_mut(), unsafe { BorrowedPage::from_raw(page) })
+                        f(Locked::new(&mut guard), unsafe {
+                            BorrowedPage::from_raw(page)
+                        })
                     })
                 }
             };
@@ -504,13 +503,10 @@ impl<'a> ReadSeq<'a> {
 /// The locked state of an [`MmuIntervalNotifier`]: the driver's `T` (through [`Deref`], and
 /// [`DerefMut`] if `T: Unpin`).
 ///
-/// While it exists, invalidations of the interval wait. Closures that run with the lock held get it
-/// pinned (`Pin<&mut IntervalGuard>`), so that they cannot swap it for the guard of another
-/// notifier and so unlock this one while they use what it vouches for.
+/// While it exists, invalidations of the interval wait.
 pub struct IntervalGuard<'a, T: MmuIntervalNotifierOps> {
     notifier: &'a MmuIntervalNotifier<T>,
     guard: MutexGuard<'a, T>,
-    _pin: PhantomPinned,
 }
 
 impl<'a, T: MmuIntervalNotifierOps> IntervalGuard<'a, T> {
@@ -534,11 +530,10 @@ impl<'a, T: MmuIntervalNotifierOps> IntervalGuard<'a, T> {
         !unsafe { bindings::mmu_interval_read_retry(self.notifier.as_raw(), seq.seq) }
     }
 
-    /// The driver's state, pinned, from a pinned guard.
+    /// The driver's state, pinned.
     #[inline]
-    pub fn data(self: Pin<&mut Self>) -> Pin<&mut T> {
-        // SAFETY: Only the guarded data is handed out, pinned; the guard itself is not moved.
-        unsafe { self.get_unchecked_mut() }.guard.as_mut()
+    pub fn as_mut(&mut self) -> Pin<&mut T> {
+        self.guard.as_mut()
     }
 }
 
@@ -555,6 +550,65 @@ impl<T: MmuIntervalNotifierOps + Unpin> DerefMut for IntervalGuard<'_, T> {
     #[inline]
     fn deref_mut(&mut self) -> &mut T {
         &mut self.guard
+    }
+}
+
+/// The lock of an [`MmuIntervalNotifier`], held further up and lent to a closure that uses what
+/// the lock vouches for ([`crate::mm::hmm::Range::fault()`],
+/// [`MmuIntervalNotifier::make_device_exclusive()`]).
+///
+/// It gives the driver's state (through [`Deref`], [`DerefMut`] if `T: Unpin`, and
+/// [`Locked::data()`]) and the sequence check, but not the guard: a closure given the guard,
+/// even pinned, could replace it (`Pin::set()`) with the guard of another notifier and so unlock
+/// this one while it still used the pages the lock vouched for.
+pub struct Locked<'g, 'a, T: MmuIntervalNotifierOps> {
+    guard: &'g mut IntervalGuard<'a, T>,
+}
+
+impl<'g, 'a, T: MmuIntervalNotifierOps> Locked<'g, 'a, T> {
+    #[inline]
+    pub(crate) fn new(guard: &'g mut IntervalGuard<'a, T>) -> Self {
+        Self { guard }
+    }
+
+    /// The guard, shared: what it offers through `&` cannot unlock it.
+    #[inline]
+    pub(crate) fn guard(&self) -> &IntervalGuard<'a, T> {
+        self.guard
+    }
+
+    /// The notifier whose lock this is.
+    #[inline]
+    pub fn notifier(&self) -> &'a MmuIntervalNotifier<T> {
+        self.guard.notifier
+    }
+
+    /// As [`IntervalGuard::is_current()`].
+    #[inline]
+    pub fn is_current(&self, seq: &ReadSeq<'_>) -> bool {
+        self.guard.is_current(seq)
+    }
+
+    /// The driver's state, pinned.
+    #[inline]
+    pub fn data(&mut self) -> Pin<&mut T> {
+        self.guard.as_mut()
+    }
+}
+
+impl<T: MmuIntervalNotifierOps> Deref for Locked<'_, '_, T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        self.guard
+    }
+}
+
+impl<T: MmuIntervalNotifierOps + Unpin> DerefMut for Locked<'_, '_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        self.guard
     }
 }
 

@@ -394,8 +394,9 @@ impl<T: MirrorOps> Mirror<T> {
         write: bool,
         mut commit: impl FnMut(&MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
-        self.range(start, end)?
-            .fault(mm, write, |g, pfns| self.with_lent(&g, |g| commit(g, pfns)))
+        self.range(start, end)?.fault(mm, write, |g, pfns| {
+            self.with_lent(g.guard(), |g| commit(g, pfns))
+        })
     }
 
     /// As [`Mirror::fault()`], but with [`Range::fault_unlocked()`]: the mmap lock is taken inside
@@ -415,7 +416,7 @@ impl<T: MirrorOps> Mirror<T> {
     ) -> Result {
         self.range(start, end)?
             .fault_unlocked(mm, write, timeout, |g, pfns| {
-                self.with_lent(&g, |g| commit(g, pfns))
+                self.with_lent(g.guard(), |g| commit(g, pfns))
             })
     }
 
@@ -433,7 +434,7 @@ impl<T: MirrorOps> Mirror<T> {
         mut f: impl FnMut(&MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         self.range(start, end)?
-            .snapshot(mm, |g, pfns| self.with_lent(&g, |g| f(g, pfns)))
+            .snapshot(mm, |g, pfns| self.with_lent(g.guard(), |g| f(g, pfns)))
     }
 
     /// Makes the page at `addr` of the mirrored mm exclusive to the device
