@@ -789,22 +789,28 @@ mod tests {
             DevicePagemap::new_private(2 << 20, owner.clone(), None, data),
             GFP_KERNEL,
         )?;
-        assert!(pagemap.owner().is(core::ptr::from_ref(&*owner).cast()));
-
+        // A failed assertion ends the test thread without running destructors: everything is
+        // observed first and the pagemap dropped before any assertion, so that a failure cannot
+        // leave it registered with callbacks in this module's text.
+        let same_owner = pagemap.owner().is(core::ptr::from_ref(&*owner).cast());
         let mut pages = KVec::new();
         for page in pagemap.take_free_pages(0)? {
             pages.push(page, GFP_KERNEL)?;
         }
-        assert_eq!(pages.len(), 512);
-        assert_eq!(pagemap.take_free_pages(0)?.count(), 0);
-
+        let taken = pages.len();
+        let taken_again = pagemap.take_free_pages(0)?.count();
         let page = pages.pop().ok_or(EINVAL)?;
-        assert_eq!(page.order(), 0);
+        let order = page.order();
         drop(page.activate(KBox::new(7, GFP_KERNEL)?));
-        assert_eq!(pagemap.data().freed.load(Ordering::Relaxed), 7);
-
+        let freed = pagemap.data().freed.load(Ordering::Relaxed);
         drop(pages);
         drop(pagemap);
+
+        assert!(same_owner);
+        assert_eq!(taken, 512);
+        assert_eq!(taken_again, 0);
+        assert_eq!(order, 0);
+        assert_eq!(freed, 7);
         Ok(())
     }
 }
