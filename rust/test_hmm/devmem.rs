@@ -14,9 +14,9 @@ use crate::{
     mm::{
         memremap::{
             CoherentMemory, DeviceFault, DevicePage, DevicePagemap, DevicePagemapOps,
-            FreeDevicePage, LockedDevicePage, PageRef, PagemapOwner, VmFaultResult,
+            FreeDeviceFolio, LockedDeviceFolio, PageRef, PagemapOwner, VmFaultResult,
         },
-        migrate::{Collected, LockedSystemPage, MigratePfns, MigrateVma, Select, HPAGE_PMD_ORDER},
+        migrate::{Collected, LockedSystemFolio, MigratePfns, MigrateVma, Select, HPAGE_PMD_ORDER},
     },
     page_ext::{PageBlock, PageExt},
 };
@@ -142,10 +142,10 @@ pub(crate) enum MemKind {
 struct FreeInner {
     /// Idle single pages. Room for every page of every chunk, so that `folio_free` never allocates
     /// (it may run in atomic context).
-    pages: KVVec<FreeDevicePage<DmirrorMem>>,
+    pages: KVVec<FreeDeviceFolio<DmirrorMem>>,
     /// Idle blocks of `HPAGE_PMD_ORDER` pages, for THPs (device-private memory only). Room for
     /// every block of every chunk.
-    folios: KVVec<FreeDevicePage<DmirrorMem>>,
+    folios: KVVec<FreeDeviceFolio<DmirrorMem>>,
     /// The data and backing page of freed device-private pages, for the next ones: a page and a
     /// small allocation fewer per migration. At most [`SPARE_PAGES`] (room reserved up front).
     spare: KVVec<UniqueArc<PageData>>,
@@ -174,7 +174,7 @@ pub(crate) struct DmirrorMem {
 impl FreeInner {
     /// Puts an idle page or block back on its list. The lists have room for every page and block of
     /// every chunk (`add_chunk`), so this neither allocates nor fails.
-    fn put(&mut self, page: FreeDevicePage<DmirrorMem>) {
+    fn put(&mut self, page: FreeDeviceFolio<DmirrorMem>) {
         match page.order() {
             0 => {
                 let _ = self.pages.push_within_capacity(page);
@@ -192,7 +192,7 @@ impl FreeInner {
 
     /// Takes an idle block of `order` (0 or `HPAGE_PMD_ORDER`); a single page is split off a block
     /// if none is left.
-    fn take(&mut self, order: u32) -> Option<FreeDevicePage<DmirrorMem>> {
+    fn take(&mut self, order: u32) -> Option<FreeDeviceFolio<DmirrorMem>> {
         let page = match order {
             0 => self.pages.pop().or_else(|| {
                 let mut pages = self.folios.pop()?.split();
@@ -213,7 +213,7 @@ impl FreeInner {
 impl DevicePagemapOps for DmirrorMem {
     type PageData = Arc<PageData>;
 
-    fn folio_free(pagemap: &DevicePagemap<Self>, page: FreeDevicePage<Self>, data: Arc<PageData>) {
+    fn folio_free(pagemap: &DevicePagemap<Self>, page: FreeDeviceFolio<Self>, data: Arc<PageData>) {
         // The data of a single private page nobody shares is kept for the next page; otherwise the
         // backing block is freed once no folio shares it.
         let spare = match Arc::into_unique_or_drop(data) {
@@ -304,7 +304,7 @@ pub(crate) fn copy_back(
         let fail = mirror.take_fail_alloc();
         let n = e.nr_pages();
         if e.is_compound() && !fail {
-            if let Ok(dst) = LockedSystemPage::alloc_folio_for_vma(vma, e.addr(), e.order()) {
+            if let Ok(dst) = LockedSystemFolio::alloc_folio_for_vma(vma, e.addr(), e.order()) {
                 for_each_contents(dpage, n, |i, src| {
                     let sub = dst.subpage(i).ok_or(EINVAL)?;
                     sub.copy_from(src)
@@ -316,7 +316,7 @@ pub(crate) fn copy_back(
         }
         let addr = e.addr();
         for_each_contents(dpage, n, |i, src| {
-            let dst = LockedSystemPage::alloc_for_vma(vma, addr + i * PAGE_SIZE)?;
+            let dst = LockedSystemFolio::alloc_for_vma(vma, addr + i * PAGE_SIZE)?;
             dst.page().copy_from(src)?;
             e.set_dst_at(i, dst)
         })
@@ -496,7 +496,7 @@ impl DeviceMemory {
         &self,
         order: u32,
         mut data: UniqueArc<PageData>,
-    ) -> Result<LockedDevicePage<DmirrorMem>> {
+    ) -> Result<LockedDeviceFolio<DmirrorMem>> {
         if !self.has_order(order) {
             return Err(ENOMEM);
         }
@@ -518,7 +518,7 @@ impl DeviceMemory {
         order: u32,
         mirror: &Arc<MirrorShared>,
         src: impl Fn(usize) -> Option<PageRef<'p>>,
-    ) -> Result<LockedDevicePage<DmirrorMem>> {
+    ) -> Result<LockedDeviceFolio<DmirrorMem>> {
         if !self.has_order(order) {
             return Err(ENOMEM);
         }

@@ -12,12 +12,12 @@
 //! Device pages are owned through tokens, which replace the C convention of a free list threaded
 //! through `page->zone_device_data`:
 //!
-//! - [`FreeDevicePage`]: an idle page (refcount 0), owned by the driver's allocator.
+//! - [`FreeDeviceFolio`]: an idle page (refcount 0), owned by the driver's allocator.
 //!   [`DevicePagemap::take_free_pages`] hands out every page of a new pagemap once; afterwards idle
 //!   pages come back through [`DevicePagemapOps::folio_free`].
-//! - [`LockedDevicePage`]: made by [`FreeDevicePage::activate`], which stores the driver's
+//! - [`LockedDeviceFolio`]: made by [`FreeDeviceFolio::activate`], which stores the driver's
 //!   [`DevicePagemapOps::PageData`] in the page. It holds the page's only reference and its lock:
-//!   it is a migration destination ([`LockedDevicePage::into_migrate_pfn`]). Dropping it instead
+//!   it is a migration destination ([`LockedDeviceFolio::into_migrate_pfn`]). Dropping it instead
 //!   unlocks and puts the page, which frees it back to `folio_free`.
 //! - `&`[`DevicePage`]: a borrowed page in use, with access to its data, in callbacks and wherever
 //!   the page is known to be live.
@@ -25,7 +25,7 @@
 //! # Large folios
 //!
 //! Pages can be handed out and put in use as naturally aligned blocks of `1 << order` pages
-//! ([`DevicePagemap::take_free_pages`], [`FreeDevicePage::split`]): large device folios, which a
+//! ([`DevicePagemap::take_free_pages`], [`FreeDeviceFolio::split`]): large device folios, which a
 //! migration maps with one PMD. The driver's data is per folio, in its head page. When the core
 //! splits a device-private folio (a partial unmap, a migration that falls back to single pages),
 //! [`DevicePagemapOps::folio_split`] gives each new folio its data. The core calls that op for
@@ -34,24 +34,24 @@
 //!
 //! When the last reference to an in-use page goes, the kernel calls `folio_free`; the abstraction
 //! takes the `PageData` back out of the page and hands both to [`DevicePagemapOps::folio_free`]
-//! with a new [`FreeDevicePage`]. If a migration does not use a destination page,
+//! with a new [`FreeDeviceFolio`]. If a migration does not use a destination page,
 //! `migrate_vma_finalize()` unlocks and puts it, so it too comes back through `folio_free`.
 //!
 //! # Lifetime of a pagemap
 //!
-//! Every [`FreeDevicePage`] and every in-use page holds a reference on the pagemap's `percpu_ref`,
+//! Every [`FreeDeviceFolio`] and every in-use page holds a reference on the pagemap's `percpu_ref`,
 //! so the pagemap (and its `struct page`s) cannot go away under a token. `memunmap_pages()` waits,
 //! uninterruptibly, until every such reference is gone, so the pagemap counts the pages that hold
 //! one ([`DevicePagemap::pages_held`]) and unregisters only once none is left:
 //!
 //! - [`DevicePagemap::begin_removal`] stops freed pages from going back to the driver; the driver
-//!   then drops the [`FreeDevicePage`]s it holds (e.g. drains its free list): they are counted like
-//!   pages in use, and only the driver can give them up;
+//!   then drops the [`FreeDeviceFolio`]s it holds (e.g. drains its free list): they are counted
+//!   like pages in use, and only the driver can give them up;
 //! - [`DevicePagemap::evict_all`] migrates the pages still in use back to system memory
 //!   ([`DevicePagemap::evict`]) in rounds, for a bounded time, and fails with `EBUSY` if some could
 //!   not be moved (locked or pinned by someone else at the time, a large folio with no free system
-//!   folio to move to, a [`LockedDevicePage`] someone holds): a driver can report that and keep the
-//!   pagemap, or drop it, which then does not wait;
+//!   folio to move to, a [`LockedDeviceFolio`] someone holds): a driver can report that and keep
+//!   the pagemap, or drop it, which then does not wait;
 //! - dropping a [`DevicePagemap`] evicts until no page is left, logging what it still waits for
 //!   every 10 s.
 //!
@@ -67,7 +67,7 @@ mod pagemap;
 
 pub use self::{
     fault::DeviceFault,
-    page::{AnyDevicePage, DevicePage, FreeDevicePage, LockedDevicePage, PageRef, SplitPages},
+    page::{AnyDevicePage, DevicePage, FreeDeviceFolio, LockedDeviceFolio, PageRef, SplitPages},
     pagemap::{CoherentMemory, DevicePagemap},
 };
 
@@ -122,8 +122,8 @@ pub struct PagemapOwner {
 // SAFETY: A `PagemapOwner` has no contents anyone reads or writes: only its address is used, which
 // is the same on every thread.
 unsafe impl Send for PagemapOwner {}
-// SAFETY: Through `&PagemapOwner` nothing is read or written but the address, which any thread
-// may compare.
+// SAFETY: Through `&PagemapOwner` nothing is read or written but the address, which any thread may
+// compare.
 unsafe impl Sync for PagemapOwner {}
 
 impl PagemapOwner {
@@ -185,13 +185,17 @@ impl VmFaultResult {
 /// A device-private pagemap whose pages are backed by system pages (as `lib/test_hmm.c` does):
 ///
 /// ```ignore
-/// struct Mem { free: SpinLock<KVec<FreeDevicePage<Mem>>> }
+/// struct Mem { free: SpinLock<KVec<FreeDeviceFolio<Mem>>> }
 ///
 /// #[vtable]
 /// impl DevicePagemapOps for Mem {
 ///     type PageData = KBox<Backing>;
 ///
-///     fn folio_free(pagemap: &DevicePagemap<Self>, page: FreeDevicePage<Self>, _: KBox<Backing>) {
+///     fn folio_free(
+///         pagemap: &DevicePagemap<Self>,
+///         page: FreeDeviceFolio<Self>,
+///         _: KBox<Backing>,
+///     ) {
 ///         if !pagemap.is_removing() {
 ///             let _ = pagemap.data().free.lock().push_within_capacity(page);
 ///         }
@@ -220,19 +224,19 @@ pub trait DevicePagemapOps: Sized + Send + Sync + 'static {
 
     /// The last reference to `page` was dropped (`dev_pagemap_ops::folio_free`).
     ///
-    /// `data` is what [`FreeDevicePage::activate`] stored in the page; `page` is the now idle page,
-    /// to be put back on the driver's free list or dropped. Called in whatever context dropped the
-    /// last reference, so it must not sleep. Not called for pages freed once the pagemap is being
-    /// removed ([`DevicePagemap::begin_removal`]), except by a call that was already under way:
-    /// drop the page if [`DevicePagemap::is_removing`], testing it under the lock that guards the
-    /// free list.
-    fn folio_free(pagemap: &DevicePagemap<Self>, page: FreeDevicePage<Self>, data: Self::PageData);
+    /// `data` is what [`FreeDeviceFolio::activate`] stored in the page; `page` is the now idle
+    /// page, to be put back on the driver's free list or dropped. Called in whatever context
+    /// dropped the last reference, so it must not sleep. Not called for pages freed once the
+    /// pagemap is being removed ([`DevicePagemap::begin_removal`]), except by a call that was
+    /// already under way: drop the page if [`DevicePagemap::is_removing`], testing it under the
+    /// lock that guards the free list.
+    fn folio_free(pagemap: &DevicePagemap<Self>, page: FreeDeviceFolio<Self>, data: Self::PageData);
 
     /// The CPU accessed a device-private page (`dev_pagemap_ops::migrate_to_ram`).
     ///
     /// Migrate [`DeviceFault::page`] back to system memory (with `migrate_vma`, using
-    /// [`DeviceFault::vma`] and the fault page). The mmap lock is held for reading and the
-    /// faulting page is locked, with a reference held, for the whole call.
+    /// [`DeviceFault::vma`] and the fault page). The mmap lock is held for reading and the faulting
+    /// page is locked, with a reference held, for the whole call.
     ///
     /// Return [`VmFaultResult::Ok`] only if the page left the device (or an invalidation of the
     /// address happened, as `migrate_vma_setup()` makes): the core, and `hmm_range_fault()` on
@@ -304,7 +308,7 @@ impl<T: DevicePagemapOps> OpsTable<T> {
         let ptr = unsafe { bindings::page_zone_device_data(page) };
         // SAFETY: `page` is valid and nobody else uses an idle page.
         unsafe { bindings::page_set_zone_device_data(page, core::ptr::null_mut()) };
-        // SAFETY: A page that had references was activated by `FreeDevicePage::activate()`, which
+        // SAFETY: A page that had references was activated by `FreeDeviceFolio::activate()`, which
         // stored `into_foreign()` of a `T::PageData` here (type invariant of `DevicePage`); the
         // refcount is zero, so no borrow of it is left, and it was cleared above so it is taken
         // back only once.
@@ -327,7 +331,7 @@ impl<T: DevicePagemapOps> OpsTable<T> {
         unsafe { bindings::percpu_ref_get_many(pagemap.percpu_ref(), nr_pages(order)) };
         // INVARIANT: The page is idle and nobody else owns it; we took the pagemap references the
         // token puts on drop.
-        let page = FreeDevicePage {
+        let page = FreeDeviceFolio {
             // SAFETY: `folio` is not null (function safety requirements).
             page: unsafe { NonNull::new_unchecked(page) },
             pagemap: NonNull::from(pagemap),

@@ -25,7 +25,7 @@
 use crate::{
     bindings,
     mm::memremap::{
-        DeviceFault, DevicePage, DevicePagemapOps, LockedDevicePage, PageRef, PagemapOwner,
+        DeviceFault, DevicePage, DevicePagemapOps, LockedDeviceFolio, PageRef, PagemapOwner,
     },
 };
 use core::{marker::PhantomData, ptr::NonNull};
@@ -93,7 +93,7 @@ pub const HPAGE_PMD_ORDER: u32 = bindings::HMM_RS_HPAGE_PMD_ORDER;
 /// Something a migration can move a page to.
 ///
 /// Implemented by the locked destination page types: a device page
-/// ([`crate::mm::memremap::LockedDevicePage`]) and a system page ([`LockedSystemPage`]).
+/// ([`crate::mm::memremap::LockedDeviceFolio`]) and a system page ([`LockedSystemFolio`]).
 ///
 /// # Safety
 ///
@@ -115,12 +115,12 @@ pub unsafe trait MigrateDestination {
 ///
 /// `page` is the head of a folio of order `order` this object holds one reference to and has
 /// locked.
-pub struct LockedSystemPage {
+pub struct LockedSystemFolio {
     page: NonNull<bindings::page>,
     order: u32,
 }
 
-impl LockedSystemPage {
+impl LockedSystemFolio {
     /// Allocates a page for user memory at `addr` in `vma` and locks it.
     pub fn alloc_for_vma(vma: &VmaRef, addr: usize) -> Result<Self> {
         // SAFETY: `vma` is valid (it is borrowed from an mmap lock guard or a fault);
@@ -175,7 +175,7 @@ impl LockedSystemPage {
     }
 }
 
-impl Drop for LockedSystemPage {
+impl Drop for LockedSystemFolio {
     fn drop(&mut self) {
         // SAFETY: By the type invariants, we hold the lock and a reference.
         unsafe {
@@ -187,7 +187,7 @@ impl Drop for LockedSystemPage {
 
 // SAFETY: `migrate_pfn()` of our locked, referenced folio of `order`; `forget` gives up both to the
 // migration.
-unsafe impl MigrateDestination for LockedSystemPage {
+unsafe impl MigrateDestination for LockedSystemFolio {
     fn order(&self) -> u32 {
         self.order
     }
@@ -200,15 +200,15 @@ unsafe impl MigrateDestination for LockedSystemPage {
     }
 }
 
-// SAFETY: `LockedDevicePage::into_migrate_pfn()` returns `migrate_pfn()` of its page, the head of a
-// folio of `order()`, which `activate()` left locked with one reference, and gives both up.
-unsafe impl<T: DevicePagemapOps> MigrateDestination for LockedDevicePage<T> {
+// SAFETY: `LockedDeviceFolio::into_migrate_pfn()` returns `migrate_pfn()` of its page, the head of
+// a folio of `order()`, which `activate()` left locked with one reference, and gives both up.
+unsafe impl<T: DevicePagemapOps> MigrateDestination for LockedDeviceFolio<T> {
     fn order(&self) -> u32 {
         DevicePage::order(self)
     }
 
     fn into_migrate_pfn(self) -> usize {
-        LockedDevicePage::into_migrate_pfn(self)
+        LockedDeviceFolio::into_migrate_pfn(self)
     }
 }
 
@@ -253,7 +253,7 @@ impl MigratePfns {
 ///     if !e.can_migrate() {
 ///         return Ok(()); // a hole, the zero page, a pinned page, ...
 ///     }
-///     // A locked device page with the entry's data copied in: `FreeDevicePage::activate()`.
+///     // A locked device page with the entry's data copied in: `FreeDeviceFolio::activate()`.
 ///     let dst = my_device.alloc_and_copy(e.src_page())?;
 ///     e.set_dst(dst)
 /// })?;

@@ -93,7 +93,7 @@ impl InvalidateRange {
     ///
     /// `ptr` must point to a valid `struct mmu_notifier_range` that stays valid and unchanged for
     /// the lifetime `'a`.
-    unsafe fn from_raw<'a>(ptr: *const bindings::mmu_notifier_range) -> &'a Self {
+    pub unsafe fn from_raw<'a>(ptr: *const bindings::mmu_notifier_range) -> &'a Self {
         // SAFETY: `InvalidateRange` is a transparent wrapper of the C struct, and the caller
         // guarantees that it is valid and unchanged for `'a`.
         unsafe { &*ptr.cast() }
@@ -553,14 +553,14 @@ impl<T: MmuIntervalNotifierOps + Unpin> DerefMut for IntervalGuard<'_, T> {
     }
 }
 
-/// The lock of an [`MmuIntervalNotifier`], held further up and lent to a closure that uses what
-/// the lock vouches for ([`crate::mm::hmm::Range::fault()`],
+/// The lock of an [`MmuIntervalNotifier`], held further up and lent to a closure that uses what the
+/// lock vouches for ([`crate::mm::hmm::Range::fault()`],
 /// [`MmuIntervalNotifier::make_device_exclusive()`]).
 ///
 /// It gives the driver's state (through [`Deref`], [`DerefMut`] if `T: Unpin`, and
-/// [`Locked::data()`]) and the sequence check, but not the guard: a closure given the guard,
-/// even pinned, could replace it (`Pin::set()`) with the guard of another notifier and so unlock
-/// this one while it still used the pages the lock vouched for.
+/// [`Locked::data()`]) and the sequence check, but not the guard: a closure given the guard, even
+/// pinned, could replace it (`Pin::set()`) with the guard of another notifier and so unlock this
+/// one while it still used the pages the lock vouched for.
 pub struct Locked<'g, 'a, T: MmuIntervalNotifierOps> {
     guard: &'g mut IntervalGuard<'a, T>,
 }

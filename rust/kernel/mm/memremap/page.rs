@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The tokens of device pages: idle ([`FreeDevicePage`]), migration destination
-//! ([`LockedDevicePage`]), in use ([`DevicePage`], [`AnyDevicePage`]), and any page a migration or
+//! The tokens of device pages: idle ([`FreeDeviceFolio`]), migration destination
+//! ([`LockedDeviceFolio`]), in use ([`DevicePage`], [`AnyDevicePage`]), and any page a migration or
 //! a mirror meets ([`PageRef`]).
 
 use super::{
@@ -28,7 +28,7 @@ use kernel::{
     },
 };
 
-/// An idle device page of a [`DevicePagemap<T>`], owned by the driver.
+/// An idle device folio of a [`DevicePagemap<T>`] (a single page at order 0), owned by the driver.
 ///
 /// # Invariants
 ///
@@ -37,7 +37,7 @@ use kernel::{
 ///   `order` ([`DevicePagemap::supports_order`]).
 /// - The token holds `1 << order` references on the pagemap's `percpu_ref`, which keep `pagemap`
 ///   alive.
-pub struct FreeDevicePage<T: DevicePagemapOps> {
+pub struct FreeDeviceFolio<T: DevicePagemapOps> {
     pub(super) page: NonNull<bindings::page>,
     pub(super) pagemap: NonNull<DevicePagemap<T>>,
     pub(super) order: u32,
@@ -45,11 +45,11 @@ pub struct FreeDevicePage<T: DevicePagemapOps> {
 
 // SAFETY: The token is exclusive ownership of an idle page; nothing about it is tied to a thread,
 // and the pagemap it refers to is `Sync`.
-unsafe impl<T: DevicePagemapOps> Send for FreeDevicePage<T> {}
+unsafe impl<T: DevicePagemapOps> Send for FreeDeviceFolio<T> {}
 // SAFETY: `&self` methods only read.
-unsafe impl<T: DevicePagemapOps> Sync for FreeDevicePage<T> {}
+unsafe impl<T: DevicePagemapOps> Sync for FreeDeviceFolio<T> {}
 
-impl<T: DevicePagemapOps> FreeDevicePage<T> {
+impl<T: DevicePagemapOps> FreeDeviceFolio<T> {
     /// The page's pfn.
     pub fn pfn(&self) -> usize {
         // SAFETY: The page is valid (type invariant).
@@ -86,7 +86,7 @@ impl<T: DevicePagemapOps> FreeDevicePage<T> {
     ///
     /// The result is a migration destination. May sleep (`lock_page()`, on a page nobody else can
     /// see, so it does not wait).
-    pub fn activate(self, data: T::PageData) -> LockedDevicePage<T> {
+    pub fn activate(self, data: T::PageData) -> LockedDeviceFolio<T> {
         let this = ManuallyDrop::new(self);
         let page = this.page.as_ptr();
         let pgmap = this.pagemap().as_raw();
@@ -100,14 +100,14 @@ impl<T: DevicePagemapOps> FreeDevicePage<T> {
         unsafe { bindings::percpu_ref_put_many(this.pagemap().percpu_ref(), nr_pages(this.order)) };
         // INVARIANT: The page is initialised with one reference, which is ours, locked by us, and
         // carries `data`.
-        LockedDevicePage {
+        LockedDeviceFolio {
             page: this.page,
             _t: PhantomData,
         }
     }
 }
 
-impl<T: DevicePagemapOps> Drop for FreeDevicePage<T> {
+impl<T: DevicePagemapOps> Drop for FreeDeviceFolio<T> {
     fn drop(&mut self) {
         let n = nr_pages(self.order);
         // INVARIANT: The pages are given up; our references, which keep the pagemap alive until the
@@ -119,7 +119,7 @@ impl<T: DevicePagemapOps> Drop for FreeDevicePage<T> {
     }
 }
 
-/// The pages of a split [`FreeDevicePage`] block: [`FreeDevicePage::split`].
+/// The pages of a split [`FreeDeviceFolio`] block: [`FreeDeviceFolio::split`].
 ///
 /// # Invariants
 ///
@@ -132,9 +132,9 @@ pub struct SplitPages<T: DevicePagemapOps> {
 }
 
 impl<T: DevicePagemapOps> Iterator for SplitPages<T> {
-    type Item = FreeDevicePage<T>;
+    type Item = FreeDeviceFolio<T>;
 
-    fn next(&mut self) -> Option<FreeDevicePage<T>> {
+    fn next(&mut self) -> Option<FreeDeviceFolio<T>> {
         if self.next >= self.end {
             return None;
         }
@@ -143,7 +143,7 @@ impl<T: DevicePagemapOps> Iterator for SplitPages<T> {
         let page = NonNull::new(unsafe { bindings::pfn_to_page(self.next) })?;
         self.next += 1;
         // INVARIANT: The page and its reference pass from the iterator to the token.
-        Some(FreeDevicePage {
+        Some(FreeDeviceFolio {
             page,
             pagemap: self.pagemap,
             order: 0,
@@ -157,7 +157,7 @@ impl<T: DevicePagemapOps> Drop for SplitPages<T> {
         if left > 0 {
             // SAFETY: Our references keep the pagemap alive (type invariant).
             let pagemap = unsafe { self.pagemap.as_ref() };
-            // INVARIANT: As in `FreeDevicePage::drop()`.
+            // INVARIANT: As in `FreeDeviceFolio::drop()`.
             pagemap.held.fetch_sub(left, Ordering::AcqRel);
             // SAFETY: The references of the pages not handed out (type invariant); the pagemap may
             // go away right after.
@@ -166,27 +166,27 @@ impl<T: DevicePagemapOps> Drop for SplitPages<T> {
     }
 }
 
-/// A device page just put in use: locked, with the only reference, which the token owns.
+/// A device folio just put in use: locked, with the only reference, which the token owns.
 ///
-/// Pass it to a migration as a destination with [`LockedDevicePage::into_migrate_pfn`]. Dropping it
-/// unlocks and puts the page, which frees it to [`DevicePagemapOps::folio_free`] (so do not drop it
-/// while holding a lock `folio_free` takes).
+/// Pass it to a migration as a destination with [`LockedDeviceFolio::into_migrate_pfn`]. Dropping
+/// it unlocks and puts the page, which frees it to [`DevicePagemapOps::folio_free`] (so do not drop
+/// it while holding a lock `folio_free` takes).
 ///
 /// # Invariants
 ///
 /// `page` is an in-use page of a `DevicePagemap<T>` (see [`DevicePage`]), locked by us, and the
 /// token owns one reference to it.
-pub struct LockedDevicePage<T: DevicePagemapOps> {
+pub struct LockedDeviceFolio<T: DevicePagemapOps> {
     page: NonNull<bindings::page>,
     _t: PhantomData<T>,
 }
 
 // SAFETY: A page lock and a page reference may be released on any thread.
-unsafe impl<T: DevicePagemapOps> Send for LockedDevicePage<T> {}
+unsafe impl<T: DevicePagemapOps> Send for LockedDeviceFolio<T> {}
 // SAFETY: Shared access only reads (`&DevicePage<T>` methods).
-unsafe impl<T: DevicePagemapOps> Sync for LockedDevicePage<T> {}
+unsafe impl<T: DevicePagemapOps> Sync for LockedDeviceFolio<T> {}
 
-impl<T: DevicePagemapOps> LockedDevicePage<T> {
+impl<T: DevicePagemapOps> LockedDeviceFolio<T> {
     /// The `migrate_pfn()` entry for this page as a migration destination (`migrate_vma::dst`); the
     /// caller adds `MIGRATE_PFN_WRITE` as needed.
     ///
@@ -200,7 +200,7 @@ impl<T: DevicePagemapOps> LockedDevicePage<T> {
     }
 }
 
-impl<T: DevicePagemapOps> Deref for LockedDevicePage<T> {
+impl<T: DevicePagemapOps> Deref for LockedDeviceFolio<T> {
     type Target = DevicePage<T>;
 
     fn deref(&self) -> &DevicePage<T> {
@@ -210,7 +210,7 @@ impl<T: DevicePagemapOps> Deref for LockedDevicePage<T> {
     }
 }
 
-impl<T: DevicePagemapOps> Drop for LockedDevicePage<T> {
+impl<T: DevicePagemapOps> Drop for LockedDeviceFolio<T> {
     fn drop(&mut self) {
         // SAFETY: We locked the page and own a reference (type invariant).
         unsafe {
@@ -224,7 +224,7 @@ impl<T: DevicePagemapOps> Drop for LockedDevicePage<T> {
 ///
 /// # Invariants
 ///
-/// The page is a page of a `DevicePagemap<T>` that was put in use by [`FreeDevicePage::activate`]:
+/// The page is a page of a `DevicePagemap<T>` that was put in use by [`FreeDeviceFolio::activate`]:
 /// the head page of its folio holds in `zone_device_data` a pointer from
 /// `T::PageData::into_foreign()`. A reference to the page (or a lock that keeps one in place) is
 /// held for as long as the `&DevicePage<T>` exists, so the page is not freed, its data is not taken
@@ -258,8 +258,8 @@ impl<T: DevicePagemapOps> DevicePage<T> {
     /// # Safety
     ///
     /// `page` must be an in-use page of a `DevicePagemap<T>` (i.e. it has references, so it was
-    /// activated by [`FreeDevicePage::activate`]), and a reference to it must be held for `'a`.
-    pub(crate) unsafe fn from_raw<'a>(page: *mut bindings::page) -> &'a Self {
+    /// activated by [`FreeDeviceFolio::activate`]), and a reference to it must be held for `'a`.
+    pub unsafe fn from_raw<'a>(page: *mut bindings::page) -> &'a Self {
         // SAFETY: `DevicePage` is a transparent wrapper of `struct page`; the invariants hold by
         // the function safety requirements.
         unsafe { &*page.cast() }
@@ -286,7 +286,7 @@ impl<T: DevicePagemapOps> DevicePage<T> {
         Some(unsafe { Self::from_raw(page) })
     }
 
-    /// The driver data stored in the page by [`FreeDevicePage::activate`].
+    /// The driver data stored in the page by [`FreeDeviceFolio::activate`].
     pub fn data(&self) -> <T::PageData as ForeignOwnable>::Borrowed<'_> {
         // SAFETY: The page is valid (type invariant).
         let head = unsafe { bindings::page_folio(self.as_raw()) }.cast::<bindings::page>();
@@ -412,7 +412,7 @@ impl<'a> PageRef<'a> {
     ///
     /// `page` must be a valid `struct page` that stays in use (referenced, or mapped under a lock
     /// that keeps it so) for `'a`.
-    pub(crate) unsafe fn from_raw(page: NonNull<bindings::page>) -> Self {
+    pub unsafe fn from_raw(page: NonNull<bindings::page>) -> Self {
         let raw = page.as_ptr();
         // SAFETY: `page` is valid (function safety requirements).
         let device = unsafe {

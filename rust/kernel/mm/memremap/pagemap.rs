@@ -7,7 +7,7 @@ use super::{
     nr_pages, //
     DevicePage,
     DevicePagemapOps,
-    FreeDevicePage,
+    FreeDeviceFolio,
     OpsTable,
     PagemapOwner,
 };
@@ -90,8 +90,8 @@ impl MemRegion {
         // SAFETY: `res` is the resource just inserted in the tree; it stays valid until released.
         let (start, end) = unsafe { ((*res).start, (*res).end) };
         // INVARIANT: The range was just claimed. `request_free_mem_region()` claims a multiple of
-        // the memory section size (128 MiB on x86_64), at least `size`; only `size` is
-        // registered, so that the pagemap has the pages asked for and no more `struct page`s.
+        // the memory section size (128 MiB on x86_64), at least `size`; only `size` is registered,
+        // so that the pagemap has the pages asked for and no more `struct page`s.
         Ok(Self {
             start,
             size: end - start + 1,
@@ -203,11 +203,11 @@ const EVICT_BATCH: usize = 1 << bindings::HMM_RS_HPAGE_PMD_ORDER;
 /// - `type_id` is `TypeId::of::<T>()`. The type is `repr(C)` and `pgmap` and `type_id` come first,
 ///   so both are at the same offset in every `DevicePagemap<U>`: code that knows only the
 ///   `dev_pagemap` can read which `T` the pagemap was made with.
-/// - Once `pages_taken` is set, [`FreeDevicePage`]s may exist for the pagemap's pages; before,
+/// - Once `pages_taken` is set, [`FreeDeviceFolio`]s may exist for the pagemap's pages; before,
 ///   every page is idle and unowned.
 /// - `held` counts the pages that hold a reference on the `percpu_ref`, `memunmap_pages()` waits
-///   for: pages owned by a [`FreeDevicePage`] or a [`SplitPages`] iterator, and pages in use. It is
-///   zero only once no such page is left (the core may still be putting the references of a page
+///   for: pages owned by a [`FreeDeviceFolio`] or a [`SplitPages`] iterator, and pages in use. It
+///   is zero only once no such page is left (the core may still be putting the references of a page
 ///   whose `folio_free` ran: that does not wait on anyone).
 ///
 /// # Examples
@@ -223,7 +223,7 @@ const EVICT_BATCH: usize = 1 << bindings::HMM_RS_HPAGE_PMD_ORDER;
 /// for page in pagemap.take_free_pages(0)? {
 ///     pagemap.data().free.lock().push(page, GFP_KERNEL)?;
 /// }
-/// // A migration's destination: `free_page.activate(backing)` gives a `LockedDevicePage`.
+/// // A migration's destination: `free_page.activate(backing)` gives a `LockedDeviceFolio`.
 /// // Dropping the pagemap evicts the pages still in use, then unregisters it.
 /// ```
 // `repr(C)`, with `pgmap` and `type_id` first: `AnyDevicePage::downcast()` reads `type_id` through
@@ -461,7 +461,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
     pub fn take_free_pages(
         &self,
         order: u32,
-    ) -> Result<impl Iterator<Item = FreeDevicePage<T>> + '_> {
+    ) -> Result<impl Iterator<Item = FreeDeviceFolio<T>> + '_> {
         if !self.supports_order(order) {
             return Err(EINVAL);
         }
@@ -491,7 +491,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
             // INVARIANT: `pages_taken` was clear, so the pages are idle and this is the only token
             // for them; we took their pagemap references and counted them in `held`. A block of
             // `order` is only made where supported.
-            Some(FreeDevicePage {
+            Some(FreeDeviceFolio {
                 page,
                 pagemap: NonNull::from(self),
                 order,
@@ -507,7 +507,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         self.evict_with(T::copy_to_ram)
     }
 
-    /// The number of the pagemap's pages that are in use or owned by a [`FreeDevicePage`]: what
+    /// The number of the pagemap's pages that are in use or owned by a [`FreeDeviceFolio`]: what
     /// unregistering the pagemap waits for.
     #[inline]
     pub fn pages_held(&self) -> usize {
@@ -529,7 +529,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
     /// A `folio_free` that started before this may still deliver a page to
     /// [`DevicePagemapOps::folio_free`]: the driver checks [`DevicePagemap::is_removing`] there,
     /// under the lock that guards its free list, and drains that list under the same lock after
-    /// calling this, so that no [`FreeDevicePage`] of the pagemap is left.
+    /// calling this, so that no [`FreeDeviceFolio`] of the pagemap is left.
     #[inline]
     pub fn begin_removal(&self) {
         self.removing.store(true, Ordering::Release);
@@ -547,8 +547,8 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
     /// page is held, and none can be again (no page is handed out once removal began): dropping the
     /// pagemap then does not wait. `EBUSY` if pages are still held when the time is up: they could
     /// not be evicted yet (locked or pinned by someone else, a large folio with no free system
-    /// folio to move to, [`FreeDevicePage`]s the driver still owns); `EINTR` if the current task is
-    /// being killed. Calls [`DevicePagemap::begin_removal`] first. May sleep.
+    /// folio to move to, [`FreeDeviceFolio`]s the driver still owns); `EINTR` if the current task
+    /// is being killed. Calls [`DevicePagemap::begin_removal`] first. May sleep.
     pub fn evict_all(&self, timeout: Delta) -> Result {
         self.begin_removal();
         let start = Instant::<Monotonic>::now();
@@ -571,7 +571,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
     /// allocated system page; the system page then replaces the device page in every page table
     /// mapping it, and the device page is freed (to [`DevicePagemapOps::folio_free`]).
     ///
-    /// Pages that are locked by someone else at the time (e.g. a [`LockedDevicePage`] or a
+    /// Pages that are locked by someone else at the time (e.g. a [`LockedDeviceFolio`] or a
     /// concurrent migration) or that cannot be unmapped are skipped. May sleep.
     pub fn evict_with(
         &self,
@@ -762,7 +762,7 @@ mod tests {
 
         fn folio_free(
             pagemap: &DevicePagemap<Self>,
-            page: FreeDevicePage<Self>,
+            page: FreeDeviceFolio<Self>,
             data: KBox<usize>,
         ) {
             pagemap.data().freed.fetch_add(*data, Ordering::Relaxed);
