@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * hmm-rs: the ioctls of /dev/hmm_dmirror* beyond lib/test_hmm_uapi.h,
+ * whose ABI stays as it is (hmm-tests runs unchanged).
+ *
+ * HMM_RS_MIGRATE migrates a range in one direction chosen by the caller
+ * and says, for every page that did not move, why not, and whether trying
+ * again can help. The reasons are those the July 2020 review of
+ * migrate_vma's select flags asked for; Documentation/migrate-reasons.rst
+ * says how each is derived from kernel state, and which ones a module
+ * cannot tell apart on 7.3.
+ */
+#ifndef _UAPI_HMM_RS_H
+#define _UAPI_HMM_RS_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+/* Source pages to select: the values of enum migrate_vma_direction. */
+#define HMM_RS_SELECT_SYSTEM		(1U << 0)
+#define HMM_RS_SELECT_DEVICE_PRIVATE	(1U << 1)
+#define HMM_RS_SELECT_DEVICE_COHERENT	(1U << 2)
+#define HMM_RS_SELECT_ALL		(HMM_RS_SELECT_SYSTEM |		\
+					 HMM_RS_SELECT_DEVICE_PRIVATE |	\
+					 HMM_RS_SELECT_DEVICE_COHERENT)
+
+/* Where the selected pages go. */
+#define HMM_RS_DST_DEVICE		0	/* this file's device */
+#define HMM_RS_DST_SYSTEM		1	/* system memory */
+
+/*
+ * Requests. THP: without HMM_RS_REQ_THP a transparent huge page is
+ * collected and moved page by page (split); with it, it is collected
+ * whole and moved whole if a destination of its size can be had, else
+ * page by page.
+ */
+#define HMM_RS_REQ_THP			(1U << 0)
+#define HMM_RS_REQ_ALL			(HMM_RS_REQ_THP)
+
+/*
+ * Per-page status: a reason, with HMM_RS_STATUS_RETRY set when the same
+ * request can succeed later without anything else changing first, and
+ * HMM_RS_STATUS_WHOLE when the page was collected as part of a huge page
+ * taken whole (HMM_RS_REQ_THP) and moved, or stayed, with all of it.
+ */
+enum hmm_rs_reason {
+	HMM_RS_MIGRATED = 0,	/* moved (or, a hole, populated) */
+	/*
+	 * Nothing the request selects is present: nothing mapped where holes
+	 * are not populated (not an anonymous mapping, or no SYSTEM), a
+	 * swapped-out page, a device-private page of another owner, or an
+	 * entry in transition. A module cannot tell these apart on 7.3.
+	 */
+	HMM_RS_NOT_PRESENT = 1,
+	HMM_RS_ZERO_PAGE = 2,		/* the shared zero page, SYSTEM not selected */
+	HMM_RS_NOT_SELECTED = 3,	/* a page of a kind not selected */
+	HMM_RS_OTHER_OWNER = 4,		/* a device page of another owner */
+	HMM_RS_PINNED = 5,		/* pinned (FOLL_PIN): moves once unpinned */
+	HMM_RS_BUSY = 6,		/* locked, extra references, not isolated */
+	HMM_RS_SPLIT_FAILED = 7,	/* a huge page that could not be split */
+	HMM_RS_NO_DESTINATION = 8,	/* the driver gave it no destination */
+	HMM_RS_NO_MEMORY = 9,		/* no destination memory to be had */
+	HMM_RS_REFUSED = 10,		/* migrate_vma_pages() did not move it */
+	HMM_RS_FILE_BACKED = 11,	/* file-backed: cannot go to a device */
+	HMM_RS_UNSUPPORTED = 12,	/* a mapping hmm cannot walk (special) */
+	HMM_RS_NR_REASONS = 16,		/* room in counts[] */
+};
+
+#define HMM_RS_STATUS_REASON		0x3f
+#define HMM_RS_STATUS_WHOLE		0x40
+#define HMM_RS_STATUS_RETRY		0x80
+
+/**
+ * struct hmm_rs_migrate - HMM_RS_MIGRATE
+ * @addr: in: start of the range, page aligned
+ * @npages: in: pages in the range, not 0
+ * @status: in: user address of @npages bytes for the per-page status, or 0;
+ *	written before anything moves, so an unwritable array fails with
+ *	EFAULT and changes nothing
+ * @select: in: HMM_RS_SELECT_*, not 0
+ * @dst: in: HMM_RS_DST_*
+ * @flags: in: HMM_RS_REQ_*
+ * @reserved: in: 0
+ * @migrated: out: pages moved (populated holes included)
+ * @counts: out: pages per reason, counts[HMM_RS_MIGRATED] == migrated
+ *
+ * Directions: HMM_RS_DST_DEVICE takes @select == HMM_RS_SELECT_SYSTEM
+ * (system to this device); HMM_RS_DST_SYSTEM takes device kinds only
+ * (this device's pages back to system memory).
+ *
+ * Errors: EINVAL for unknown bits or reasons, a nonzero @reserved, a
+ * range that is not page aligned, empty or overflowing, a selection the
+ * destination does not take, and a range not covered by readable
+ * mappings; EFAULT for an unwritable status array; EINTR when killed
+ * (pages already moved stay moved, and the status says which).
+ */
+struct hmm_rs_migrate {
+	__u64 addr;
+	__u64 npages;
+	__u64 status;
+	__u32 select;
+	__u32 dst;
+	__u32 flags;
+	__u32 reserved;
+	__u64 migrated;
+	__u64 counts[HMM_RS_NR_REASONS];
+};
+
+#define HMM_RS_MIGRATE		_IOWR('H', 0x40, struct hmm_rs_migrate)
+
+#endif /* _UAPI_HMM_RS_H */
