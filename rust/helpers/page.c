@@ -97,3 +97,8 @@ __rust_helper struct dev_pagemap *rust_helper_page_pgmap(const struct page *page
 {
 	return page_pgmap(page);
 }
+
+__rust_helper bool rust_helper_folio_maybe_dma_pinned(struct folio *folio)
+{
+	return folio_maybe_dma_pinned(folio);
+}

@@ -17,6 +17,7 @@ use crate::{
     bindings,
     mm::{
         memremap::PagemapOwner,
+        migrate::Seen,
         mmu_notifier::{Locked, MmuIntervalNotifier, MmuIntervalNotifierOps, ReadSeq},
     },
     task_ext::TaskExt,
@@ -25,7 +26,7 @@ use core::{ops::Deref, ptr::NonNull};
 use kernel::{
     error::to_result,
     ffi::c_ulong,
-    mm::MmWithUser,
+    mm::{MmWithUser, MmapReadGuard},
     page::{BorrowedPage, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     time::{msecs_to_jiffies, Delta, Instant, Monotonic},
@@ -36,6 +37,15 @@ pub mod mirror;
 /// The number of pages [`Range::fault()`] and [`Range::snapshot()`] ask `hmm_range_fault()` for at
 /// a time (the size of the on-stack `hmm_pfns` array).
 pub const CHUNK_PAGES: usize = 64;
+
+/// How [`Range::run()`] walks: under the mmap lock, taken for each walk (`Locked`) or held by the
+/// caller (`Held`, snapshots only), or with `hmm_range_fault_unlocked_timeout()` (`Unlocked`).
+#[derive(Clone, Copy)]
+enum Walk {
+    Locked,
+    Held,
+    Unlocked(Option<Delta>),
+}
 
 const PFN_VALID: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_VALID as c_ulong;
 const PFN_WRITE: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_WRITE as c_ulong;
@@ -198,6 +208,34 @@ impl HmmPfn {
         }
         Some(PageKind::System)
     }
+
+    /// What the entry shows, relative to `owner`, as a migration's [`Reason::of_uncollected`]
+    /// takes it: no page, an error, or a page with its kind and whether it is pinned or part of a
+    /// large folio.
+    ///
+    /// [`Reason::of_uncollected`]: crate::mm::migrate::Reason::of_uncollected
+    pub fn seen(&self, owner: &PagemapOwner) -> Seen {
+        if self.is_error() {
+            return Seen::Error;
+        }
+        let (Some(page), Some(kind)) = (self.raw_page(), self.kind(owner)) else {
+            return Seen::NotPresent;
+        };
+        // SAFETY: By the type invariants the page is valid while `self` is borrowed.
+        let folio = unsafe { bindings::page_folio(page.as_ptr()) };
+        // SAFETY: `folio` is the valid folio of a mapped page; both only read it.
+        let (pinned, large) = unsafe {
+            (
+                bindings::folio_maybe_dma_pinned(folio),
+                bindings::folio_order(folio) > 0,
+            )
+        };
+        Seen::Page {
+            kind,
+            pinned,
+            large,
+        }
+    }
 }
 
 /// What kind of page an [`HmmPfn`] maps: [`HmmPfn::kind()`].
@@ -358,7 +396,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         commit: impl FnMut(Locked<'_, '_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let want = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
-        self.run(mm, want, None, commit)
+        self.run(mm, want, Walk::Locked, commit)
     }
 
     /// As [`Range::fault()`], but with `hmm_range_fault_unlocked_timeout()`: the mmap lock is taken
@@ -375,7 +413,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         commit: impl FnMut(Locked<'_, '_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         let want = PFN_REQ_FAULT | if write { PFN_REQ_WRITE } else { 0 };
-        self.run(mm, want, Some(timeout), commit)
+        self.run(mm, want, Walk::Unlocked(timeout), commit)
     }
 
     /// Takes a snapshot of the CPU mappings of the range, without faulting.
@@ -391,7 +429,23 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         mm: &MmWithUser,
         f: impl FnMut(Locked<'_, '_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
-        self.run(mm, 0, None, f)
+        self.run(mm, 0, Walk::Locked, f)
+    }
+
+    /// As [`Range::snapshot()`], under the mmap lock the caller holds with `mmap`, so that what it
+    /// sees and what the caller does next under the same lock (set up a migration, say) happen
+    /// without the VMAs changing in between.
+    ///
+    /// `mmap` must be a guard of the notifier's mm: that is checked through the VMA at the range's
+    /// start (`EFAULT` if there is none, `EINVAL` if it is of another mm). A snapshot does not
+    /// fault, so `hmm_range_fault()` never drops the lock.
+    pub fn snapshot_locked(
+        &self,
+        mmap: &MmapReadGuard<'_>,
+        f: impl FnMut(Locked<'_, '_, T>, &HmmPfns<'_>) -> Result,
+    ) -> Result {
+        let vma = mmap.vma_lookup(self.start).ok_or(EFAULT)?;
+        self.run(vma.mm(), 0, Walk::Held, f)
     }
 
     /// The `hmm_range_fault()` retry loop over the range, in chunks.
@@ -402,7 +456,7 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         &self,
         mm: &MmWithUser,
         want: c_ulong,
-        unlocked: Option<Option<Delta>>,
+        how: Walk,
         mut commit: impl FnMut(Locked<'_, '_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
         if !core::ptr::eq(mm.as_raw(), self.notifier.mm().as_raw()) {
@@ -434,9 +488,12 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
             };
             range.start = addr;
             range.end = next;
-            match unlocked {
-                None => self.chunk(mm, &mut range, want, &mut commit)?,
-                Some(timeout) => self.chunk_unlocked(&mut range, want, timeout, &mut commit)?,
+            match how {
+                Walk::Locked => self.chunk(Some(mm), &mut range, want, &mut commit)?,
+                Walk::Held => self.chunk(None, &mut range, want, &mut commit)?,
+                Walk::Unlocked(timeout) => {
+                    self.chunk_unlocked(&mut range, want, timeout, &mut commit)?
+                }
             }
             addr = next;
         }
@@ -450,9 +507,12 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
     /// same sequence and walks again, so an invalidation at any point (one that a fault itself
     /// causes included) ends the attempt. Only a new attempt checks the timeout, as
     /// `dmirror_range_fault()` checks it only before retrying: a slow fault does not fail.
+    ///
+    /// `mm` is the notifier's mm, whose mmap lock each walk takes, or `None` if the caller holds
+    /// it (then `want` must be `0`: a fault could drop it).
     fn chunk(
         &self,
-        mm: &MmWithUser,
+        mm: Option<&MmWithUser>,
         range: &mut bindings::hmm_range,
         want: c_ulong,
         commit: &mut impl FnMut(Locked<'_, '_, T>, &HmmPfns<'_>) -> Result,
@@ -462,9 +522,9 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         let begin = Instant::<Monotonic>::now();
         // `Ok(false)`: the sequence went stale, start a new attempt.
         let walk = |range: &mut bindings::hmm_range| {
-            let _mmap = mm.mmap_read_lock();
-            // SAFETY: `range` is fully initialised: its notifier is inserted on `mm`, whose
-            // `mmap_lock` is held, its sequence comes from `read_begin()` on that notifier, and
+            let _mmap = mm.map(|mm| mm.mmap_read_lock());
+            // SAFETY: `range` is fully initialised: its notifier is inserted on its mm, whose
+            // `mmap_lock` is held (here, or by the caller of `snapshot_locked()`), its sequence comes from `read_begin()` on that notifier, and
             // `hmm_pfns` has room for the pages of `range.start..range.end` (`run()` and
             // `fault_missing()` make sure).
             match to_result(unsafe { bindings::hmm_range_fault(range) }) {

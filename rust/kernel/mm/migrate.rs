@@ -24,8 +24,11 @@
 
 use crate::{
     bindings,
-    mm::memremap::{
-        DeviceFault, DevicePage, DevicePagemapOps, LockedDeviceFolio, PageRef, PagemapOwner,
+    mm::{
+        hmm::PageKind,
+        memremap::{
+            DeviceFault, DevicePage, DevicePagemapOps, LockedDeviceFolio, PageRef, PagemapOwner,
+        },
     },
 };
 use core::{marker::PhantomData, ptr::NonNull};
@@ -217,6 +220,9 @@ unsafe impl<T: DevicePagemapOps> MigrateDestination for LockedDeviceFolio<T> {
 pub struct MigratePfns {
     src: KVec<usize>,
     dst: KVec<usize>,
+    /// What each entry was just before `migrate_vma_pages()` (`ST_*`): the phase that follows
+    /// clears what [`MigratedEntry::outcome`] needs to know.
+    state: KVec<u8>,
 }
 
 impl MigratePfns {
@@ -224,9 +230,11 @@ impl MigratePfns {
     pub fn new(capacity: usize) -> Result<Self> {
         let mut src = KVec::with_capacity(capacity, GFP_KERNEL)?;
         let mut dst = KVec::with_capacity(capacity, GFP_KERNEL)?;
+        let mut state = KVec::with_capacity(capacity, GFP_KERNEL)?;
         src.resize(capacity, 0, GFP_KERNEL)?;
         dst.resize(capacity, 0, GFP_KERNEL)?;
-        Ok(Self { src, dst })
+        state.resize(capacity, 0, GFP_KERNEL)?;
+        Ok(Self { src, dst, state })
     }
 
     /// The largest number of pages one migration with these arrays can cover.
@@ -382,6 +390,7 @@ impl MigrateVma {
         // INVARIANT: `setup` succeeded and nothing else has run yet.
         Ok(Collected {
             args,
+            state: pfns.state.as_mut_ptr(),
             _pfns: PhantomData,
         })
     }
@@ -559,9 +568,11 @@ fn release_mpfn(mpfn: usize) {
 /// # Invariants
 ///
 /// `args` was passed to a successful `migrate_vma_setup()` and neither `migrate_vma_pages()` nor
-/// `migrate_vma_finalize()` has run on it. The arrays it points to are borrowed for `'a`.
+/// `migrate_vma_finalize()` has run on it. The arrays it points to, and `state`, which has room for
+/// `args.npages` entries, are borrowed for `'a`.
 pub struct Collected<'a> {
     args: bindings::migrate_vma,
+    state: *mut u8,
     _pfns: PhantomData<(&'a mut MigratePfns, &'a VmaRef)>,
 }
 
@@ -656,17 +667,49 @@ impl<'a> Collected<'a> {
         }
     }
 
+    /// Records in `state` what each entry is before `migrate_vma_pages()` changes it: that phase
+    /// clears `MIGRATE_PFN_MIGRATE` of every entry without a destination, and of a hole without
+    /// one leaves nothing to tell it from an entry never collected.
+    fn record_state(&mut self) {
+        let n = self.npages();
+        let state = self.state;
+        let (src, dst) = self.arrays();
+        // SAFETY: `state` has room for `npages` entries and is borrowed for `'a` (type invariant);
+        // `src` and `dst` are other arrays.
+        let state = unsafe { core::slice::from_raw_parts_mut(state, n) };
+        let mut i = 0;
+        while i < n {
+            let len = entry_pages(src[i]).min(n - i);
+            let split = len > 1 && dst[i] & PFN_COMPOUND == 0;
+            for j in i..i + len {
+                state[j] = if src[i] & PFN_MIGRATE == 0 {
+                    ST_UNCOLLECTED
+                } else if dst[j] & PFN_VALID == 0 {
+                    ST_NO_DST
+                } else if split {
+                    ST_DST | ST_SPLIT
+                } else {
+                    ST_DST
+                };
+            }
+            i += len;
+        }
+    }
+
     /// Moves the collected pages to their destinations (`migrate_vma_pages()`).
     pub fn pages(mut self) -> Migrated<'a> {
         self.check_split_entries();
+        self.record_state();
         // SAFETY: By the type invariants, `setup` succeeded and `pages` has not run; the
         // destinations are locked, referenced pages (`MigrateDestination`).
         unsafe { bindings::migrate_vma_pages(&mut self.args) };
         let args = self.args;
+        let state = self.state;
         core::mem::forget(self);
-        // INVARIANT: `pages` ran once; `finalize` has not.
+        // INVARIANT: `pages` ran once; `finalize` has not; `state` is as in `Collected`.
         Migrated {
             args,
+            state,
             _pfns: PhantomData,
         }
     }
@@ -688,19 +731,133 @@ impl Drop for Collected<'_> {
     }
 }
 
-/// What happened to one entry of a migration.
+/// What happened to one entry of a migration: [`MigratedEntry::outcome`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The page moved to its destination (or, a hole, was populated with it).
+    Migrated,
+    /// The page stayed where it was, for this reason.
+    NotMigrated(Reason),
+}
+
+/// Why an entry of a migration did not move, as the July 2020 review of the select flags asked
+/// to know.
 ///
-/// Room for the per-page reasons the 2020 review of the select flags asked for: the variants can
-/// grow without breaking callers.
+/// The phases of a migration leave a trace of most reasons in the entry's `src` and `dst` words
+/// and in the source page, which the migration holds until `finalize`. What they do not show is
+/// why `migrate_vma_setup()` left an entry out: its page table walk writes `0` for every kind of
+/// entry it skips, and for the pages it collected but could not unmap. For those,
+/// [`MigratedEntry::outcome`] says [`Reason::NotCollected`], and a caller that looked at the page
+/// table before the setup (an [`hmm::Range`] snapshot, say) gets the reason from what it saw with
+/// [`Reason::of_uncollected`]. `Documentation/migrate-reasons.rst` has the table of how each is
+/// derived.
+///
+/// [`hmm::Range`]: crate::mm::hmm::Range
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Outcome {
-    /// The page moved to its destination.
-    Migrated,
-    /// The page was not collected (not selected, pinned, busy) or was given no destination.
-    NotMigrated,
-    /// It had a destination, but `migrate_vma_pages()` could not move it.
-    Failed,
+pub enum Reason {
+    /// `migrate_vma_setup()` did not collect the entry, and nothing says why (see the type's
+    /// documentation).
+    NotCollected,
+    /// Nothing of what the selection takes is present: nothing mapped where holes are not
+    /// populated (not an anonymous mapping, or no [`Select::System`]), a swapped-out page, a
+    /// device-private page of another owner, or an entry in transition (migration,
+    /// device-exclusive). A module cannot tell these apart on 7.3: `walk_page_range()` is not
+    /// exported, and `hmm_range_fault()` reports each as not valid without faulting it in.
+    NotPresent,
+    /// The shared zero page, and [`Select::System`] not given (with it, the zero page is collected
+    /// like a hole and its destination replaces it).
+    ZeroPage,
+    /// A page of a kind the selection leaves out: system memory without [`Select::System`], or a
+    /// device page of the owner without [`Select::DevicePrivate`] or [`Select::DeviceCoherent`].
+    NotSelected,
+    /// A device page of another owner than the migration's.
+    OtherOwner,
+    /// The page is pinned (`FOLL_PIN`: DMA, `io_uring`, ...): it can move once it is unpinned.
+    Pinned,
+    /// The page was locked by someone else, had references besides its mappings (a `get_page()`,
+    /// a pipe buffer, ...), or could not be taken off the LRU: retrying can help.
+    Busy,
+    /// A huge page that had to be split (collected page by page, or given page-sized destinations)
+    /// could not be: it has references besides its mappings.
+    SplitFailed,
+    /// The entry was collected but given no destination.
+    NoDestination,
+    /// `migrate_vma_pages()` did not move the entry (its references changed, or its mapping would
+    /// not let it go); retrying can help.
+    Refused,
+    /// A page of a file (or of shmem), which only anonymous memory may leave for device memory.
+    FileBacked,
+    /// A mapping that `hmm_range_fault()` cannot walk (`HMM_PFN_ERROR`: a special mapping, a
+    /// poisoned page).
+    Unsupported,
+}
+
+impl Reason {
+    /// Whether trying the same migration again, with nothing else changed first, can succeed: the
+    /// cause is transient. [`Reason::NotPresent`] needs the page faulted in first, and
+    /// [`Reason::Pinned`] the pin released.
+    pub fn retry_can_help(self) -> bool {
+        matches!(self, Self::Busy | Self::SplitFailed | Self::Refused)
+    }
+
+    /// The reason an entry that `migrate_vma_setup()` did not collect stayed, from what a look at
+    /// the page table before the setup, with the migration's owner, `seen` there; `select` is the
+    /// migration's selection.
+    ///
+    /// A page the selection takes, seen but not collected, was pinned (an exclusive anonymous page
+    /// that is pinned cannot be shared with a migration entry; a shared one fails the reference
+    /// check), a huge page that could not be split, or busy (locked, referenced, not isolated).
+    /// What changed between the look and the setup is not seen: the reason is as of the look.
+    pub fn of_uncollected(seen: Seen, select: SelectFlags) -> Self {
+        let Seen::Page {
+            kind,
+            pinned,
+            large,
+        } = seen
+        else {
+            return match seen {
+                Seen::Error => Self::Unsupported,
+                _ => Self::NotPresent,
+            };
+        };
+        let (own, selected) = match kind {
+            PageKind::Zero if !select.contains(Select::System) => return Self::ZeroPage,
+            PageKind::Zero | PageKind::System => (true, select.contains(Select::System)),
+            PageKind::DevicePrivate { local } => (local, select.contains(Select::DevicePrivate)),
+            PageKind::DeviceCoherent { local } => (local, select.contains(Select::DeviceCoherent)),
+        };
+        if !own {
+            Self::OtherOwner
+        } else if !selected {
+            Self::NotSelected
+        } else if pinned {
+            Self::Pinned
+        } else if large {
+            Self::SplitFailed
+        } else {
+            Self::Busy
+        }
+    }
+}
+
+/// What a look at the page table found at an address before a migration was set up: the input of
+/// [`Reason::of_uncollected`]. [`crate::mm::hmm::HmmPfn::seen`] makes one from a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// No page present (or, for a device-private page, none of the owner's).
+    NotPresent,
+    /// A mapping the look could not report.
+    Error,
+    /// A page.
+    Page {
+        /// Its kind, relative to the migration's owner.
+        kind: PageKind,
+        /// Whether it may be pinned (`folio_maybe_dma_pinned()`).
+        pinned: bool,
+        /// Whether it is part of a large folio.
+        large: bool,
+    },
 }
 
 /// A migration after `migrate_vma_pages()`.
@@ -710,18 +867,34 @@ pub enum Outcome {
 /// As [`Collected`], except that `migrate_vma_pages()` has run once.
 pub struct Migrated<'a> {
     args: bindings::migrate_vma,
+    state: *mut u8,
     _pfns: PhantomData<(&'a mut MigratePfns, &'a VmaRef)>,
 }
 
 /// An entry of a [`Migrated`] migration.
+///
+/// # Invariants
+///
+/// `src` and `dst` are the entry's words after `migrate_vma_pages()`, `state` its `ST_*` from just
+/// before, and the pages they name stay locked and referenced for `'m`.
 #[derive(Clone, Copy)]
 pub struct MigratedEntry<'m> {
     index: usize,
     addr: usize,
     src: usize,
     dst: usize,
+    state: u8,
     _m: PhantomData<&'m ()>,
 }
+
+/// `Collected::record_state()`: the entry was not collected.
+const ST_UNCOLLECTED: u8 = 0;
+/// It was collected and had no destination.
+const ST_NO_DST: u8 = 1;
+/// It was collected and had a destination.
+const ST_DST: u8 = 2;
+/// With [`ST_DST`]: it was a huge source with page-sized destinations, to be split.
+const ST_SPLIT: u8 = 4;
 
 impl<'m> MigratedEntry<'m> {
     /// Index of the entry in the range.
@@ -736,21 +909,42 @@ impl<'m> MigratedEntry<'m> {
         self.addr
     }
 
-    /// What happened to the entry.
+    /// What happened to the entry, and if it stayed, why (see [`Reason`] for what this can and
+    /// cannot tell).
     pub fn outcome(&self) -> Outcome {
-        if self.src & PFN_MIGRATE != 0 && self.dst & PFN_VALID != 0 {
-            Outcome::Migrated
-        } else if self.dst & PFN_VALID != 0 {
-            Outcome::Failed
-        } else {
-            Outcome::NotMigrated
-        }
+        let reason = match self.state {
+            ST_UNCOLLECTED => Reason::NotCollected,
+            ST_NO_DST => Reason::NoDestination,
+            _ if self.src & PFN_MIGRATE != 0 && self.dst & PFN_VALID != 0 => {
+                return Outcome::Migrated
+            }
+            s if s & ST_SPLIT != 0 && self.src & PFN_COMPOUND != 0 => Reason::SplitFailed,
+            _ if self.is_file_to_device() => Reason::FileBacked,
+            _ => Reason::Refused,
+        };
+        Outcome::NotMigrated(reason)
     }
 
-    /// Whether the page moved (source entry valid and still migrating, with a destination).
+    /// Whether the entry is a page of a file going to device memory, which `migrate_vma_pages()`
+    /// refuses.
+    fn is_file_to_device(&self) -> bool {
+        let Some(PageRef::Device(_)) = self.dst_page() else {
+            return false;
+        };
+        // SAFETY: Pure pfn arithmetic.
+        let page = unsafe { bindings::migrate_pfn_to_page(self.src) };
+        if page.is_null() {
+            return false;
+        }
+        // SAFETY: A valid source entry names a page the migration holds until `finalize`, which
+        // cannot run during `'m` (type invariant); `folio_mapping()` reads the folio's mapping.
+        !unsafe { bindings::folio_mapping(bindings::page_folio(page)) }.is_null()
+    }
+
+    /// Whether the page moved (source entry still migrating, with a destination).
     #[inline]
     pub fn is_migrated(&self) -> bool {
-        self.outcome() == Outcome::Migrated
+        self.src & PFN_MIGRATE != 0 && self.dst & PFN_VALID != 0
     }
 
     /// The number of pages the entry covers: more than one for a compound entry that migrated (or
@@ -795,13 +989,22 @@ impl<'a> Migrated<'a> {
         if index >= self.npages() {
             return None;
         }
-        // SAFETY: `src` and `dst` have `npages` entries (type invariant).
-        let (src, dst) = unsafe { (*self.args.src.add(index), *self.args.dst.add(index)) };
+        // SAFETY: `src`, `dst` and `state` have `npages` entries (type invariant).
+        let (src, dst, state) = unsafe {
+            (
+                *self.args.src.add(index),
+                *self.args.dst.add(index),
+                *self.state.add(index),
+            )
+        };
+        // INVARIANT: The words of entry `index`; the migration holds its pages until `finalize`,
+        // which cannot run while `self` is borrowed.
         Some(MigratedEntry {
             index,
             addr: self.args.start + (index << PAGE_SHIFT),
             src,
             dst,
+            state,
             _m: PhantomData,
         })
     }
@@ -884,25 +1087,77 @@ mod tests {
 
     #[test]
     fn outcomes_are_told_apart() {
-        let entry = |src, dst| MigratedEntry {
+        let entry = |src, dst, state| MigratedEntry {
             index: 0,
             addr: 0,
             src,
             dst,
+            state,
             _m: PhantomData,
         };
         let valid = migrate_pfn_of(1);
+        let moved = entry(valid | PFN_MIGRATE, valid, ST_DST);
+        assert_eq!(moved.outcome(), Outcome::Migrated);
+        assert!(moved.is_migrated());
+        // A populated hole: no source page.
         assert_eq!(
-            entry(valid | PFN_MIGRATE, valid).outcome(),
+            entry(PFN_MIGRATE, valid, ST_DST).outcome(),
             Outcome::Migrated
         );
-        assert_eq!(entry(valid, valid).outcome(), Outcome::Failed);
+        // `migrate_vma_pages()` clears `MIGRATE` where there is no destination: `state` tells a
+        // hole without one from an entry never collected.
         assert_eq!(
-            entry(valid | PFN_MIGRATE, 0).outcome(),
-            Outcome::NotMigrated
+            entry(0, 0, ST_NO_DST).outcome(),
+            Outcome::NotMigrated(Reason::NoDestination)
         );
-        assert_eq!(entry(0, 0).outcome(), Outcome::NotMigrated);
-        assert!(entry(PFN_MIGRATE, valid).is_migrated());
+        assert_eq!(
+            entry(0, 0, ST_UNCOLLECTED).outcome(),
+            Outcome::NotMigrated(Reason::NotCollected)
+        );
+        // A huge source with small destinations whose split failed keeps `COMPOUND`.
+        assert_eq!(
+            entry(valid | PFN_COMPOUND, valid, ST_DST | ST_SPLIT).outcome(),
+            Outcome::NotMigrated(Reason::SplitFailed)
+        );
+    }
+
+    #[test]
+    fn reasons_of_uncollected_entries() {
+        use PageKind::*;
+        let sys = Select::System.into();
+        let private = Select::DevicePrivate.into();
+        let page = |kind, pinned, large| Seen::Page {
+            kind,
+            pinned,
+            large,
+        };
+        let own_private = DevicePrivate { local: true };
+        let own_coherent = DeviceCoherent { local: true };
+        let their_coherent = DeviceCoherent { local: false };
+        let cases = [
+            (Seen::NotPresent, sys, Reason::NotPresent),
+            (Seen::NotPresent, private, Reason::NotPresent),
+            (Seen::Error, sys, Reason::Unsupported),
+            (page(Zero, false, false), private, Reason::ZeroPage),
+            (page(System, false, false), private, Reason::NotSelected),
+            (page(System, true, false), sys, Reason::Pinned),
+            (page(System, false, true), sys, Reason::SplitFailed),
+            (page(System, false, false), sys, Reason::Busy),
+            (page(own_private, false, false), sys, Reason::NotSelected),
+            (page(own_private, false, false), private, Reason::Busy),
+            (page(their_coherent, false, false), sys, Reason::OtherOwner),
+            (
+                page(own_coherent, false, false),
+                private,
+                Reason::NotSelected,
+            ),
+        ];
+        for (seen, select, want) in cases {
+            assert_eq!(Reason::of_uncollected(seen, select), want);
+        }
+        assert!(Reason::Busy.retry_can_help());
+        assert!(!Reason::Pinned.retry_can_help());
+        assert!(!Reason::NotPresent.retry_can_help());
     }
 
     #[test]

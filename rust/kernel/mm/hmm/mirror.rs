@@ -437,6 +437,20 @@ impl<T: MirrorOps> Mirror<T> {
             .snapshot(mm, |g, pfns| self.with_lent(g.guard(), |g| f(g, pfns)))
     }
 
+    /// As [`Mirror::snapshot()`], under the mmap lock the caller holds with `mmap`
+    /// ([`Range::snapshot_locked()`]), so that the caller can act on what it saw (set up a
+    /// migration of the range, say) under the same lock.
+    pub fn snapshot_locked(
+        &self,
+        mmap: &MmapReadGuard<'_>,
+        start: usize,
+        end: usize,
+        mut f: impl FnMut(&MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
+    ) -> Result {
+        self.range(start, end)?
+            .snapshot_locked(mmap, |g, pfns| self.with_lent(g.guard(), |g| f(g, pfns)))
+    }
+
     /// Makes the page at `addr` of the mirrored mm exclusive to the device
     /// (`make_device_exclusive()`: the CPU faults it back on access) and maps it in the device page
     /// table with [`Perm::Atomic`] (`dmirror_exclusive()`).
