@@ -16,6 +16,7 @@
 #include <linux/rmap.h>
 
 #include "test_hmm_uapi.h"
+#include "uapi/hmm_rs.h"
 
 /* `bindgen` gets confused at function-like macros: evaluate them here. */
 const unsigned int RUST_CONST_HELPER_HMM_DMIRROR_READ = HMM_DMIRROR_READ;
@@ -28,6 +29,7 @@ const unsigned int RUST_CONST_HELPER_HMM_DMIRROR_CHECK_EXCLUSIVE = HMM_DMIRROR_C
 const unsigned int RUST_CONST_HELPER_HMM_DMIRROR_RELEASE = HMM_DMIRROR_RELEASE;
 const unsigned int RUST_CONST_HELPER_HMM_DMIRROR_FLAGS = HMM_DMIRROR_FLAGS;
 const unsigned int RUST_CONST_HELPER_HMM_DMIRROR_READ_UNLOCKED = HMM_DMIRROR_READ_UNLOCKED;
+const unsigned int RUST_CONST_HELPER_HMM_RS_MIGRATE = HMM_RS_MIGRATE;
 
 const gfp_t RUST_CONST_HELPER_GFP_HIGHUSER_MOVABLE = GFP_HIGHUSER_MOVABLE;
 const gfp_t RUST_CONST_HELPER___GFP_NOFAIL = __GFP_NOFAIL;

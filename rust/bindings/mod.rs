@@ -44,3 +44,15 @@ unsafe impl kernel::transmute::FromBytes for hmm_dmirror_cmd {}
 // SAFETY: `struct hmm_dmirror_cmd` is five `__u64`s: no padding, so every byte of a value is
 // initialised.
 unsafe impl kernel::transmute::AsBytes for hmm_dmirror_cmd {}
+
+// SAFETY: `struct hmm_rs_migrate` is integers only, and every bit pattern is a valid value.
+unsafe impl kernel::transmute::FromBytes for hmm_rs_migrate {}
+// SAFETY: `struct hmm_rs_migrate` has no padding (its size is the sum of its fields', asserted
+// below), so every byte of a value is initialised.
+unsafe impl kernel::transmute::AsBytes for hmm_rs_migrate {}
+
+// No padding: the size is the sum of the fields' sizes.
+const _: () = assert!(
+    size_of::<hmm_rs_migrate>()
+        == 3 * 8 + 4 * 4 + 8 + (hmm_rs_reason_HMM_RS_NR_REASONS as usize) * 8
+);

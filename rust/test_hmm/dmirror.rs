@@ -81,6 +81,9 @@ pub(crate) struct DmirrorState;
 
 impl MirrorOps for DmirrorState {}
 
+#[path = "migrate.rs"]
+mod migrate;
+
 /// One open `/dev/hmm_dmirror*` file.
 #[pin_data]
 pub(crate) struct Dmirror {
@@ -136,6 +139,9 @@ impl MiscDeviceWithData for DmirrorFile {
     }
 
     fn ioctl(this: Pin<&Dmirror>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        if cmd == bindings::HMM_RS_MIGRATE {
+            return this.hmm_rs_migrate(arg).map(|()| 0);
+        }
         let user = UserSlice::new(UserPtr::from_addr(arg), size_of::<hmm_dmirror_cmd>());
         let (mut reader, mut writer) = user.reader_writer();
         let mut c: hmm_dmirror_cmd = reader.read()?;
@@ -170,11 +176,16 @@ struct Range {
 
 impl Range {
     fn from_cmd(c: &hmm_dmirror_cmd) -> Result<Self> {
-        let start = usize::try_from(c.addr).map_err(|_| EINVAL)?;
+        Self::new(c.addr, c.npages, c.ptr)
+    }
+
+    /// `npages` pages from `addr`, with the user buffer at `ptr`.
+    fn new(addr: u64, npages: u64, ptr: u64) -> Result<Self> {
+        let start = usize::try_from(addr).map_err(|_| EINVAL)?;
         if start % PAGE_SIZE != 0 {
             return Err(EINVAL);
         }
-        let size = usize::try_from(c.npages)
+        let size = usize::try_from(npages)
             .ok()
             .and_then(|n| n.checked_mul(PAGE_SIZE))
             .ok_or(EINVAL)?;
@@ -185,7 +196,7 @@ impl Range {
         Ok(Self {
             start,
             end,
-            ptr: usize::try_from(c.ptr).map_err(|_| EINVAL)?,
+            ptr: usize::try_from(ptr).map_err(|_| EINVAL)?,
         })
     }
 }
@@ -539,35 +550,8 @@ impl Dmirror {
     /// page table and returns its contents (`dmirror_migrate_to_device`).
     fn migrate_to_device(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         let mm = self.mm(EINVAL)?;
-        let mem = &self.device.mem;
         let select = Select::System | Select::Compound;
-        self.migrate_range(&mm, r, select, |mig| {
-            mig.for_each_entry(|mut e| {
-                if !e.can_migrate() {
-                    return Ok(());
-                }
-                // `HMM_DMIRROR_FLAG_FAIL_ALLOC` fails the device allocation of this entry: a THP
-                // then goes page by page, a page stays.
-                let fail = self.shared.take_fail_alloc();
-                if e.is_compound() && !fail {
-                    let src = |i| e.src_subpage(i);
-                    if let Ok(dpage) = mem.alloc_copy(e.order(), &self.shared, src) {
-                        return e.set_dst(dpage);
-                    }
-                } else if fail && !e.is_compound() {
-                    return Ok(());
-                }
-                for i in 0..e.nr_pages() {
-                    let src = |_| e.src_subpage(i);
-                    match mem.alloc_copy(0, &self.shared, src) {
-                        Ok(dpage) => e.set_dst_at(i, dpage)?,
-                        // Out of device memory: the entry stays put.
-                        Err(_) => return Ok(()),
-                    }
-                }
-                Ok(())
-            })
-        })?;
+        self.migrate_range(&mm, r, select, |mig| self.copy_to_device(mig))?;
         // Map what is now on the device (pages of our pagemaps, private or coherent) in the device
         // page table, from the CPU page tables (`dmirror_migrate_finalize_and_map`): every
         // invalidation, this migration's included, cleared the range.
@@ -582,6 +566,38 @@ impl Dmirror {
         })?;
         // Return what the device now holds, for verification.
         self.copy_out_pt(r, c)
+    }
+
+    /// Gives the collected entries of `mig` device pages with their contents: a huge entry a device
+    /// folio of its order if there is one, else a page for each of its pages; an entry that cannot
+    /// have all of its pages stays put (no destination).
+    fn copy_to_device(&self, mig: &mut Collected<'_>) -> Result {
+        let mem = &self.device.mem;
+        mig.for_each_entry(|mut e| {
+            if !e.can_migrate() {
+                return Ok(());
+            }
+            // `HMM_DMIRROR_FLAG_FAIL_ALLOC` fails the device allocation of this entry: a THP then
+            // goes page by page, a page stays.
+            let fail = self.shared.take_fail_alloc();
+            if e.is_compound() && !fail {
+                let src = |i| e.src_subpage(i);
+                if let Ok(dpage) = mem.alloc_copy(e.order(), &self.shared, src) {
+                    return e.set_dst(dpage);
+                }
+            } else if fail && !e.is_compound() {
+                return Ok(());
+            }
+            for i in 0..e.nr_pages() {
+                let src = |_| e.src_subpage(i);
+                match mem.alloc_copy(0, &self.shared, src) {
+                    Ok(dpage) => e.set_dst_at(i, dpage)?,
+                    // Out of device memory: the entry stays put.
+                    Err(_) => return Ok(()),
+                }
+            }
+            Ok(())
+        })
     }
 
     /// `HMM_DMIRROR_MIGRATE_TO_SYS`: moves the device pages of `[start, end)` back to system memory

@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `HMM_RS_MIGRATE` (`include/uapi/hmm_rs.h`): a migration in the direction the caller picks,
+//! which says for every page that stayed why it stayed, and whether trying again can help.
+//!
+//! Each round of at most [`MIGRATE_PAGES`] pages within one VMA runs under one mmap read lock: a
+//! snapshot of the page table ([`Mirror::snapshot_locked()`]) sees what is there, then the
+//! migration runs, and the reason of every page it did not collect comes from what the snapshot
+//! saw ([`Reason::of_uncollected()`]). The round's status bytes are copied out after the lock is
+//! dropped (a fault on the status array must not take the mmap lock again).
+//!
+//! [`Mirror::snapshot_locked()`]: crate::mm::hmm::mirror::Mirror::snapshot_locked
+
+use super::{check_killed, round_end, Dmirror, Range, MIGRATE_PAGES};
+use crate::{
+    bindings::{self, hmm_rs_migrate},
+    devmem,
+    mm::migrate::{MigratePfns, MigrateVma, Outcome, Reason, Seen, Select, SelectFlags},
+};
+use kernel::{
+    alloc::{flags::GFP_KERNEL, KVec},
+    mm::MmWithUser,
+    page::PAGE_SHIFT,
+    prelude::*,
+    uaccess::{UserPtr, UserSlice},
+};
+
+/// The number of entries of `hmm_rs_migrate::counts`.
+const NR_REASONS: usize = bindings::hmm_rs_reason_HMM_RS_NR_REASONS as usize;
+const STATUS_WHOLE: u8 = bindings::HMM_RS_STATUS_WHOLE as u8;
+const STATUS_RETRY: u8 = bindings::HMM_RS_STATUS_RETRY as u8;
+const STATUS_REASON: u8 = bindings::HMM_RS_STATUS_REASON as u8;
+
+/// A checked `HMM_RS_MIGRATE` request.
+struct Request {
+    range: Range,
+    select: SelectFlags,
+    to_device: bool,
+}
+
+impl Request {
+    /// Checks `m`: known bits only, a selection the destination takes, a valid range.
+    fn new(m: &hmm_rs_migrate) -> Result<Self> {
+        if m.select & !bindings::HMM_RS_SELECT_ALL != 0
+            || m.select == 0
+            || m.flags & !bindings::HMM_RS_REQ_ALL != 0
+            || m.reserved != 0
+        {
+            return Err(EINVAL);
+        }
+        let to_device = match m.dst {
+            bindings::HMM_RS_DST_DEVICE if m.select == bindings::HMM_RS_SELECT_SYSTEM => true,
+            bindings::HMM_RS_DST_SYSTEM if m.select & bindings::HMM_RS_SELECT_SYSTEM == 0 => false,
+            _ => return Err(EINVAL),
+        };
+        let mut select = SelectFlags::default();
+        for (bit, kind) in [
+            (bindings::HMM_RS_SELECT_SYSTEM, Select::System),
+            (
+                bindings::HMM_RS_SELECT_DEVICE_PRIVATE,
+                Select::DevicePrivate,
+            ),
+            (
+                bindings::HMM_RS_SELECT_DEVICE_COHERENT,
+                Select::DeviceCoherent,
+            ),
+        ] {
+            if m.select & bit != 0 {
+                select |= kind;
+            }
+        }
+        if m.flags & bindings::HMM_RS_REQ_THP != 0 {
+            select |= Select::Compound;
+        }
+        Ok(Self {
+            range: Range::new(m.addr, m.npages, m.status)?,
+            select,
+            to_device,
+        })
+    }
+}
+
+/// The `enum hmm_rs_reason` value of `reason`. The driver gives an entry no destination only when
+/// it cannot allocate one, so [`Reason::NoDestination`] is `HMM_RS_NO_MEMORY` here.
+fn reason_code(reason: Reason) -> u32 {
+    match reason {
+        Reason::NotPresent | Reason::NotCollected => bindings::hmm_rs_reason_HMM_RS_NOT_PRESENT,
+        Reason::ZeroPage => bindings::hmm_rs_reason_HMM_RS_ZERO_PAGE,
+        Reason::NotSelected => bindings::hmm_rs_reason_HMM_RS_NOT_SELECTED,
+        Reason::OtherOwner => bindings::hmm_rs_reason_HMM_RS_OTHER_OWNER,
+        Reason::Pinned => bindings::hmm_rs_reason_HMM_RS_PINNED,
+        Reason::Busy => bindings::hmm_rs_reason_HMM_RS_BUSY,
+        Reason::SplitFailed => bindings::hmm_rs_reason_HMM_RS_SPLIT_FAILED,
+        Reason::NoDestination => bindings::hmm_rs_reason_HMM_RS_NO_MEMORY,
+        Reason::Refused => bindings::hmm_rs_reason_HMM_RS_REFUSED,
+        Reason::FileBacked => bindings::hmm_rs_reason_HMM_RS_FILE_BACKED,
+        Reason::Unsupported => bindings::hmm_rs_reason_HMM_RS_UNSUPPORTED,
+    }
+}
+
+/// The status byte of a page: `None` if it moved, else why not; `whole` if it was part of a huge
+/// page that moved or stayed whole.
+fn status(reason: Option<Reason>, whole: bool) -> u8 {
+    let mut s = match reason {
+        None => bindings::hmm_rs_reason_HMM_RS_MIGRATED as u8,
+        // Out of device memory is transient, as the allocation is retried each time.
+        Some(r @ Reason::NoDestination) => reason_code(r) as u8 | STATUS_RETRY,
+        Some(r) if r.retry_can_help() => reason_code(r) as u8 | STATUS_RETRY,
+        Some(r) => reason_code(r) as u8,
+    };
+    if whole {
+        s |= STATUS_WHOLE;
+    }
+    s
+}
+
+impl Dmirror {
+    /// `HMM_RS_MIGRATE`.
+    pub(super) fn hmm_rs_migrate(&self, arg: usize) -> Result {
+        let user = UserSlice::new(UserPtr::from_addr(arg), size_of::<hmm_rs_migrate>());
+        let (mut reader, mut writer) = user.reader_writer();
+        let mut m: hmm_rs_migrate = reader.read()?;
+        let req = Request::new(&m)?;
+        let npages = (req.range.end - req.range.start) >> PAGE_SHIFT;
+
+        let mut out = KVec::with_capacity(MIGRATE_PAGES, GFP_KERNEL)?;
+        out.resize(MIGRATE_PAGES, 0u8, GFP_KERNEL)?;
+        // The status array is written before anything moves: if it cannot be, nothing changes.
+        let status_slice = || UserSlice::new(UserPtr::from_addr(req.range.ptr), npages).writer();
+        let mut status = (req.range.ptr != 0).then(status_slice);
+        if status.is_some() {
+            let mut probe = status_slice();
+            let mut left = npages;
+            while left > 0 {
+                check_killed()?;
+                let n = left.min(out.len());
+                probe.write_slice(&out[..n])?;
+                left -= n;
+            }
+        }
+
+        let mm = self.mm(EINVAL)?;
+        let mut pfns = MigratePfns::new(MIGRATE_PAGES)?;
+        let mut seen = KVec::with_capacity(MIGRATE_PAGES, GFP_KERNEL)?;
+        m.counts = [0; NR_REASONS];
+        let mut addr = req.range.start;
+        while addr < req.range.end {
+            check_killed()?;
+            let next = self.migrate_round(&mm, &req, addr, &mut pfns, &mut seen, &mut out)?;
+            let done = &out[..(next - addr) >> PAGE_SHIFT];
+            for s in done {
+                m.counts[usize::from(s & STATUS_REASON)] += 1;
+            }
+            if let Some(status) = &mut status {
+                status.write_slice(done)?;
+            }
+            addr = next;
+        }
+        m.migrated = m.counts[bindings::hmm_rs_reason_HMM_RS_MIGRATED as usize];
+        writer.write(&m)
+    }
+
+    /// Migrates the round from `addr`: at most [`MIGRATE_PAGES`] within one VMA. Writes the
+    /// round's status bytes to the start of `out` and returns where the round ended.
+    fn migrate_round(
+        &self,
+        mm: &MmWithUser,
+        req: &Request,
+        addr: usize,
+        pfns: &mut MigratePfns,
+        seen: &mut KVec<Seen>,
+        out: &mut [u8],
+    ) -> Result<usize> {
+        let owner = self.owner();
+        let guard = mm.mmap_read_lock();
+        let vma = guard.vma_lookup(addr).ok_or(EINVAL)?;
+        if vma.flags() & kernel::mm::virt::flags::READ == 0 {
+            return Err(EINVAL);
+        }
+        let next = round_end(addr, req.range.end, MIGRATE_PAGES).min(vma.end());
+        let n = (next - addr) >> PAGE_SHIFT;
+
+        seen.clear();
+        self.mirror
+            .snapshot_locked(&guard, addr, next, |_, hmm_pfns| {
+                for p in hmm_pfns.iter() {
+                    seen.push_within_capacity(p.seen(owner))
+                        .map_err(|_| EINVAL)?;
+                }
+                Ok(())
+            })?;
+
+        let mut mig = MigrateVma::setup(&guard, addr, next, req.select, Some(owner), pfns)?;
+        if req.to_device {
+            self.copy_to_device(&mut mig)?;
+        } else {
+            devmem::copy_back(&mut mig, owner, &self.shared)?;
+        }
+        let mig = mig.pages();
+        for e in mig.entries() {
+            let len = e.nr_pages().min(n - e.index());
+            let reason = match e.outcome() {
+                Outcome::Migrated => None,
+                Outcome::NotMigrated(Reason::NotCollected) => {
+                    let saw = seen.get(e.index()).copied().unwrap_or(Seen::NotPresent);
+                    Some(Reason::of_uncollected(saw, req.select))
+                }
+                Outcome::NotMigrated(r) => Some(r),
+            };
+            out[e.index()..e.index() + len].fill(status(reason, len > 1));
+        }
+        mig.finalize();
+        Ok(next)
+    }
+}
