@@ -680,16 +680,19 @@ impl<'a> Collected<'a> {
         let mut i = 0;
         while i < n {
             let len = entry_pages(src[i]).min(n - i);
-            let split = len > 1 && dst[i] & PFN_COMPOUND == 0;
+            let split = if len > 1 && dst[i] & PFN_COMPOUND == 0 {
+                ST_SPLIT
+            } else {
+                0
+            };
+            let hole = if src[i] & PFN_VALID == 0 { ST_HOLE } else { 0 };
             for j in i..i + len {
                 state[j] = if src[i] & PFN_MIGRATE == 0 {
                     ST_UNCOLLECTED
                 } else if dst[j] & PFN_VALID == 0 {
                     ST_NO_DST
-                } else if split {
-                    ST_DST | ST_SPLIT
                 } else {
-                    ST_DST
+                    ST_DST | split | hole | if j == i { ST_HEAD } else { 0 }
                 };
             }
             i += len;
@@ -895,6 +898,14 @@ const ST_NO_DST: u8 = 1;
 const ST_DST: u8 = 2;
 /// With [`ST_DST`]: it was a huge source with page-sized destinations, to be split.
 const ST_SPLIT: u8 = 4;
+/// With [`ST_SPLIT`]: the entry is the first page of the huge source.
+const ST_HEAD: u8 = 8;
+/// With [`ST_DST`]: the source was a hole (no page).
+const ST_HOLE: u8 = 16;
+/// Not recorded, but found by [`Migrated::entry`]: a split that `migrate_vma_pages()` could not
+/// do. It then clears `MIGRATE` and `COMPOUND` of the first entry and leaves the others as they
+/// were (no page), where a split that worked fills each with its page.
+const ST_SPLIT_FAILED: u8 = 32;
 
 impl<'m> MigratedEntry<'m> {
     /// Index of the entry in the range.
@@ -918,7 +929,7 @@ impl<'m> MigratedEntry<'m> {
             _ if self.src & PFN_MIGRATE != 0 && self.dst & PFN_VALID != 0 => {
                 return Outcome::Migrated
             }
-            s if s & ST_SPLIT != 0 && self.src & PFN_COMPOUND != 0 => Reason::SplitFailed,
+            s if s & ST_SPLIT_FAILED != 0 => Reason::SplitFailed,
             _ if self.is_file_to_device() => Reason::FileBacked,
             _ => Reason::Refused,
         };
@@ -990,13 +1001,25 @@ impl<'a> Migrated<'a> {
             return None;
         }
         // SAFETY: `src`, `dst` and `state` have `npages` entries (type invariant).
-        let (src, dst, state) = unsafe {
+        let (src, dst, mut state) = unsafe {
             (
                 *self.args.src.add(index),
                 *self.args.dst.add(index),
                 *self.state.add(index),
             )
         };
+        if state & (ST_SPLIT | ST_HOLE) == ST_SPLIT && src & PFN_MIGRATE == 0 {
+            // A split huge source has more than one page, so `index + 1` is in range for its head.
+            let page = if state & ST_HEAD != 0 {
+                index + 1
+            } else {
+                index
+            };
+            // SAFETY: `src` has `npages` entries (type invariant), and `page < npages`.
+            if unsafe { *self.args.src.add(page) } & PFN_VALID == 0 {
+                state |= ST_SPLIT_FAILED;
+            }
+        }
         // INVARIANT: The words of entry `index`; the migration holds its pages until `finalize`,
         // which cannot run while `self` is borrowed.
         Some(MigratedEntry {
@@ -1114,9 +1137,8 @@ mod tests {
             entry(0, 0, ST_UNCOLLECTED).outcome(),
             Outcome::NotMigrated(Reason::NotCollected)
         );
-        // A huge source with small destinations whose split failed keeps `COMPOUND`.
         assert_eq!(
-            entry(valid | PFN_COMPOUND, valid, ST_DST | ST_SPLIT).outcome(),
+            entry(valid, valid, ST_DST | ST_SPLIT | ST_SPLIT_FAILED).outcome(),
             Outcome::NotMigrated(Reason::SplitFailed)
         );
     }
