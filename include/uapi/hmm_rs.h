@@ -32,7 +32,8 @@
  * Requests. THP: without HMM_RS_REQ_THP a transparent huge page is
  * collected and moved page by page (split); with it, it is collected
  * whole and moved whole if a destination of its size can be had, else
- * page by page.
+ * page by page. Device-private huge pages always come back page by page
+ * on 7.3 (a zap_huge_pmd() bug, see patches/README).
  */
 #define HMM_RS_REQ_THP			(1U << 0)
 #define HMM_RS_REQ_ALL			(HMM_RS_REQ_THP)
