@@ -29,14 +29,22 @@
 #define HMM_RS_DST_SYSTEM		1	/* system memory */
 
 /*
- * Requests. THP: without HMM_RS_REQ_THP a transparent huge page is
+ * Requests. FAULT: with HMM_RS_SELECT_SYSTEM only; what is not present
+ * (swapped out, another owner's device-private page, never touched) is
+ * faulted in for reading first, round by round, as a CPU read would
+ * fault it, so that it migrates instead of staying NOT_PRESENT.
+ */
+#define HMM_RS_REQ_FAULT		(1U << 1)
+
+/*
+ * THP: without HMM_RS_REQ_THP a transparent huge page is
  * collected and moved page by page (split); with it, it is collected
  * whole and moved whole if a destination of its size can be had, else
  * page by page. Device-private huge pages always come back page by page
  * on 7.3 (a zap_huge_pmd() bug, see patches/README).
  */
 #define HMM_RS_REQ_THP			(1U << 0)
-#define HMM_RS_REQ_ALL			(HMM_RS_REQ_THP)
+#define HMM_RS_REQ_ALL			(HMM_RS_REQ_THP | HMM_RS_REQ_FAULT)
 
 /*
  * Per-page status: a reason, with HMM_RS_STATUS_RETRY set when the same
@@ -87,7 +95,7 @@ enum hmm_rs_reason {
  *
  * Directions: HMM_RS_DST_DEVICE takes @select == HMM_RS_SELECT_SYSTEM
  * (system to this device); HMM_RS_DST_SYSTEM takes device kinds only
- * (this device's pages back to system memory).
+ * (this device's pages back to system memory), and no HMM_RS_REQ_FAULT.
  *
  * Errors: EINVAL for unknown bits or reasons, a nonzero @reserved, a
  * range that is not page aligned, empty or overflowing, a selection the

@@ -19,7 +19,7 @@ use crate::{
 };
 use kernel::{
     alloc::{flags::GFP_KERNEL, KVec},
-    mm::MmWithUser,
+    mm::{MmWithUser, MmapReadGuard},
     page::PAGE_SHIFT,
     prelude::*,
     uaccess::{UserPtr, UserSlice},
@@ -36,6 +36,8 @@ struct Request {
     range: Range,
     select: SelectFlags,
     to_device: bool,
+    /// `HMM_RS_REQ_FAULT`.
+    fault_in: bool,
 }
 
 impl Request {
@@ -46,6 +48,10 @@ impl Request {
             || m.flags & !bindings::HMM_RS_REQ_ALL != 0
             || m.reserved != 0
         {
+            return Err(EINVAL);
+        }
+        let fault_in = m.flags & bindings::HMM_RS_REQ_FAULT != 0;
+        if fault_in && m.select & bindings::HMM_RS_SELECT_SYSTEM == 0 {
             return Err(EINVAL);
         }
         let to_device = match m.dst {
@@ -76,6 +82,7 @@ impl Request {
             range: Range::new(m.addr, m.npages, m.status)?,
             select,
             to_device,
+            fault_in,
         })
     }
 }
@@ -160,6 +167,15 @@ impl Dmirror {
         writer.write(&m)
     }
 
+    /// The end of the round from `addr`: at most [`MIGRATE_PAGES`] within one readable VMA.
+    fn round(mmap: &MmapReadGuard<'_>, req: &Request, addr: usize) -> Result<usize> {
+        let vma = mmap.vma_lookup(addr).ok_or(EINVAL)?;
+        if vma.flags() & kernel::mm::virt::flags::READ == 0 {
+            return Err(EINVAL);
+        }
+        Ok(round_end(addr, req.range.end, MIGRATE_PAGES).min(vma.end()))
+    }
+
     /// Migrates the round from `addr`: at most [`MIGRATE_PAGES`] within one VMA. Writes the
     /// round's status bytes to the start of `out` and returns where the round ended.
     fn migrate_round(
@@ -172,12 +188,14 @@ impl Dmirror {
         out: &mut [u8],
     ) -> Result<usize> {
         let owner = self.owner();
-        let guard = mm.mmap_read_lock();
-        let vma = guard.vma_lookup(addr).ok_or(EINVAL)?;
-        if vma.flags() & kernel::mm::virt::flags::READ == 0 {
-            return Err(EINVAL);
+        if req.fault_in {
+            // Faulted without the mmap lock held (the fault takes it), so the round is looked up
+            // again below: what was faulted in may have gone again, and is then reported as such.
+            let next = Self::round(&mm.mmap_read_lock(), req, addr)?;
+            self.mirror.fault(mm, addr, next, false, |_, _| Ok(()))?;
         }
-        let next = round_end(addr, req.range.end, MIGRATE_PAGES).min(vma.end());
+        let guard = mm.mmap_read_lock();
+        let next = Self::round(&guard, req, addr)?;
         let n = (next - addr) >> PAGE_SHIFT;
 
         seen.clear();
