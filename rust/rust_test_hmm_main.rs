@@ -11,7 +11,7 @@
 //!
 //! C header: [`lib/test_hmm_uapi.h`](srctree/lib/test_hmm_uapi.h)
 
-use kernel::{miscdevice::MiscDeviceOptions, prelude::*};
+use kernel::{miscdevice::MiscDeviceOptions, prelude::*, sync::Arc};
 
 #[path = "bindings/mod.rs"]
 mod bindings;
@@ -104,9 +104,14 @@ impl kernel::Module for RustTestHmm {
             }
         }
         let ndevices = if coherent { 4 } else { 2 };
+        let mut owners = KVec::with_capacity(ndevices, GFP_KERNEL)?;
+        for _ in 0..ndevices {
+            owners.push(mm::memremap::PagemapOwner::new()?, GFP_KERNEL)?;
+        }
+        let owners = Arc::new(owners, GFP_KERNEL)?;
         let mut devices = KVec::with_capacity(ndevices, GFP_KERNEL)?;
         for (id, (name, kind)) in NAMES.iter().zip(kinds).take(ndevices).enumerate() {
-            let dev = DmirrorDevice::new(id, kind)?;
+            let dev = DmirrorDevice::new(id, kind, owners.clone())?;
             devices.push(
                 KBox::pin_init(
                     DataRegistration::register(MiscDeviceOptions { name }, dev),

@@ -44,7 +44,16 @@
  * on 7.3 (a zap_huge_pmd() bug, see patches/README).
  */
 #define HMM_RS_REQ_THP			(1U << 0)
-#define HMM_RS_REQ_ALL			(HMM_RS_REQ_THP | HMM_RS_REQ_FAULT)
+
+/*
+ * SRC_DEV: the device pages selected are those of /dev/hmm_dmirror<src_dev>
+ * (another device of this driver), not this file's device. With
+ * HMM_RS_DST_DEVICE that is a device-to-device move: no bounce through
+ * system memory.
+ */
+#define HMM_RS_REQ_SRC_DEV		(1U << 2)
+#define HMM_RS_REQ_ALL			(HMM_RS_REQ_THP | HMM_RS_REQ_FAULT | \
+					 HMM_RS_REQ_SRC_DEV)
 
 /*
  * Per-page status: a reason, with HMM_RS_STATUS_RETRY set when the same
@@ -89,19 +98,25 @@ enum hmm_rs_reason {
  * @select: in: HMM_RS_SELECT_*, not 0
  * @dst: in: HMM_RS_DST_*
  * @flags: in: HMM_RS_REQ_*
- * @reserved: in: 0
+ * @src_dev: in: with HMM_RS_REQ_SRC_DEV, the device whose pages to select;
+ *	else 0
  * @migrated: out: pages moved (populated holes included)
  * @counts: out: pages per reason, counts[HMM_RS_MIGRATED] == migrated
  *
- * Directions: HMM_RS_DST_DEVICE takes @select == HMM_RS_SELECT_SYSTEM
- * (system to this device); HMM_RS_DST_SYSTEM takes device kinds only
- * (this device's pages back to system memory), and no HMM_RS_REQ_FAULT.
+ * Directions: system to this device (HMM_RS_DST_DEVICE, @select ==
+ * HMM_RS_SELECT_SYSTEM); another device's pages to this device
+ * (HMM_RS_DST_DEVICE, device kinds only, HMM_RS_REQ_SRC_DEV); this
+ * device's or, with HMM_RS_REQ_SRC_DEV, another device's pages back to
+ * system memory (HMM_RS_DST_SYSTEM, device kinds only). HMM_RS_REQ_FAULT
+ * needs HMM_RS_SELECT_SYSTEM.
  *
- * Errors: EINVAL for unknown bits or reasons, a nonzero @reserved, a
- * range that is not page aligned, empty or overflowing, a selection the
- * destination does not take, and a range not covered by readable
- * mappings; EFAULT for an unwritable status array; EINTR when killed
- * (pages already moved stay moved, and the status says which).
+ * Errors: EINVAL for unknown bits, a nonzero @src_dev without
+ * HMM_RS_REQ_SRC_DEV, @src_dev naming this file's device, a range that is
+ * not page aligned, empty or overflowing, a selection the destination
+ * does not take, and a range not covered by readable mappings; ENODEV
+ * for a @src_dev that does not exist; EFAULT for an unwritable status
+ * array; EINTR when killed (pages already moved stay moved, and the
+ * status says which).
  */
 struct hmm_rs_migrate {
 	__u64 addr;
@@ -110,7 +125,7 @@ struct hmm_rs_migrate {
 	__u32 select;
 	__u32 dst;
 	__u32 flags;
-	__u32 reserved;
+	__u32 src_dev;
 	__u64 migrated;
 	__u64 counts[HMM_RS_NR_REASONS];
 };

@@ -512,12 +512,14 @@ impl DeviceMemory {
 
     /// A new device folio of `order` holding the contents of `src(i)` for each page `i` (zeroes
     /// where `None`), migrated by `mirror`: its backing block (device-private) and the folio
-    /// itself.
+    /// itself. A source is a system page or a device page of `src_owner` (a device of this
+    /// driver).
     pub(crate) fn alloc_copy<'p>(
         &self,
         order: u32,
         mirror: &Arc<MirrorShared>,
         src: impl Fn(usize) -> Option<PageRef<'p>>,
+        src_owner: &PagemapOwner,
     ) -> Result<LockedDeviceFolio<DmirrorMem>> {
         if !self.has_order(order) {
             return Err(ENOMEM);
@@ -548,7 +550,7 @@ impl DeviceMemory {
         };
         let dpage = self.alloc(order, data)?;
         for_each_contents(&dpage, 1 << order, |i, dst| match src(i) {
-            Some(s) => dst.copy_from(&*s.cpu_page().ok_or(EINVAL)?),
+            Some(s) => with_page_contents(s, src_owner, |p| dst.copy_from(p)),
             None => dst.fill_zero(),
         })?;
         Ok(dpage)

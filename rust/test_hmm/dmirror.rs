@@ -55,18 +55,27 @@ const MIGRATE_PAGES: usize = 512;
 pub(crate) struct DmirrorDevice {
     /// The device number in the node name.
     pub(crate) id: usize,
+    /// The owners of the pages of every device of the module, by device number: the device-to-device
+    /// moves of `HMM_RS_MIGRATE` select the pages of another device by its owner.
+    pub(crate) owners: Arc<KVec<Arc<PagemapOwner>>>,
     /// The device's memory.
     #[pin]
     pub(crate) mem: DeviceMemory,
 }
 
 impl DmirrorDevice {
-    /// A dmirror device with memory of `kind`, and its first chunk of it.
-    pub(crate) fn new(id: usize, kind: MemKind) -> Result<Arc<Self>> {
-        let owner = crate::mm::memremap::PagemapOwner::new()?;
+    /// The dmirror device `id` with memory of `kind`, and its first chunk of it; its pages are
+    /// `owners[id]`'s.
+    pub(crate) fn new(
+        id: usize,
+        kind: MemKind,
+        owners: Arc<KVec<Arc<PagemapOwner>>>,
+    ) -> Result<Arc<Self>> {
+        let owner = owners.get(id).ok_or(EINVAL)?.clone();
         let dev = Arc::pin_init(
             try_pin_init!(Self {
                 id,
+                owners,
                 mem <- DeviceMemory::new(kind, owner)?,
             }),
             GFP_KERNEL,
@@ -551,7 +560,7 @@ impl Dmirror {
     fn migrate_to_device(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         let mm = self.mm(EINVAL)?;
         let select = Select::System | Select::Compound;
-        self.migrate_range(&mm, r, select, |mig| self.copy_to_device(mig))?;
+        self.migrate_range(&mm, r, select, |mig| self.copy_to_device(mig, self.owner()))?;
         // Map what is now on the device (pages of our pagemaps, private or coherent) in the device
         // page table, from the CPU page tables (`dmirror_migrate_finalize_and_map`): every
         // invalidation, this migration's included, cleared the range.
@@ -571,7 +580,9 @@ impl Dmirror {
     /// Gives the collected entries of `mig` device pages with their contents: a huge entry a device
     /// folio of its order if there is one, else a page for each of its pages; an entry that cannot
     /// have all of its pages stays put (no destination).
-    fn copy_to_device(&self, mig: &mut Collected<'_>) -> Result {
+    ///
+    /// The sources are system pages, or device pages of `src_owner` (a device of this driver).
+    fn copy_to_device(&self, mig: &mut Collected<'_>, src_owner: &PagemapOwner) -> Result {
         let mem = &self.device.mem;
         mig.for_each_entry(|mut e| {
             if !e.can_migrate() {
@@ -582,7 +593,7 @@ impl Dmirror {
             let fail = self.shared.take_fail_alloc();
             if e.is_compound() && !fail {
                 let src = |i| e.src_subpage(i);
-                if let Ok(dpage) = mem.alloc_copy(e.order(), &self.shared, src) {
+                if let Ok(dpage) = mem.alloc_copy(e.order(), &self.shared, src, src_owner) {
                     return e.set_dst(dpage);
                 }
             } else if fail && !e.is_compound() {
@@ -590,7 +601,7 @@ impl Dmirror {
             }
             for i in 0..e.nr_pages() {
                 let src = |_| e.src_subpage(i);
-                match mem.alloc_copy(0, &self.shared, src) {
+                match mem.alloc_copy(0, &self.shared, src, src_owner) {
                     Ok(dpage) => e.set_dst_at(i, dpage)?,
                     // Out of device memory: the entry stays put.
                     Err(_) => return Ok(()),

@@ -38,25 +38,50 @@ struct Request {
     to_device: bool,
     /// `HMM_RS_REQ_FAULT`.
     fault_in: bool,
+    /// `HMM_RS_REQ_SRC_DEV`: the device whose pages are selected, if not this file's.
+    src_dev: Option<usize>,
 }
 
 impl Request {
-    /// Checks `m`: known bits only, a selection the destination takes, a valid range.
-    fn new(m: &hmm_rs_migrate) -> Result<Self> {
+    /// Checks `m`, made to this file's device `dev` of `ndevices`: known bits only, a selection
+    /// the destination takes, a valid range, another existing device as the source.
+    fn new(m: &hmm_rs_migrate, dev: usize, ndevices: usize) -> Result<Self> {
         if m.select & !bindings::HMM_RS_SELECT_ALL != 0
             || m.select == 0
             || m.flags & !bindings::HMM_RS_REQ_ALL != 0
-            || m.reserved != 0
         {
             return Err(EINVAL);
         }
+        let src_dev = if m.flags & bindings::HMM_RS_REQ_SRC_DEV != 0 {
+            let src = usize::try_from(m.src_dev).map_err(|_| ENODEV)?;
+            if src == dev {
+                return Err(EINVAL);
+            }
+            if src >= ndevices {
+                return Err(ENODEV);
+            }
+            Some(src)
+        } else if m.src_dev != 0 {
+            return Err(EINVAL);
+        } else {
+            None
+        };
         let fault_in = m.flags & bindings::HMM_RS_REQ_FAULT != 0;
         if fault_in && m.select & bindings::HMM_RS_SELECT_SYSTEM == 0 {
             return Err(EINVAL);
         }
+        let system = m.select & bindings::HMM_RS_SELECT_SYSTEM != 0;
         let to_device = match m.dst {
-            bindings::HMM_RS_DST_DEVICE if m.select == bindings::HMM_RS_SELECT_SYSTEM => true,
-            bindings::HMM_RS_DST_SYSTEM if m.select & bindings::HMM_RS_SELECT_SYSTEM == 0 => false,
+            // System memory, or another device's pages, to this device.
+            bindings::HMM_RS_DST_DEVICE if src_dev.is_none() => {
+                if m.select != bindings::HMM_RS_SELECT_SYSTEM {
+                    return Err(EINVAL);
+                }
+                true
+            }
+            bindings::HMM_RS_DST_DEVICE if !system => true,
+            // This or another device's pages to system memory.
+            bindings::HMM_RS_DST_SYSTEM if !system => false,
             _ => return Err(EINVAL),
         };
         let mut select = SelectFlags::default();
@@ -83,6 +108,7 @@ impl Request {
             select,
             to_device,
             fault_in,
+            src_dev,
         })
     }
 }
@@ -127,7 +153,7 @@ impl Dmirror {
         let user = UserSlice::new(UserPtr::from_addr(arg), size_of::<hmm_rs_migrate>());
         let (mut reader, mut writer) = user.reader_writer();
         let mut m: hmm_rs_migrate = reader.read()?;
-        let req = Request::new(&m)?;
+        let req = Request::new(&m, self.device.id, self.device.owners.len())?;
         let npages = (req.range.end - req.range.start) >> PAGE_SHIFT;
 
         let mut out = KVec::with_capacity(MIGRATE_PAGES, GFP_KERNEL)?;
@@ -187,7 +213,11 @@ impl Dmirror {
         seen: &mut KVec<Seen>,
         out: &mut [u8],
     ) -> Result<usize> {
-        let owner = self.owner();
+        // The owner of the pages to select: this device's, or the source device's.
+        let owner = match req.src_dev {
+            Some(id) => self.device.owners.get(id).ok_or(ENODEV)?,
+            None => self.owner(),
+        };
         if req.fault_in {
             // Faulted without the mmap lock held (the fault takes it), so the round is looked up
             // again below: what was faulted in may have gone again, and is then reported as such.
@@ -200,7 +230,7 @@ impl Dmirror {
 
         seen.clear();
         self.mirror
-            .snapshot_locked(&guard, addr, next, |_, hmm_pfns| {
+            .snapshot_locked(&guard, addr, next, owner, |_, hmm_pfns| {
                 for p in hmm_pfns.iter() {
                     seen.push_within_capacity(p.seen(owner))
                         .map_err(|_| EINVAL)?;
@@ -210,7 +240,7 @@ impl Dmirror {
 
         let mut mig = MigrateVma::setup(&guard, addr, next, req.select, Some(owner), pfns)?;
         if req.to_device {
-            self.copy_to_device(&mut mig)?;
+            self.copy_to_device(&mut mig, owner)?;
         } else {
             devmem::copy_back(&mut mig, owner, &self.shared)?;
         }

@@ -440,14 +440,19 @@ impl<T: MirrorOps> Mirror<T> {
     /// As [`Mirror::snapshot()`], under the mmap lock the caller holds with `mmap`
     /// ([`Range::snapshot_locked()`]), so that the caller can act on what it saw (set up a
     /// migration of the range, say) under the same lock.
+    ///
+    /// The device-private pages reported as they are are `owner`'s, which need not be the mirror's
+    /// (a move from another device looks at that device's pages).
     pub fn snapshot_locked(
         &self,
         mmap: &MmapReadGuard<'_>,
         start: usize,
         end: usize,
+        owner: &PagemapOwner,
         mut f: impl FnMut(&MirrorGuard<'_, T>, &HmmPfns<'_>) -> Result,
     ) -> Result {
-        self.range(start, end)?
+        Range::new(&self.notifier, start, end)?
+            .with_owner(owner)
             .snapshot_locked(mmap, |g, pfns| self.with_lent(g.guard(), |g| f(g, pfns)))
     }
 
