@@ -441,7 +441,7 @@ impl<T: MirrorOps> Mirror<T> {
     /// ([`Range::snapshot_locked()`]), so that the caller can act on what it saw (set up a
     /// migration of the range, say) under the same lock.
     ///
-    /// The device-private pages reported as they are are `owner`'s, which need not be the mirror's
+    /// `owner`'s device-private pages are reported as they are; it need not be the mirror's owner
     /// (a move from another device looks at that device's pages).
     pub fn snapshot_locked(
         &self,
