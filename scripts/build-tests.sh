@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 CC=${TEST_CC:-gcc}
 CFLAGS=(-static -O2 -D_GNU_SOURCE -I"$KSRC/tools/testing/selftests"
 	-I"$KSRC/tools/testing/selftests/mm" -I"$KSRC" -I"$KSRC/tools/include/uapi"
-	-I"$HMM_RS_ROOT/include/uapi")
+	-I"$HMM_RS_ROOT/include")
 
 # build OUT SRC... : rebuilds OUT when a source is newer.
 build() {
