@@ -6,10 +6,14 @@
 #define HMM_RS_SELFTESTS_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <sys/ioctl.h>
+#include <sys/swap.h>
 
 #include "lib/test_hmm_uapi.h"
 
@@ -53,6 +57,53 @@ static inline double env_num(const char *name, double def)
 		return def;
 	v = strtod(s, &end);
 	return (*end || v < 0) ? def : v;
+}
+
+/* The RAM disk (CONFIG_BLK_DEV_RAM) the tests swap to. */
+#define HMM_RS_SWAP_DEV "/dev/ram0"
+
+/*
+ * Writes a version 1 swap header to HMM_RS_SWAP_DEV and swaps to it (no
+ * mkswap needed). Returns 0, or -1 with errno set.
+ */
+static inline int hmm_rs_swapon(void)
+{
+	long page_size = sysconf(_SC_PAGESIZE);
+	char *hdr = calloc(1, page_size);
+	uint32_t *words = (uint32_t *)(hdr + 1024);
+	off_t size;
+	int fd, ret = -1;
+
+	if (!hdr)
+		return -1;
+	fd = open(HMM_RS_SWAP_DEV, O_RDWR);
+	if (fd < 0)
+		goto out;
+	size = lseek(fd, 0, SEEK_END);
+	words[0] = 1;				/* version */
+	words[1] = size / page_size - 1;	/* last_page */
+	memcpy(hdr + page_size - 10, "SWAPSPACE2", 10);
+	if (size > page_size && pwrite(fd, hdr, page_size, 0) == page_size)
+		ret = swapon(HMM_RS_SWAP_DEV, 0);
+	close(fd);
+out:
+	free(hdr);
+	return ret;
+}
+
+/* Whether the page at @addr is swapped out, per /proc/self/pagemap. */
+static inline int hmm_rs_swapped(const void *addr, long page_size)
+{
+	uint64_t e = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+
+	if (fd < 0)
+		return -1;
+	if (pread(fd, &e, sizeof(e),
+		  (uintptr_t)addr / page_size * sizeof(e)) != sizeof(e))
+		e = 0;
+	close(fd);
+	return !!(e & (1ULL << 62));
 }
 
 #endif /* HMM_RS_SELFTESTS_H */

@@ -23,7 +23,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/swap.h>
 #include <unistd.h>
 
 #include "kselftest_harness.h"
@@ -31,40 +30,6 @@
 #include "uapi/hmm_rs.h"
 
 #define NPAGES 64
-#define SWAP_DEV "/dev/ram0"
-#define PM_SWAP (1ULL << 62)
-
-/* Writes a version 1 swap header over the first page of @fd, @size bytes. */
-static int write_swap_header(int fd, long page_size, off_t size)
-{
-	char *hdr = calloc(1, page_size);
-	uint32_t *words = (uint32_t *)(hdr + 1024);
-	int ret;
-
-	if (!hdr)
-		return -1;
-	words[0] = 1;				/* version */
-	words[1] = size / page_size - 1;	/* last_page */
-	memcpy(hdr + page_size - 10, "SWAPSPACE2", 10);
-	ret = pwrite(fd, hdr, page_size, 0) == page_size ? 0 : -1;
-	free(hdr);
-	return ret;
-}
-
-/* Whether the page at @addr is swapped out, per /proc/self/pagemap. */
-static int swapped(const void *addr, long page_size)
-{
-	uint64_t e = 0;
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-
-	if (fd < 0)
-		return -1;
-	if (pread(fd, &e, sizeof(e),
-		  (uintptr_t)addr / page_size * sizeof(e)) != sizeof(e))
-		e = 0;
-	close(fd);
-	return !!(e & PM_SWAP);
-}
 
 FIXTURE(swap)
 {
@@ -76,18 +41,11 @@ FIXTURE(swap)
 
 FIXTURE_SETUP(swap)
 {
-	off_t size;
-	int dev, i;
+	int i;
 
 	self->page_size = sysconf(_SC_PAGESIZE);
-	dev = open(SWAP_DEV, O_RDWR);
-	ASSERT_LE(0, dev) TH_LOG("%s: %s (CONFIG_BLK_DEV_RAM)", SWAP_DEV,
-				 strerror(errno));
-	size = lseek(dev, 0, SEEK_END);
-	ASSERT_LT(NPAGES * self->page_size, size);
-	ASSERT_EQ(0, write_swap_header(dev, self->page_size, size));
-	close(dev);
-	ASSERT_EQ(0, swapon(SWAP_DEV, 0)) TH_LOG("swapon: %s", strerror(errno));
+	ASSERT_EQ(0, hmm_rs_swapon())
+		TH_LOG("swap on %s: %s", HMM_RS_SWAP_DEV, strerror(errno));
 
 	self->fd = open("/dev/hmm_dmirror0", O_RDWR);
 	ASSERT_LE(0, self->fd);
@@ -103,7 +61,7 @@ FIXTURE_SETUP(swap)
 	ASSERT_EQ(0, madvise(self->buf, NPAGES * self->page_size,
 			     MADV_PAGEOUT));
 	for (i = 0; i < NPAGES; i++)
-		ASSERT_EQ(1, swapped(self->buf + i * self->page_size,
+		ASSERT_EQ(1, hmm_rs_swapped(self->buf + i * self->page_size,
 				     self->page_size)) TH_LOG("page %d", i);
 }
 
@@ -111,7 +69,7 @@ FIXTURE_TEARDOWN(swap)
 {
 	munmap(self->buf, NPAGES * self->page_size);
 	close(self->fd);
-	swapoff(SWAP_DEV);
+	swapoff(HMM_RS_SWAP_DEV);
 }
 
 static int migrate(int fd, void *addr, uint8_t *status, uint32_t select,
@@ -141,7 +99,7 @@ TEST_F(swap, s2d_not_present)
 
 		ASSERT_EQ(HMM_RS_NOT_PRESENT, s)
 			TH_LOG("page %d: status %#x", i, s);
-		ASSERT_EQ(1, swapped(self->buf + i * self->page_size,
+		ASSERT_EQ(1, hmm_rs_swapped(self->buf + i * self->page_size,
 				     self->page_size)) TH_LOG("page %d", i);
 	}
 }
@@ -168,7 +126,7 @@ TEST_F(swap, s2d_fault_in)
 	for (i = 0; i < NPAGES; i++) {
 		unsigned char p = snap[i];
 
-		ASSERT_TRUE(p & HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL)
+		ASSERT_EQ(HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL, p & 0xf0)
 			TH_LOG("page %d: snapshot %#x", i, p);
 	}
 	/* The CPU faults them back: the data came through the swap. */
