@@ -45,7 +45,9 @@
  * A "chaos" thread per process migrates random ranges to and from the
  * devices (whoever owns them; in the small region it marks the slots it
  * moves, so that their owners make no assumption meanwhile), snapshots,
- * reads ranges through the devices, pages out, collapses and compacts:
+ * reads ranges through the devices, pages out, collapses and compacts,
+ * and where the driver has it moves pages with HMM_RS_MIGRATE (to a
+ * device, back, or device to device; its status bytes and counts checked):
  * none of which may change a byte.
  *
  * Every round (HMM_RS_STRESS_OPS operations per thread) the threads of a
@@ -105,6 +107,7 @@
 
 #include "kselftest.h"
 #include "hmm_rs.h"
+#include "uapi/hmm_rs.h"
 
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
@@ -139,7 +142,7 @@ enum {
 	OP_MREMAP, OP_MPROTECT, OP_FORK,
 	/* the chaos thread's */
 	OP_C_TO_DEV, OP_C_TO_SYS, OP_C_READ, OP_C_SNAPSHOT, OP_C_MADV,
-	OP_C_COLLAPSE, OP_C_COMPACT,
+	OP_C_COLLAPSE, OP_C_COMPACT, OP_C_RS_MIGRATE,
 	/* checkpoints and the end */
 	OP_K_READ, OP_K_TO_DEV, OP_K_TO_SYS, OP_K_SNAPSHOT, OP_INIT,
 	NOPS
@@ -149,7 +152,7 @@ static const char *const op_names[NOPS] = {
 	"MIGRATE_TO_SYS", "SNAPSHOT", "EXCLUSIVE", "CHECK_EXCLUSIVE",
 	"DONTNEED", "PUNCH_HOLE", "REMAP", "MREMAP", "MPROTECT", "FORK",
 	"chaos:TO_DEV", "chaos:TO_SYS", "chaos:READ", "chaos:SNAPSHOT",
-	"chaos:MADVISE", "chaos:COLLAPSE", "chaos:COMPACT",
+	"chaos:MADVISE", "chaos:COLLAPSE", "chaos:COMPACT", "chaos:HMM_RS_MIGRATE",
 	"ckpt:READ", "ckpt:TO_DEV", "ckpt:TO_SYS", "ckpt:SNAPSHOT", "init",
 };
 
@@ -1417,6 +1420,105 @@ static void bump_slots(unsigned long p, unsigned long n)
 		INC(slot_seq[slot], 1);
 }
 
+/* Whether the driver has HMM_RS_MIGRATE (include/uapi/hmm_rs.h). */
+static bool rs_migrate;
+
+/*
+ * Whether /dev/hmm_dmirror0 takes HMM_RS_MIGRATE: one page to the device
+ * (the C test_hmm has no such ioctl: EINVAL).
+ */
+static bool probe_rs_migrate(void)
+{
+	struct hmm_rs_migrate m = {
+		.npages = 1,
+		.select = HMM_RS_SELECT_SYSTEM,
+		.dst = HMM_RS_DST_DEVICE,
+	};
+	int fd = open("/dev/hmm_dmirror0", O_RDWR);
+	char *page = mmap(NULL, psz, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	bool ok = false;
+
+	if (fd >= 0 && page != MAP_FAILED) {
+		page[0] = 1;
+		m.addr = (uintptr_t)page;
+		ok = !ioctl(fd, HMM_RS_MIGRATE, &m) && m.migrated == 1;
+	}
+	if (page != MAP_FAILED)
+		munmap(page, psz);
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+/*
+ * HMM_RS_MIGRATE of @n pages from @p through device @d, in a random
+ * direction (to @d, back from it, or to @d from another device of the
+ * case) with random requests; every status byte and the counts must be
+ * consistent. Returns 0 or -errno.
+ */
+static int chaos_rs_migrate(struct thr *t, int d, int r, unsigned long p,
+			    unsigned long n)
+{
+	struct hmm_rs_migrate m = {
+		.addr = (uintptr_t)addr_of(r, p),
+		.npages = n,
+		.status = (uintptr_t)t->perm,
+	};
+	uint64_t counts[HMM_RS_NR_REASONS] = { 0 }, sum = 0;
+	unsigned long i;
+	int k;
+
+	m.flags = pick(&t->rng, 2) ? HMM_RS_REQ_THP : 0;
+	switch (pick(&t->rng, 3)) {
+	case 0:
+		m.select = HMM_RS_SELECT_SYSTEM;
+		m.dst = HMM_RS_DST_DEVICE;
+		m.flags |= pick(&t->rng, 2) ? HMM_RS_REQ_FAULT : 0;
+		avoid_thp_split_bug(d, r, p, &n);
+		m.npages = n;
+		break;
+	case 1:
+		m.select = HMM_RS_SELECT_DEVICE_PRIVATE |
+			   HMM_RS_SELECT_DEVICE_COHERENT;
+		m.dst = HMM_RS_DST_SYSTEM;
+		break;
+	default:
+		k = tc->devs[pick(&t->rng, tc->ndevs)];
+		if (k == d)
+			return 0;
+		m.select = coherent(k) ? HMM_RS_SELECT_DEVICE_COHERENT :
+					 HMM_RS_SELECT_DEVICE_PRIVATE;
+		m.dst = HMM_RS_DST_DEVICE;
+		m.flags |= HMM_RS_REQ_SRC_DEV;
+		m.src_dev = k;
+		avoid_thp_split_bug(d, r, p, &n);
+		m.npages = n;
+		break;
+	}
+	if (ioctl(fds[d], HMM_RS_MIGRATE, &m))
+		return -errno;
+	for (i = 0; i < n; i++) {
+		k = t->perm[i] & HMM_RS_STATUS_REASON;
+		if (k > HMM_RS_UNSUPPORTED) {
+			unexpected(t, OP_C_RS_MIGRATE, d, r, p + i, 1,
+				   "unknown reason");
+			return 0;
+		}
+		counts[k]++;
+	}
+	for (k = 0; k < HMM_RS_NR_REASONS; k++) {
+		sum += m.counts[k];
+		if (m.counts[k] != counts[k])
+			unexpected(t, OP_C_RS_MIGRATE, d, r, p, n,
+				   "counts disagree with the status bytes");
+	}
+	if (sum != n || m.migrated != m.counts[HMM_RS_MIGRATED])
+		unexpected(t, OP_C_RS_MIGRATE, d, r, p, n,
+			   "counts do not add up");
+	return 0;
+}
+
 /* Chaos: moves and reads pages it does not own; must change no byte. */
 static void *chaos_main(void *arg)
 {
@@ -1439,7 +1541,9 @@ static void *chaos_main(void *arg)
 		n = 1 + pick(&t->rng, reg[r].pages - p);
 		if (n > (small ? 2 * SLOT_PAGES : MAX_OP_PAGES))
 			n = small ? 2 * SLOT_PAGES : MAX_OP_PAGES;
-		if (w < 6)
+		if (w < 3 && rs_migrate)
+			op = OP_C_RS_MIGRATE;
+		else if (w < 6)
 			op = OP_C_TO_DEV;
 		else if (w < 10)
 			op = OP_C_TO_SYS;
@@ -1472,6 +1576,9 @@ static void *chaos_main(void *arg)
 		case OP_C_TO_SYS:
 			ret = hmm_rs_cmd(fds[d], HMM_DMIRROR_MIGRATE_TO_SYS,
 					 (uintptr_t)addr_of(r, p), NULL, n, NULL);
+			break;
+		case OP_C_RS_MIGRATE:
+			ret = chaos_rs_migrate(t, d, r, p, n);
 			break;
 		case OP_C_READ:
 			ret = hmm_rs_cmd(fds[d], HMM_DMIRROR_READ,
@@ -1947,6 +2054,7 @@ int main(void)
 	cfg.forks = env_num("HMM_RS_STRESS_FORKS", 1) != 0;
 	cfg.kernel_bugs = env_num("HMM_RS_KERNEL_BUGS", 0) != 0;
 	cfg.stuck = env_num("HMM_RS_STRESS_STUCK_SECS", debug ? 180 : 60);
+	rs_migrate = probe_rs_migrate();
 	if (cfg.procs < 1 || cfg.procs > MAX_PROCS)
 		cfg.procs = 3;
 	if (cfg.threads < 1 || cfg.threads >= MAX_THREADS)
