@@ -24,6 +24,10 @@
  *    result cannot be written back), straddling a PROT_NONE page, garbage
  *    from the arena. The file: any of a pool, which also gets closed and
  *    reopened (see "close" below), so a call may land on a closed file.
+ *  - HMM_RS_MIGRATE (include/uapi/hmm_rs.h), one call in sixteen: the
+ *    same ranges and files; random selections, destinations, requests and
+ *    source devices, mostly valid; a status array that is absent, the
+ *    thread's own, too short, read-only or the kernel's.
  *  - mmap of the device: random length (0, unaligned, up to 4 MiB, past the
  *    address space), offset (unaligned, overflowing), protection and flags
  *    (private, populate, locked, unknown); an ioctl on the mapping, a CPU
@@ -47,7 +51,9 @@
  *    size, a command the kernel cannot read (EFAULT), a READ, WRITE,
  *    migration or EXCLUSIVE where no user mapping can be, a command whose
  *    result cannot be written back; a READ, WRITE or SNAPSHOT that
- *    succeeds reports all its pages in cpages.
+ *    succeeds reports all its pages in cpages; an HMM_RS_MIGRATE that
+ *    succeeds had a valid request and a writable status array, and its
+ *    counts add up to its pages and agree with its status bytes.
  *  fuzz.children_exited: every fork child exited normally.
  *  fuzz.devices_work: afterwards each device still READs what the CPU
  *    wrote, WRITEs what the CPU then reads, and migrates a range to itself
@@ -106,6 +112,7 @@
 
 #include "kselftest.h"
 #include "hmm_rs.h"
+#include "uapi/hmm_rs.h"
 
 #define MAX_THREADS 8
 #define NPOOL 6
@@ -140,7 +147,7 @@ enum {
 	OP_READ_UNLOCKED, NCMDS,
 	OP_UNKNOWN = NCMDS, OP_BADSIZE, OP_FOREIGN, OP_DEVMMAP, OP_CLOSE,
 	OP_REOPEN, OP_MUNMAP, OP_MMAP, OP_MPROTECT, OP_MADVISE, OP_MREMAP,
-	OP_TRUNCATE, OP_TOUCH, OP_FORK, NOPS
+	OP_TRUNCATE, OP_TOUCH, OP_FORK, OP_RS_MIGRATE, NOPS
 };
 
 static const char *const op_names[NOPS] = {
@@ -148,7 +155,7 @@ static const char *const op_names[NOPS] = {
 	"EXCLUSIVE", "CHECK_EXCLUSIVE", "RELEASE", "FLAGS", "READ_UNLOCKED",
 	"unknown cmd", "bad size/dir", "foreign cmd", "mmap(device)",
 	"close", "reopen", "munmap", "mmap(fixed)", "mprotect", "madvise",
-	"mremap", "truncate", "cpu access", "fork",
+	"mremap", "truncate", "cpu access", "fork", "HMM_RS_MIGRATE",
 };
 
 static const unsigned long cmds[NCMDS] = {
@@ -681,6 +688,137 @@ static void fuzz_ioctl(struct worker *w, int child)
 	check_call(op, req, &in, &out, arg, cls, ret);
 }
 
+static void arena_range(uint64_t *s, char **p, size_t *len);
+
+#define RS_STATUS_OFF 256	/* status bytes in the scratch page */
+
+/*
+ * HMM_RS_MIGRATE (include/uapi/hmm_rs.h) with random fields, mostly
+ * valid ones. A call that succeeds must have had a valid request, and its
+ * status bytes (where they could be read back) and counts must agree.
+ */
+static void fuzz_rs_migrate(struct worker *w, int child)
+{
+	uint64_t *s = &w->rng;
+	struct hmm_rs_migrate in = { 0 }, *m;
+	uint64_t counts[HMM_RS_NR_REASONS] = { 0 }, sum = 0, n, i;
+	unsigned char *status = NULL;
+	int cls, ret, fd, k, locked;
+	const char *why = NULL;
+
+	if (pick(s, 2)) {
+		in.addr = random_addr(s, &cls);
+		in.npages = random_npages(s, in.addr);
+	} else {	/* a range of the arena, where most calls can work */
+		char *p;
+		size_t len;
+
+		arena_range(s, &p, &len);
+		in.addr = (uintptr_t)p;
+		in.npages = len / page_size;
+		cls = A_USER;
+	}
+	switch (pick(s, 8)) {
+	case 0:
+	case 1:
+	case 2:		/* system memory to the device */
+		in.select = HMM_RS_SELECT_SYSTEM;
+		in.dst = HMM_RS_DST_DEVICE;
+		in.flags = pick(s, 4);		/* THP, FAULT */
+		break;
+	case 3:
+	case 4:		/* device pages back, from this or another device */
+		in.select = 2 + pick(s, 3) * 2 % 6;	/* 2, 4 or 6 */
+		in.dst = HMM_RS_DST_SYSTEM;
+		in.flags = pick(s, 2) | (pick(s, 2) ? HMM_RS_REQ_SRC_DEV : 0);
+		break;
+	case 5:		/* device to device */
+		in.select = 2 + pick(s, 3) * 2 % 6;
+		in.dst = HMM_RS_DST_DEVICE;
+		in.flags = pick(s, 2) | HMM_RS_REQ_SRC_DEV;
+		break;
+	default:	/* anything */
+		in.select = pick(s, 2) ? pick(s, 16) : (uint32_t)next(s);
+		in.dst = pick(s, 2) ? pick(s, 3) : (uint32_t)next(s);
+		in.flags = pick(s, 2) ? pick(s, 16) : (uint32_t)next(s);
+		break;
+	}
+	if (in.flags & HMM_RS_REQ_SRC_DEV || !pick(s, 16))
+		in.src_dev = pick(s, 8) ? pick(s, 4) : (uint32_t)next(s);
+	switch (pick(s, 8)) {
+	case 0:
+		in.status = 0;
+		break;
+	case 1:		/* read-only: EFAULT, nothing moved */
+		in.status = (uintptr_t)w->scratch_ro;
+		break;
+	case 2:		/* the kernel's */
+		in.status = 0xffff888000001000ULL;
+		break;
+	case 3:		/* runs into the PROT_NONE page after buf */
+		in.status = (uintptr_t)buf + (BUF_PAGES - 1) * page_size;
+		break;
+	default:	/* the thread's own, after the command, if it fits */
+		if (in.npages <= (uint64_t)page_size - RS_STATUS_OFF)
+			status = (unsigned char *)w->scratch + RS_STATUS_OFF;
+		in.status = status ? (uintptr_t)status : (uintptr_t)buf;
+		break;
+	}
+	m = (struct hmm_rs_migrate *)w->scratch;
+	*m = in;
+	fd = pool_fd(s);
+	/* A move to a device is the migration the fork-child bug needs. */
+	locked = in.dst == HMM_RS_DST_DEVICE && !child && !kernel_bugs;
+	if (locked)
+		pthread_rwlock_rdlock(&fork_lock);
+	begin(w, op_names[OP_RS_MIGRATE], HMM_RS_MIGRATE, in.addr, in.npages, fd);
+	ret = ioctl(fd, HMM_RS_MIGRATE, m) ? -errno : 0;
+	end(w);
+	if (locked)
+		pthread_rwlock_unlock(&fork_lock);
+	count(OP_RS_MIGRATE, ret);
+	if (ret)
+		return;
+	n = in.npages;
+	if (in.addr % page_size || !n || n > UINT64_MAX / page_size ||
+	    in.addr + n * page_size < in.addr || in.addr + n * page_size == 0)
+		why = "HMM_RS_MIGRATE: bad range accepted";
+	else if (in.select & ~HMM_RS_SELECT_ALL || !in.select ||
+		 in.flags & ~HMM_RS_REQ_ALL || in.dst > HMM_RS_DST_SYSTEM ||
+		 (!(in.flags & HMM_RS_REQ_SRC_DEV) && in.src_dev))
+		why = "HMM_RS_MIGRATE: bad request accepted";
+	else if (in.status == (uintptr_t)w->scratch_ro ||
+		 in.status == 0xffff888000001000ULL)
+		why = "HMM_RS_MIGRATE: unwritable status array accepted";
+	else if (cls == A_NOMAP)
+		why = "HMM_RS_MIGRATE: migration where nothing is mapped";
+	for (k = 0; k < HMM_RS_NR_REASONS; k++)
+		sum += m->counts[k];
+	if (!why && (sum != n || m->migrated != m->counts[HMM_RS_MIGRATED]))
+		why = "HMM_RS_MIGRATE: counts do not add up";
+	if (!why && status) {
+		for (i = 0; i < n; i++) {
+			k = status[i] & HMM_RS_STATUS_REASON;
+			if (k >= HMM_RS_NR_REASONS)
+				break;
+			counts[k]++;
+		}
+		for (k = 0; i == n && k < HMM_RS_NR_REASONS; k++)
+			if (counts[k] != m->counts[k])
+				break;
+		if (i != n || k != HMM_RS_NR_REASONS)
+			why = "HMM_RS_MIGRATE: status bytes disagree with counts";
+	}
+	if (why) {
+		struct hmm_dmirror_cmd c = {
+			.addr = in.addr, .ptr = in.status, .npages = in.npages,
+		};
+
+		violation(OP_RS_MIGRATE, HMM_RS_MIGRATE, &c, NULL, ARG_OK, ret,
+			  why);
+	}
+}
+
 static void evict_shared(void)
 {
 	if (!kernel_bugs)
@@ -805,6 +943,8 @@ static void *fuzzer(void *arg)
 			fuzz_close(w);
 		else if (k < 23)
 			fuzz_mmap(w);
+		else if (k < 83)
+			fuzz_rs_migrate(w, 0);
 		else
 			fuzz_ioctl(w, 0);
 		INC(finished);
@@ -912,8 +1052,10 @@ static void child(struct worker *w)
 		case 0:
 		case 1:
 		case 2:
-		case 3:
 			fuzz_ioctl(w, 1);
+			break;
+		case 3:
+			fuzz_rs_migrate(w, 1);
 			break;
 		case 4:
 		case 5:
