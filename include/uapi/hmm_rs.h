@@ -64,10 +64,11 @@
 enum hmm_rs_reason {
 	HMM_RS_MIGRATED = 0,	/* moved (or, a hole, populated) */
 	/*
-	 * Nothing the request selects is present: nothing mapped where holes
-	 * are not populated (not an anonymous mapping, or no SYSTEM), a
-	 * swapped-out page, a device-private page of another owner, or an
-	 * entry in transition. A module cannot tell these apart on 7.3.
+	 * Nothing the request selects is present: nothing mapped (when moving
+	 * to a device, only outside anonymous mappings: there a hole is
+	 * populated), a swapped-out page, a device-private page of another
+	 * owner, or an entry in transition. A module cannot tell these apart
+	 * on 7.3.
 	 */
 	HMM_RS_NOT_PRESENT = 1,
 	HMM_RS_ZERO_PAGE = 2,		/* the shared zero page, SYSTEM not selected */

@@ -156,6 +156,10 @@ impl Dmirror {
         let req = Request::new(&m, self.device.id, self.device.owners.len())?;
         let npages = (req.range.end - req.range.start) >> PAGE_SHIFT;
 
+        // Bad input changes nothing: the whole range is checked before anything moves.
+        let mm = self.mm(EINVAL)?;
+        Self::check_range(&mm.mmap_read_lock(), &req)?;
+
         let mut out = KVec::with_capacity(MIGRATE_PAGES, GFP_KERNEL)?;
         out.resize(MIGRATE_PAGES, 0u8, GFP_KERNEL)?;
         // The status array is written before anything moves: if it cannot be, nothing changes.
@@ -172,7 +176,6 @@ impl Dmirror {
             }
         }
 
-        let mm = self.mm(EINVAL)?;
         let mut pfns = MigratePfns::new(MIGRATE_PAGES)?;
         let mut seen = KVec::with_capacity(MIGRATE_PAGES, GFP_KERNEL)?;
         m.counts = [0; NR_REASONS];
@@ -191,6 +194,27 @@ impl Dmirror {
         }
         m.migrated = m.counts[bindings::hmm_rs_reason_HMM_RS_MIGRATED as usize];
         writer.write(&m)
+    }
+
+    /// `EINVAL` unless VMAs that a migration can walk cover the whole range: readable, and not
+    /// `VM_SPECIAL` or hugetlb (`migrate_vma_setup()` refuses those). Checked before anything moves,
+    /// so that a range bad at its end does not migrate its start; a mapping that changes later
+    /// stops the migration where it changed.
+    fn check_range(mmap: &MmapReadGuard<'_>, req: &Request) -> Result {
+        use kernel::mm::virt::flags;
+        let refused =
+            flags::IO | flags::PFNMAP | flags::MIXEDMAP | flags::DONTEXPAND | flags::HUGETLB;
+        let mut addr = req.range.start;
+        while addr < req.range.end {
+            // One VMA per round: as many rounds as the caller has VMAs in the range.
+            check_killed()?;
+            let vma = mmap.vma_lookup(addr).ok_or(EINVAL)?;
+            if vma.flags() & flags::READ == 0 || vma.flags() & refused != 0 {
+                return Err(EINVAL);
+            }
+            addr = vma.end();
+        }
+        Ok(())
     }
 
     /// The end of the round from `addr`: at most [`MIGRATE_PAGES`] within one readable VMA.
@@ -252,6 +276,10 @@ impl Dmirror {
                 Outcome::NotMigrated(Reason::NotCollected) => {
                     let saw = seen.get(e.index()).copied().unwrap_or(Seen::NotPresent);
                     Some(Reason::of_uncollected(saw, req.select))
+                }
+                // A hole that a move of device pages back collected: nothing was there.
+                Outcome::NotMigrated(Reason::NoDestination) if e.is_hole() && !req.to_device => {
+                    Some(Reason::NotPresent)
                 }
                 Outcome::NotMigrated(r) => Some(r),
             };

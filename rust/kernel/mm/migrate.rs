@@ -690,7 +690,7 @@ impl<'a> Collected<'a> {
                 state[j] = if src[i] & PFN_MIGRATE == 0 {
                     ST_UNCOLLECTED
                 } else if dst[j] & PFN_VALID == 0 {
-                    ST_NO_DST
+                    ST_NO_DST | hole
                 } else {
                     ST_DST | split | hole | if j == i { ST_HEAD } else { 0 }
                 };
@@ -762,10 +762,10 @@ pub enum Reason {
     /// `migrate_vma_setup()` did not collect the entry, and nothing says why (see the type's
     /// documentation).
     NotCollected,
-    /// Nothing of what the selection takes is present: nothing mapped where holes are not
-    /// populated (not an anonymous mapping, or no [`Select::System`]), a swapped-out page, a
-    /// device-private page of another owner, or an entry in transition (migration,
-    /// device-exclusive). A module cannot tell these apart on 7.3: `walk_page_range()` is not
+    /// Nothing of what the selection takes is present: nothing mapped outside an anonymous mapping
+    /// (in one, `migrate_vma_setup()` collects every hole, see [`MigratedEntry::is_hole`]), a
+    /// swapped-out page, a device-private page of another owner, or an entry in transition
+    /// (migration, device-exclusive). A module cannot tell these apart on 7.3: `walk_page_range()` is not
     /// exported, and `hmm_range_fault()` reports each as not valid without faulting it in.
     NotPresent,
     /// The shared zero page, and [`Select::System`] not given (with it, the zero page is collected
@@ -900,7 +900,7 @@ const ST_DST: u8 = 2;
 const ST_SPLIT: u8 = 4;
 /// With [`ST_SPLIT`]: the entry is the first page of the huge source.
 const ST_HEAD: u8 = 8;
-/// With [`ST_DST`]: the source was a hole (no page).
+/// With [`ST_DST`] or [`ST_NO_DST`]: the source was a hole (no page).
 const ST_HOLE: u8 = 16;
 /// Not recorded, but found by [`Migrated::entry`]: a split that `migrate_vma_pages()` could not
 /// do. It then clears `MIGRATE` and `COMPOUND` of the first entry and leaves the others as they
@@ -925,7 +925,7 @@ impl<'m> MigratedEntry<'m> {
     pub fn outcome(&self) -> Outcome {
         let reason = match self.state {
             ST_UNCOLLECTED => Reason::NotCollected,
-            ST_NO_DST => Reason::NoDestination,
+            s if s & ST_NO_DST != 0 => Reason::NoDestination,
             _ if self.src & PFN_MIGRATE != 0 && self.dst & PFN_VALID != 0 => {
                 return Outcome::Migrated
             }
@@ -950,6 +950,15 @@ impl<'m> MigratedEntry<'m> {
         // SAFETY: A valid source entry names a page the migration holds until `finalize`, which
         // cannot run during `'m` (type invariant); `folio_mapping()` reads the folio's mapping.
         !unsafe { bindings::folio_mapping(bindings::page_folio(page)) }.is_null()
+    }
+
+    /// Whether the entry was collected as a hole: nothing mapped (or, with [`Select::System`], the
+    /// zero page). `migrate_vma_setup()` collects every hole of an anonymous mapping, whatever the
+    /// selection; a migration that only moves device pages back gives them no destination, and
+    /// [`Reason::NoDestination`] with this is nothing to move.
+    #[inline]
+    pub fn is_hole(&self) -> bool {
+        self.state & ST_HOLE != 0
     }
 
     /// Whether the page moved (source entry still migrating, with a destination).
