@@ -132,7 +132,7 @@ TEST(demo)
 	char before[NPAGES + 1], after[NPAGES + 1];
 	static char copy[4 << 12];
 	const char *want;
-	volatile char x;
+	char x;
 	char *buf;
 
 	fd[0] = open("/dev/hmm_dmirror0", O_RDWR);
@@ -147,7 +147,9 @@ TEST(demo)
 	/* 0-7 written; 8-9 untouched; 10-11 read (the zero page). */
 	for (i = 0; i < 8; i++)
 		memset(buf + i * ps, i + 1, ps);
-	x = buf[10 * ps] + buf[11 * ps];
+	/* Read, not written: the zero page. */
+	x = __atomic_load_n(&buf[10 * ps], __ATOMIC_RELAXED) +
+	    __atomic_load_n(&buf[11 * ps], __ATOMIC_RELAXED);
 	(void)x;
 	/* 12-13 pinned; 14-15 referenced by a pipe. */
 	for (i = 12; i < 24; i++)
