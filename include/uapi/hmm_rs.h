@@ -82,6 +82,7 @@ enum hmm_rs_reason {
 	HMM_RS_REFUSED = 10,		/* migrate_vma_pages() did not move it */
 	HMM_RS_FILE_BACKED = 11,	/* file-backed: cannot go to a device */
 	HMM_RS_UNSUPPORTED = 12,	/* a mapping hmm cannot walk (special) */
+	HMM_RS_NOT_REACHED = 63,	/* the call failed before this page */
 	HMM_RS_NR_REASONS = 16,		/* room in counts[] */
 };
 
@@ -94,8 +95,9 @@ enum hmm_rs_reason {
  * @addr: in: start of the range, page aligned
  * @npages: in: pages in the range, not 0
  * @status: in: user address of @npages bytes for the per-page status, or 0;
- *	written before anything moves, so an unwritable array fails with
- *	EFAULT and changes nothing
+ *	filled with HMM_RS_NOT_REACHED before anything moves (so an unwritable
+ *	array fails with EFAULT and changes nothing, and after an error the
+ *	pages the call did not get to say so)
  * @select: in: HMM_RS_SELECT_*, not 0
  * @dst: in: HMM_RS_DST_*
  * @flags: in: HMM_RS_REQ_*

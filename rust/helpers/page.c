@@ -102,3 +102,8 @@ __rust_helper bool rust_helper_folio_maybe_dma_pinned(struct folio *folio)
 {
 	return folio_maybe_dma_pinned(folio);
 }
+
+__rust_helper bool rust_helper_folio_test_anon(const struct folio *folio)
+{
+	return folio_test_anon(folio);
+}

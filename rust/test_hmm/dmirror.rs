@@ -55,8 +55,8 @@ const MIGRATE_PAGES: usize = 512;
 pub(crate) struct DmirrorDevice {
     /// The device number in the node name.
     pub(crate) id: usize,
-    /// The owners of the pages of every device of the module, by device number: the device-to-device
-    /// moves of `HMM_RS_MIGRATE` select the pages of another device by its owner.
+    /// The owners of the pages of every device of the module, by device number: the
+    /// device-to-device moves of `HMM_RS_MIGRATE` select the pages of another device by its owner.
     pub(crate) owners: Arc<KVec<Arc<PagemapOwner>>>,
     /// The device's memory.
     #[pin]

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `HMM_RS_MIGRATE` (`include/uapi/hmm_rs.h`): a migration in the direction the caller picks,
-//! which says for every page that stayed why it stayed, and whether trying again can help.
+//! `HMM_RS_MIGRATE` (`include/uapi/hmm_rs.h`): a migration in the direction the caller picks, which
+//! says for every page that stayed why it stayed, and whether trying again can help.
 //!
 //! Each round of at most [`MIGRATE_PAGES`] pages within one VMA runs under one mmap read lock: a
 //! snapshot of the page table ([`Mirror::snapshot_locked()`]) sees what is there, then the
-//! migration runs, and the reason of every page it did not collect comes from what the snapshot
-//! saw ([`Reason::of_uncollected()`]). The round's status bytes are copied out after the lock is
+//! migration runs, and the reason of every page it did not collect comes from what the snapshot saw
+//! ([`Reason::of_uncollected()`]). The round's status bytes are copied out after the lock is
 //! dropped (a fault on the status array must not take the mmap lock again).
 //!
 //! [`Mirror::snapshot_locked()`]: crate::mm::hmm::mirror::Mirror::snapshot_locked
@@ -15,12 +15,14 @@ use super::{check_killed, round_end, Dmirror, Range, MIGRATE_PAGES};
 use crate::{
     bindings::{self, hmm_rs_migrate},
     devmem,
-    mm::migrate::{MigratePfns, MigrateVma, Outcome, Reason, Seen, Select, SelectFlags},
+    mm::migrate::{
+        MigratePfns, MigrateVma, Outcome, Reason, Seen, Select, SelectFlags, HPAGE_PMD_ORDER,
+    },
 };
 use kernel::{
     alloc::{flags::GFP_KERNEL, KVec},
     mm::{MmWithUser, MmapReadGuard},
-    page::PAGE_SHIFT,
+    page::{PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     uaccess::{UserPtr, UserSlice},
 };
@@ -30,6 +32,10 @@ const NR_REASONS: usize = bindings::hmm_rs_reason_HMM_RS_NR_REASONS as usize;
 const STATUS_WHOLE: u8 = bindings::HMM_RS_STATUS_WHOLE as u8;
 const STATUS_RETRY: u8 = bindings::HMM_RS_STATUS_RETRY as u8;
 const STATUS_REASON: u8 = bindings::HMM_RS_STATUS_REASON as u8;
+const NOT_REACHED: u8 = bindings::hmm_rs_reason_HMM_RS_NOT_REACHED as u8;
+
+// Every reason a status byte carries indexes `counts`.
+const _: () = assert!((bindings::hmm_rs_reason_HMM_RS_UNSUPPORTED as usize) < NR_REASONS);
 
 /// A checked `HMM_RS_MIGRATE` request.
 struct Request {
@@ -43,8 +49,8 @@ struct Request {
 }
 
 impl Request {
-    /// Checks `m`, made to this file's device `dev` of `ndevices`: known bits only, a selection
-    /// the destination takes, a valid range, another existing device as the source.
+    /// Checks `m`, made to this file's device `dev` of `ndevices`: known bits only, a selection the
+    /// destination takes, a valid range, another existing device as the source.
     fn new(m: &hmm_rs_migrate, dev: usize, ndevices: usize) -> Result<Self> {
         if m.select & !bindings::HMM_RS_SELECT_ALL != 0
             || m.select == 0
@@ -160,9 +166,15 @@ impl Dmirror {
         let mm = self.mm(EINVAL)?;
         Self::check_range(&mm.mmap_read_lock(), &req)?;
 
+        // The command is written back once before anything moves: if it cannot be (a read-only
+        // page), nothing changes.
+        UserSlice::new(UserPtr::from_addr(arg), size_of::<hmm_rs_migrate>())
+            .writer()
+            .write(&m)?;
         let mut out = KVec::with_capacity(MIGRATE_PAGES, GFP_KERNEL)?;
-        out.resize(MIGRATE_PAGES, 0u8, GFP_KERNEL)?;
-        // The status array is written before anything moves: if it cannot be, nothing changes.
+        out.resize(MIGRATE_PAGES, NOT_REACHED, GFP_KERNEL)?;
+        // The status array is filled with `HMM_RS_NOT_REACHED` before anything moves: if it cannot
+        // be, nothing changes, and an error later leaves the pages not got to so marked.
         let status_slice = || UserSlice::new(UserPtr::from_addr(req.range.ptr), npages).writer();
         let mut status = (req.range.ptr != 0).then(status_slice);
         if status.is_some() {
@@ -185,7 +197,10 @@ impl Dmirror {
             let next = self.migrate_round(&mm, &req, addr, &mut pfns, &mut seen, &mut out)?;
             let done = &out[..(next - addr) >> PAGE_SHIFT];
             for s in done {
-                m.counts[usize::from(s & STATUS_REASON)] += 1;
+                // Every byte of a finished round is a reason (`status()`).
+                if let Some(c) = m.counts.get_mut(usize::from(s & STATUS_REASON)) {
+                    *c += 1;
+                }
             }
             if let Some(status) = &mut status {
                 status.write_slice(done)?;
@@ -197,9 +212,9 @@ impl Dmirror {
     }
 
     /// `EINVAL` unless VMAs that a migration can walk cover the whole range: readable, and not
-    /// `VM_SPECIAL` or hugetlb (`migrate_vma_setup()` refuses those). Checked before anything moves,
-    /// so that a range bad at its end does not migrate its start; a mapping that changes later
-    /// stops the migration where it changed.
+    /// `VM_SPECIAL` or hugetlb (`migrate_vma_setup()` refuses those). Checked before anything
+    /// moves, so that a range bad at its end does not migrate its start; a mapping that changes
+    /// later stops the migration where it changed.
     fn check_range(mmap: &MmapReadGuard<'_>, req: &Request) -> Result {
         use kernel::mm::virt::flags;
         let refused =
@@ -218,16 +233,26 @@ impl Dmirror {
     }
 
     /// The end of the round from `addr`: at most [`MIGRATE_PAGES`] within one readable VMA.
+    ///
+    /// With [`Select::Compound`], a round also ends at the next PMD boundary: the core collects a
+    /// huge page whole only if the range covers all of it.
     fn round(mmap: &MmapReadGuard<'_>, req: &Request, addr: usize) -> Result<usize> {
         let vma = mmap.vma_lookup(addr).ok_or(EINVAL)?;
         if vma.flags() & kernel::mm::virt::flags::READ == 0 {
             return Err(EINVAL);
         }
-        Ok(round_end(addr, req.range.end, MIGRATE_PAGES).min(vma.end()))
+        let mut next = round_end(addr, req.range.end, MIGRATE_PAGES).min(vma.end());
+        if req.select.contains(Select::Compound) {
+            let pmd = PAGE_SIZE << HPAGE_PMD_ORDER;
+            if let Some(boundary) = (addr | (pmd - 1)).checked_add(1) {
+                next = next.min(boundary);
+            }
+        }
+        Ok(next)
     }
 
-    /// Migrates the round from `addr`: at most [`MIGRATE_PAGES`] within one VMA. Writes the
-    /// round's status bytes to the start of `out` and returns where the round ended.
+    /// Migrates the round from `addr`: at most [`MIGRATE_PAGES`] within one VMA. Writes the round's
+    /// status bytes to the start of `out` and returns where the round ended.
     fn migrate_round(
         &self,
         mm: &MmWithUser,
@@ -251,6 +276,8 @@ impl Dmirror {
         let guard = mm.mmap_read_lock();
         let next = Self::round(&guard, req, addr)?;
         let n = (next - addr) >> PAGE_SHIFT;
+        // Pages the migration reports nothing for (none, on 7.3) stay so marked.
+        out[..n].fill(NOT_REACHED);
 
         seen.clear();
         self.mirror

@@ -209,9 +209,9 @@ impl HmmPfn {
         Some(PageKind::System)
     }
 
-    /// What the entry shows, relative to `owner`, as a migration's [`Reason::of_uncollected`]
-    /// takes it: no page, an error, or a page with its kind and whether it is pinned or part of a
-    /// large folio.
+    /// What the entry shows, relative to `owner`, as a migration's [`Reason::of_uncollected`] takes
+    /// it: no page, an error, or a page with its kind and whether it is pinned or part of a large
+    /// folio.
     ///
     /// [`Reason::of_uncollected`]: crate::mm::migrate::Reason::of_uncollected
     pub fn seen(&self, owner: &PagemapOwner) -> Seen {
@@ -310,8 +310,8 @@ impl Deref for HmmPfns<'_> {
 /// [`Range::fault()`] and [`Range::snapshot()`] run the `hmm_range_fault()` retry loop of
 /// `Documentation/mm/hmm.rst` in chunks of [`CHUNK_PAGES`] pages: take a [`ReadSeq`], walk the CPU
 /// page tables with the mmap lock held, retry on `-EBUSY`; then lock the notifier and, if
-/// [`Locked::is_current()`], hand the chunk's [`HmmPfns`] to a closure, which may use them
-/// until it returns (the guard is held meanwhile); otherwise walk again.
+/// [`Locked::is_current()`], hand the chunk's [`HmmPfns`] to a closure, which may use them until it
+/// returns (the guard is held meanwhile); otherwise walk again.
 ///
 /// # Examples
 ///
@@ -508,8 +508,8 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
     /// causes included) ends the attempt. Only a new attempt checks the timeout, as
     /// `dmirror_range_fault()` checks it only before retrying: a slow fault does not fail.
     ///
-    /// `mm` is the notifier's mm, whose mmap lock each walk takes, or `None` if the caller holds
-    /// it (then `want` must be `0`: a fault could drop it).
+    /// `mm` is the notifier's mm, whose mmap lock each walk takes, or `None` if the caller holds it
+    /// (then `want` must be `0`: a fault could drop it).
     fn chunk(
         &self,
         mm: Option<&MmWithUser>,
@@ -524,9 +524,9 @@ impl<'a, T: MmuIntervalNotifierOps> Range<'a, T> {
         let walk = |range: &mut bindings::hmm_range| {
             let _mmap = mm.map(|mm| mm.mmap_read_lock());
             // SAFETY: `range` is fully initialised: its notifier is inserted on its mm, whose
-            // `mmap_lock` is held (here, or by the caller of `snapshot_locked()`), its sequence comes from `read_begin()` on that notifier, and
-            // `hmm_pfns` has room for the pages of `range.start..range.end` (`run()` and
-            // `fault_missing()` make sure).
+            // `mmap_lock` is held (here, or by the caller of `snapshot_locked()`), its sequence
+            // comes from `read_begin()` on that notifier, and `hmm_pfns` has room for the pages of
+            // `range.start..range.end` (`run()` and `fault_missing()` make sure).
             match to_result(unsafe { bindings::hmm_range_fault(range) }) {
                 Err(e) if e == EBUSY => Ok(false),
                 Err(e) => Err(e),

@@ -668,8 +668,8 @@ impl<'a> Collected<'a> {
     }
 
     /// Records in `state` what each entry is before `migrate_vma_pages()` changes it: that phase
-    /// clears `MIGRATE_PFN_MIGRATE` of every entry without a destination, and of a hole without
-    /// one leaves nothing to tell it from an entry never collected.
+    /// clears `MIGRATE_PFN_MIGRATE` of every entry without a destination, and of a hole without one
+    /// leaves nothing to tell it from an entry never collected.
     fn record_state(&mut self) {
         let n = self.npages();
         let state = self.state;
@@ -743,13 +743,13 @@ pub enum Outcome {
     NotMigrated(Reason),
 }
 
-/// Why an entry of a migration did not move, as the July 2020 review of the select flags asked
-/// to know.
+/// Why an entry of a migration did not move, as the July 2020 review of the select flags asked to
+/// know.
 ///
-/// The phases of a migration leave a trace of most reasons in the entry's `src` and `dst` words
-/// and in the source page, which the migration holds until `finalize`. What they do not show is
-/// why `migrate_vma_setup()` left an entry out: its page table walk writes `0` for every kind of
-/// entry it skips, and for the pages it collected but could not unmap. For those,
+/// The phases of a migration leave a trace of most reasons in the entry's `src` and `dst` words and
+/// in the source page, which the migration holds until `finalize`. What they do not show is why
+/// `migrate_vma_setup()` left an entry out: its page table walk writes `0` for every kind of entry
+/// it skips, and for the pages it collected but could not unmap. For those,
 /// [`MigratedEntry::outcome`] says [`Reason::NotCollected`], and a caller that looked at the page
 /// table before the setup (an [`hmm::Range`] snapshot, say) gets the reason from what it saw with
 /// [`Reason::of_uncollected`]. `Documentation/migrate-reasons.rst` has the table of how each is
@@ -765,8 +765,8 @@ pub enum Reason {
     /// Nothing of what the selection takes is present: nothing mapped outside an anonymous mapping
     /// (in one, `migrate_vma_setup()` collects every hole, see [`MigratedEntry::is_hole`]), a
     /// swapped-out page, a device-private page of another owner, or an entry in transition
-    /// (migration, device-exclusive). A module cannot tell these apart on 7.3: `walk_page_range()` is not
-    /// exported, and `hmm_range_fault()` reports each as not valid without faulting it in.
+    /// (migration, device-exclusive). A module cannot tell these apart on 7.3: `walk_page_range()`
+    /// is not exported, and `hmm_range_fault()` reports each as not valid without faulting it in.
     NotPresent,
     /// The shared zero page, and [`Select::System`] not given (with it, the zero page is collected
     /// like a hole and its destination replaces it).
@@ -778,8 +778,8 @@ pub enum Reason {
     OtherOwner,
     /// The page is pinned (`FOLL_PIN`: DMA, `io_uring`, ...): it can move once it is unpinned.
     Pinned,
-    /// The page was locked by someone else, had references besides its mappings (a `get_page()`,
-    /// a pipe buffer, ...), or could not be taken off the LRU: retrying can help.
+    /// The page was locked by someone else, had references besides its mappings (a `get_page()`, a
+    /// pipe buffer, ...), or could not be taken off the LRU: retrying can help.
     Busy,
     /// A huge page that had to be split (collected page by page, or given page-sized destinations)
     /// could not be: it has references besides its mappings.
@@ -902,9 +902,9 @@ const ST_SPLIT: u8 = 4;
 const ST_HEAD: u8 = 8;
 /// With [`ST_DST`] or [`ST_NO_DST`]: the source was a hole (no page).
 const ST_HOLE: u8 = 16;
-/// Not recorded, but found by [`Migrated::entry`]: a split that `migrate_vma_pages()` could not
-/// do. It then clears `MIGRATE` and `COMPOUND` of the first entry and leaves the others as they
-/// were (no page), where a split that worked fills each with its page.
+/// Not recorded, but found by [`Migrated::entry`]: a split that `migrate_vma_pages()` could not do.
+/// It then clears `MIGRATE` and `COMPOUND` of the first entry and leaves the others as they were
+/// (no page), where a split that worked fills each with its page.
 const ST_SPLIT_FAILED: u8 = 32;
 
 impl<'m> MigratedEntry<'m> {
@@ -937,7 +937,8 @@ impl<'m> MigratedEntry<'m> {
     }
 
     /// Whether the entry is a page of a file going to device memory, which `migrate_vma_pages()`
-    /// refuses.
+    /// refuses (it takes only anonymous folios; an anonymous folio in the swap cache also has a
+    /// `folio_mapping()`, so that is not the test).
     fn is_file_to_device(&self) -> bool {
         let Some(PageRef::Device(_)) = self.dst_page() else {
             return false;
@@ -948,8 +949,8 @@ impl<'m> MigratedEntry<'m> {
             return false;
         }
         // SAFETY: A valid source entry names a page the migration holds until `finalize`, which
-        // cannot run during `'m` (type invariant); `folio_mapping()` reads the folio's mapping.
-        !unsafe { bindings::folio_mapping(bindings::page_folio(page)) }.is_null()
+        // cannot run during `'m` (type invariant); `folio_test_anon()` reads the folio's mapping.
+        !unsafe { bindings::folio_test_anon(bindings::page_folio(page)) }
     }
 
     /// Whether the entry was collected as a hole: nothing mapped (or, with [`Select::System`], the
@@ -1005,6 +1006,10 @@ impl<'a> Migrated<'a> {
     }
 
     /// The entry at `index`, `None` past the end.
+    ///
+    /// The index of a page inside a compound entry that stayed or moved whole gives that page's
+    /// own words, which say nothing (its outcome is `NoDestination`): the entry is its first page,
+    /// as [`Migrated::entries`] visits it.
     pub fn entry(&self, index: usize) -> Option<MigratedEntry<'_>> {
         if index >= self.npages() {
             return None;
