@@ -26,6 +26,12 @@
  * coherent.{s2d,d2s}.*: the same on dmirror2, and other_owner: dmirror2's
  *   pages are OTHER_OWNER to dmirror3 both ways and to dmirror0 (present in
  *   the page table, so seen). Skips if there is no /dev/hmm_dmirror2.
+ * d2d.*.moves: pages on one device go straight to another with
+ *   HMM_RS_REQ_SRC_DEV (private to private, coherent to coherent, and
+ *   across): all MIGRATED, on the destination and off the source per their
+ *   SNAPSHOTs; again, nothing of the source's is left (the destination's
+ *   pages are OTHER_OWNER if coherent, NOT_PRESENT if private); then back
+ *   to system memory through the destination, every byte intact.
  * reasons.*.then_retry: a page that stays, and the same request again:
  *   pinned (gup_test's FOLL_PIN | FOLL_LONGTERM pin): PINNED, no RETRY;
  *   unpinned, MIGRATED. busy (vmspliced into a pipe: extra references):
@@ -41,6 +47,7 @@
  *   give skips the case.
  * mixed.{s2d,d2s}: holes, zero pages, written pages, pages on dmirror0 and
  *   on dmirror1 and (s2d) a pinned page in one call: each page as above.
+ * command_read_only: the command in a read-only page: EFAULT, nothing moved.
  * bad_input.*.rejected: each bad request fails with its errno and changes
  *   nothing: SNAPSHOT and data of a buffer half on dmirror0 stay as they
  *   were. EINVAL: an unknown select, flags or dst value, a nonzero
@@ -245,6 +252,7 @@ struct req {
 	uint32_t select;
 	uint32_t dst;
 	uint32_t flags;
+	uint32_t src_dev;	/* with HMM_RS_REQ_SRC_DEV */
 };
 
 /*
@@ -262,6 +270,7 @@ static int migrate(const struct req *r, unsigned char *st,
 		.select = r->select,
 		.dst = r->dst,
 		.flags = r->flags,
+		.src_dev = r->src_dev,
 	};
 	if (st)
 		memset(st, 0xff, r->npages);
@@ -804,6 +813,102 @@ TEST_F(coherent, other_owner)
 	expect_where(_metadata, r.what, self->fd[2], self->buf, 0, NPAGES,
 		     ON_COHERENT);
 	expect_data(_metadata, self->buf, 0, NPAGES, 8);
+}
+
+/* ---- d2d: another device's pages straight to this one -------------------- */
+
+FIXTURE(d2d)
+{
+	int src, dst;
+	char *buf;
+	unsigned char st[NPAGES];
+	unsigned int want[NPAGES];
+};
+
+FIXTURE_VARIANT(d2d)
+{
+	int src, dst;		/* device numbers */
+};
+
+FIXTURE_VARIANT_ADD(d2d, private_to_private) { .src = 1, .dst = 0 };
+FIXTURE_VARIANT_ADD(d2d, coherent_to_coherent) { .src = 2, .dst = 3 };
+FIXTURE_VARIANT_ADD(d2d, private_to_coherent) { .src = 1, .dst = 2 };
+FIXTURE_VARIANT_ADD(d2d, coherent_to_private) { .src = 3, .dst = 0 };
+
+/* Device-private memory: dmirror0 and 1. */
+#define PRIVATE(dev) ((dev) < 2)
+
+FIXTURE_SETUP(d2d)
+{
+	self->src = open(devices[variant->src], O_RDWR);
+	ASSERT_GE(self->src, 0);
+	self->dst = open(devices[variant->dst], O_RDWR);
+	ASSERT_GE(self->dst, 0);
+	self->buf = anon(NPAGES);
+	ASSERT_NE(NULL, self->buf);
+}
+
+FIXTURE_TEARDOWN(d2d)
+{
+	munmap(self->buf, NPAGES * ps);
+	close(self->src);
+	close(self->dst);
+}
+
+/*
+ * Pages on the source device move to the destination device in one call,
+ * without a bounce through system memory: on the destination afterwards
+ * (and no longer on the source), every byte intact; then back to system
+ * memory through the destination, which now owns them.
+ */
+TEST_F(d2d, moves)
+{
+	struct req r = {
+		.what = "d->d",
+		.fd = self->dst,
+		.addr = self->buf,
+		.npages = NPAGES,
+		.select = PRIVATE(variant->src) ? HMM_RS_SELECT_DEVICE_PRIVATE :
+						  HMM_RS_SELECT_DEVICE_COHERENT,
+		.dst = HMM_RS_DST_DEVICE,
+		.flags = HMM_RS_REQ_SRC_DEV,
+		.src_dev = variant->src,
+	};
+	enum where on_dst = PRIVATE(variant->dst) ? ON_PRIVATE : ON_COHERENT;
+
+	fill(self->buf, 0, NPAGES, 11);
+	legacy_to_dev(_metadata, self->src, self->buf, 0, NPAGES);
+	expect_where(_metadata, "MIGRATE_TO_DEV on the source", self->src,
+		     self->buf, 0, NPAGES,
+		     PRIVATE(variant->src) ? ON_PRIVATE : ON_COHERENT);
+	want_set(self->want, 0, NPAGES, HMM_RS_MIGRATED);
+	run(_metadata, &r, self->st, self->want, NULL);
+	expect_where(_metadata, "d->d, as the destination sees it", self->dst,
+		     self->buf, 0, NPAGES, on_dst);
+	/* A coherent page of the destination is a remote one to the source. */
+	if (PRIVATE(variant->dst))
+		expect_where(_metadata, "d->d, as the source sees it",
+			     self->src, self->buf, 0, NPAGES, ON_SYSTEM);
+
+	/*
+	 * A second time: nothing of the source's is left. The destination's
+	 * pages are another owner's: seen if coherent, not if private.
+	 */
+	want_set(self->want, 0, NPAGES, PRIVATE(variant->dst) ?
+		 WANT_NOT_PRESENT : HMM_RS_OTHER_OWNER);
+	run(_metadata, &r, self->st, self->want, NULL);
+
+	r.what = "d->s of the moved pages";
+	r.select = PRIVATE(variant->dst) ? HMM_RS_SELECT_DEVICE_PRIVATE :
+					   HMM_RS_SELECT_DEVICE_COHERENT;
+	r.dst = HMM_RS_DST_SYSTEM;
+	r.flags = 0;
+	r.src_dev = 0;
+	want_set(self->want, 0, NPAGES, HMM_RS_MIGRATED);
+	run(_metadata, &r, self->st, self->want, NULL);
+	expect_where(_metadata, r.what, self->dst, self->buf, 0, NPAGES,
+		     ON_SYSTEM);
+	expect_data(_metadata, self->buf, 0, NPAGES, 11);
 }
 
 /* ---- reasons: a page that stays, then the same request again ------------ */
@@ -1604,6 +1709,39 @@ TEST_F(bad_input, rejected)
 	}
 	ASSERT_EQ(0, bad);
 	expect_data(_metadata, self->buf, 0, NPAGES, 12);
+}
+
+/*
+ * The command itself in a read-only page: the kernel reads it, but cannot
+ * write the counts back, which it finds out before anything moves:
+ * EFAULT, and the pages are where they were.
+ */
+TEST(command_read_only)
+{
+	struct hmm_rs_migrate *m;
+	int fd = open(devices[0], O_RDWR);
+	char *buf = anon(NPAGES);
+
+	ASSERT_GE(fd, 0);
+	ASSERT_NE(NULL, buf);
+	fill(buf, 0, NPAGES, 12);
+	m = mmap(NULL, ps, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, m);
+	*m = (struct hmm_rs_migrate){
+		.addr = (uintptr_t)buf,
+		.npages = NPAGES,
+		.select = HMM_RS_SELECT_SYSTEM,
+		.dst = HMM_RS_DST_DEVICE,
+	};
+	ASSERT_EQ(0, mprotect(m, ps, PROT_READ));
+	ASSERT_EQ(-1, ioctl(fd, HMM_RS_MIGRATE, m));
+	ASSERT_EQ(EFAULT, errno);
+	expect_where(_metadata, "after EFAULT", fd, buf, 0, NPAGES, ON_SYSTEM);
+	expect_data(_metadata, buf, 0, NPAGES, 12);
+	munmap(m, ps);
+	munmap(buf, NPAGES * ps);
+	close(fd);
 }
 
 TEST_HARNESS_MAIN
