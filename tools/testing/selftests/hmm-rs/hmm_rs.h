@@ -16,6 +16,7 @@
 #include <sys/swap.h>
 
 #include "lib/test_hmm_uapi.h"
+#include "uapi/hmm_rs.h"
 
 /*
  * Issues dmirror ioctl @req on @npages pages at @addr with buffer @ptr;
@@ -57,6 +58,30 @@ static inline double env_num(const char *name, double def)
 		return def;
 	v = strtod(s, &end);
 	return (*end || v < 0) ? def : v;
+}
+
+/* The name of HMM_RS_MIGRATE's reason @r, NULL if it has none. */
+static inline const char *hmm_rs_reason_name(unsigned int r)
+{
+	static const char *const names[HMM_RS_NR_REASONS] = {
+		[HMM_RS_MIGRATED] = "MIGRATED",
+		[HMM_RS_NOT_PRESENT] = "NOT_PRESENT",
+		[HMM_RS_ZERO_PAGE] = "ZERO_PAGE",
+		[HMM_RS_NOT_SELECTED] = "NOT_SELECTED",
+		[HMM_RS_OTHER_OWNER] = "OTHER_OWNER",
+		[HMM_RS_PINNED] = "PINNED",
+		[HMM_RS_BUSY] = "BUSY",
+		[HMM_RS_SPLIT_FAILED] = "SPLIT_FAILED",
+		[HMM_RS_NO_DESTINATION] = "NO_DESTINATION",
+		[HMM_RS_NO_MEMORY] = "NO_MEMORY",
+		[HMM_RS_REFUSED] = "REFUSED",
+		[HMM_RS_FILE_BACKED] = "FILE_BACKED",
+		[HMM_RS_UNSUPPORTED] = "UNSUPPORTED",
+	};
+
+	if (r == HMM_RS_NOT_REACHED)
+		return "NOT_REACHED";
+	return r < HMM_RS_NR_REASONS ? names[r] : NULL;
 }
 
 /* The RAM disk (CONFIG_BLK_DEV_RAM) the tests swap to. */

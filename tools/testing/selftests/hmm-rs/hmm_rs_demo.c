@@ -30,22 +30,6 @@
 
 #define NPAGES 24
 
-static const char *const reasons[HMM_RS_NR_REASONS] = {
-	[HMM_RS_MIGRATED] = "MIGRATED",
-	[HMM_RS_NOT_PRESENT] = "NOT_PRESENT",
-	[HMM_RS_ZERO_PAGE] = "ZERO_PAGE",
-	[HMM_RS_NOT_SELECTED] = "NOT_SELECTED",
-	[HMM_RS_OTHER_OWNER] = "OTHER_OWNER",
-	[HMM_RS_PINNED] = "PINNED",
-	[HMM_RS_BUSY] = "BUSY",
-	[HMM_RS_SPLIT_FAILED] = "SPLIT_FAILED",
-	[HMM_RS_NO_DESTINATION] = "NO_DESTINATION",
-	[HMM_RS_NO_MEMORY] = "NO_MEMORY",
-	[HMM_RS_REFUSED] = "REFUSED",
-	[HMM_RS_FILE_BACKED] = "FILE_BACKED",
-	[HMM_RS_UNSUPPORTED] = "UNSUPPORTED",
-};
-
 /*
  * One character per page of @buf: where it is, as the map says. A device
  * sees only its own device-private pages: @fd[d] is device d's file.
@@ -100,8 +84,7 @@ static void print_reasons(const uint8_t *st)
 			;
 		if (r != HMM_RS_MIGRATED)
 			ksft_print_msg("  pages %2d-%2d: %s%s\n", i, j - 1,
-				       r < HMM_RS_NR_REASONS && reasons[r] ?
-				       reasons[r] : "?",
+				       hmm_rs_reason_name(r) ?: "?",
 				       st[i] & HMM_RS_STATUS_RETRY ?
 				       " (a retry can help)" : "");
 		i = j;

@@ -113,22 +113,6 @@ static const char *errname(int err)
 
 /* ---- status ------------------------------------------------------------ */
 
-static const char *const reason_names[HMM_RS_NR_REASONS] = {
-	[HMM_RS_MIGRATED] = "MIGRATED",
-	[HMM_RS_NOT_PRESENT] = "NOT_PRESENT",
-	[HMM_RS_ZERO_PAGE] = "ZERO_PAGE",
-	[HMM_RS_NOT_SELECTED] = "NOT_SELECTED",
-	[HMM_RS_OTHER_OWNER] = "OTHER_OWNER",
-	[HMM_RS_PINNED] = "PINNED",
-	[HMM_RS_BUSY] = "BUSY",
-	[HMM_RS_SPLIT_FAILED] = "SPLIT_FAILED",
-	[HMM_RS_NO_DESTINATION] = "NO_DESTINATION",
-	[HMM_RS_NO_MEMORY] = "NO_MEMORY",
-	[HMM_RS_REFUSED] = "REFUSED",
-	[HMM_RS_FILE_BACKED] = "FILE_BACKED",
-	[HMM_RS_UNSUPPORTED] = "UNSUPPORTED",
-};
-
 /*
  * An expectation is a status byte, or with RETRY_ANY one whose RETRY bit
  * is not checked.
@@ -142,8 +126,8 @@ static const char *describe(unsigned int s, char *buf, size_t len)
 	unsigned int r = s & HMM_RS_STATUS_REASON;
 	int n;
 
-	if (r < HMM_RS_NR_REASONS && reason_names[r])
-		n = snprintf(buf, len, "%s", reason_names[r]);
+	if (hmm_rs_reason_name(r))
+		n = snprintf(buf, len, "%s", hmm_rs_reason_name(r));
 	else
 		n = snprintf(buf, len, "reason %u", r);
 	snprintf(buf + n, len - n, "%s%s%s",
