@@ -60,6 +60,27 @@ static inline double env_num(const char *name, double def)
 	return (*end || v < 0) ? def : v;
 }
 
+/*
+ * HMM_RS_MIGRATE of @npages pages at @addr through @fd, with status array
+ * @status (NULL: none). Returns 0 or -errno; the command as the kernel left
+ * it in @m.
+ */
+static inline int hmm_rs_migrate(int fd, void *addr, uint64_t npages,
+				 uint8_t *status, uint32_t select,
+				 uint32_t dst, uint32_t flags,
+				 struct hmm_rs_migrate *m)
+{
+	*m = (struct hmm_rs_migrate){
+		.addr = (uintptr_t)addr,
+		.npages = npages,
+		.status = (uintptr_t)status,
+		.select = select,
+		.dst = dst,
+		.flags = flags,
+	};
+	return ioctl(fd, HMM_RS_MIGRATE, m) ? -errno : 0;
+}
+
 /* The name of HMM_RS_MIGRATE's reason @r, NULL if it has none. */
 static inline const char *hmm_rs_reason_name(unsigned int r)
 {

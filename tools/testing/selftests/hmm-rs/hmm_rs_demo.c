@@ -91,17 +91,12 @@ static void print_reasons(const uint8_t *st)
 	}
 }
 
+/* The whole buffer from system memory to the device of @fd. */
 static int migrate(int fd, char *buf, uint8_t *st, uint32_t flags,
 		   struct hmm_rs_migrate *m)
 {
-	memset(m, 0, sizeof(*m));
-	m->addr = (uintptr_t)buf;
-	m->npages = NPAGES;
-	m->status = (uintptr_t)st;
-	m->select = HMM_RS_SELECT_SYSTEM;
-	m->dst = HMM_RS_DST_DEVICE;
-	m->flags = flags;
-	return ioctl(fd, HMM_RS_MIGRATE, m) ? -errno : 0;
+	return hmm_rs_migrate(fd, buf, NPAGES, st, HMM_RS_SELECT_SYSTEM,
+			      HMM_RS_DST_DEVICE, flags, m);
 }
 
 TEST(demo)

@@ -72,26 +72,14 @@ FIXTURE_TEARDOWN(swap)
 	swapoff(HMM_RS_SWAP_DEV);
 }
 
-static int migrate(int fd, void *addr, uint8_t *status, uint32_t select,
-		   uint32_t dst, uint32_t flags, struct hmm_rs_migrate *m)
-{
-	memset(m, 0, sizeof(*m));
-	m->addr = (uintptr_t)addr;
-	m->npages = NPAGES;
-	m->status = (uintptr_t)status;
-	m->select = select;
-	m->dst = dst;
-	m->flags = flags;
-	return ioctl(fd, HMM_RS_MIGRATE, m) ? -errno : 0;
-}
-
 TEST_F(swap, s2d_not_present)
 {
 	struct hmm_rs_migrate m;
 	int i;
 
-	ASSERT_EQ(0, migrate(self->fd, self->buf, self->status,
-			     HMM_RS_SELECT_SYSTEM, HMM_RS_DST_DEVICE, 0, &m));
+	ASSERT_EQ(0, hmm_rs_migrate(self->fd, self->buf, NPAGES, self->status,
+				    HMM_RS_SELECT_SYSTEM, HMM_RS_DST_DEVICE, 0,
+				    &m));
 	ASSERT_EQ(0, m.migrated);
 	ASSERT_EQ(NPAGES, m.counts[HMM_RS_NOT_PRESENT]);
 	for (i = 0; i < NPAGES; i++) {
@@ -111,9 +99,9 @@ TEST_F(swap, s2d_fault_in)
 	struct hmm_dmirror_cmd c;
 	int i, j;
 
-	ASSERT_EQ(0, migrate(self->fd, self->buf, self->status,
-			     HMM_RS_SELECT_SYSTEM, HMM_RS_DST_DEVICE,
-			     HMM_RS_REQ_FAULT, &m));
+	ASSERT_EQ(0, hmm_rs_migrate(self->fd, self->buf, NPAGES, self->status,
+				    HMM_RS_SELECT_SYSTEM, HMM_RS_DST_DEVICE,
+				    HMM_RS_REQ_FAULT, &m));
 	ASSERT_EQ(NPAGES, m.migrated);
 	for (i = 0; i < NPAGES; i++) {
 		uint8_t s = self->status[i];
@@ -140,9 +128,11 @@ TEST_F(swap, fault_in_needs_system)
 {
 	struct hmm_rs_migrate m;
 
-	ASSERT_EQ(-EINVAL, migrate(self->fd, self->buf, self->status,
-				   HMM_RS_SELECT_DEVICE_PRIVATE,
-				   HMM_RS_DST_SYSTEM, HMM_RS_REQ_FAULT, &m));
+	ASSERT_EQ(-EINVAL, hmm_rs_migrate(self->fd, self->buf, NPAGES,
+					  self->status,
+					  HMM_RS_SELECT_DEVICE_PRIVATE,
+					  HMM_RS_DST_SYSTEM, HMM_RS_REQ_FAULT,
+					  &m));
 }
 
 TEST_HARNESS_MAIN
