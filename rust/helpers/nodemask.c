@@ -6,3 +6,8 @@ __rust_helper bool rust_helper_node_online(int nid)
 {
 	return node_online(nid);
 }
+
+__rust_helper int rust_helper_node_state(int node, enum node_states state)
+{
+	return node_state(node, state);
+}

@@ -25,6 +25,13 @@ __rust_helper struct folio *rust_helper_folio_alloc(gfp_t gfp, unsigned int orde
 	return folio_alloc(gfp, order);
 }
 
+__rust_helper struct folio *rust_helper___folio_alloc_node(gfp_t gfp,
+							 unsigned int order,
+							 int nid)
+{
+	return __folio_alloc_node(gfp, order, nid);
+}
+
 __rust_helper void rust_helper_copy_highpage(struct page *to, struct page *from)
 {
 	copy_highpage(to, from);

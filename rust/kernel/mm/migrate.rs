@@ -111,8 +111,54 @@ pub unsafe trait MigrateDestination {
     fn into_migrate_pfn(self) -> usize;
 }
 
+/// A NUMA node with memory: where [`LockedSystemFolio::alloc_on_node`] allocates.
+///
+/// The kernel crate's `NumaNode` is any id below `MAX_NUMNODES`, which may name a node the page
+/// allocator has no `pg_data_t` for; this one was a node with memory (`N_MEMORY`) when it was made.
+/// Memory hot-unplug can later take the memory away, but not the node (a possible node keeps its
+/// `pg_data_t`): an allocation on it then fails.
+///
+/// # Invariants
+///
+/// `self.0` is a possible node (`node_possible()`): it is below `MAX_NUMNODES` and has a
+/// `pg_data_t`.
+///
+/// # Examples
+///
+/// Moving a page to node 1, if it has memory:
+///
+/// ```ignore
+/// let node = MemoryNode::new(1)?; // ENODEV: no such node, or one without memory.
+/// let dst = LockedSystemFolio::alloc_on_node(node, 0)?;
+/// dst.page().copy_from(&src)?;
+/// entry.set_dst(dst)?;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryNode(i32);
+
+impl MemoryNode {
+    /// Node `nid`, if it has memory now; `ENODEV` otherwise (as `move_pages(2)` answers).
+    pub fn new(nid: i32) -> Result<Self> {
+        if !(0..bindings::MAX_NUMNODES as i32).contains(&nid) {
+            return Err(ENODEV);
+        }
+        // SAFETY: `node_state()` tests a bit of a static bitmap; `nid` is within its bounds.
+        if unsafe { bindings::node_state(nid, bindings::node_states_N_MEMORY) } == 0 {
+            return Err(ENODEV);
+        }
+        // INVARIANT: A node with memory is a possible node.
+        Ok(Self(nid))
+    }
+
+    /// The node's id.
+    #[inline]
+    pub fn id(self) -> i32 {
+        self.0
+    }
+}
+
 /// A freshly allocated, locked system page or folio: a destination for migrations from device
-/// memory back to system memory.
+/// memory back to system memory, or between nodes.
 ///
 /// # Invariants
 ///
@@ -146,6 +192,43 @@ impl LockedSystemFolio {
         // `vma_alloc_folio()` may sleep, which callers of this allocating function expect; the
         // order is at most `HPAGE_PMD_ORDER`.
         let folio = unsafe { bindings::vma_alloc_folio(gfp, order as i32, vma.as_ptr(), addr) };
+        // `struct folio` starts with its head page.
+        Self::lock_new(folio.cast(), order)
+    }
+
+    /// Allocates a folio of `order` (0 for a page, at most [`HPAGE_PMD_ORDER`], else `EINVAL`) for
+    /// user memory on `node` and nowhere else, and locks it: the destination of a move between
+    /// nodes, as `move_pages(2)` allocates one.
+    ///
+    /// `ENOMEM` if `node` has no such folio free, or the caller's cpuset does not allow the node
+    /// (`__GFP_HARDWALL`). A request for one node neither warns nor wakes the OOM killer
+    /// (`__GFP_THISNODE`); a page is worth some reclaim, a huge page is not (the caller can fall
+    /// back to pages).
+    pub fn alloc_on_node(node: MemoryNode, order: u32) -> Result<Self> {
+        if order > HPAGE_PMD_ORDER {
+            return Err(EINVAL);
+        }
+        // `__folio_alloc_node()` prints a stack trace for a `__GFP_THISNODE | __GFP_NOWARN`
+        // request on an offline node: one whose memory went away since `node` was made is just
+        // out of memory here.
+        // SAFETY: `node_online()` tests a bit of a static bitmap; the id is within its bounds
+        // (type invariant of `MemoryNode`).
+        if !unsafe { bindings::node_online(node.0) } {
+            return Err(ENOMEM);
+        }
+        let retry = if order == 0 {
+            bindings::__GFP_RETRY_MAYFAIL
+        } else {
+            bindings::__GFP_NORETRY
+        };
+        let gfp = bindings::GFP_HIGHUSER_MOVABLE
+            | bindings::__GFP_THISNODE
+            | bindings::__GFP_NOWARN
+            | retry;
+        // SAFETY: `node` is a possible node, whose `pg_data_t` exists (type invariant of
+        // `MemoryNode`); the order is at most `HPAGE_PMD_ORDER`; `__folio_alloc_node()` may sleep,
+        // which callers of this allocating function expect.
+        let folio = unsafe { bindings::__folio_alloc_node(gfp, order, node.0) };
         // `struct folio` starts with its head page.
         Self::lock_new(folio.cast(), order)
     }
@@ -365,8 +448,10 @@ impl MigrateVma {
         } else {
             select
         };
-        // `migrate_vma_setup()` clears `src`; destinations start empty.
+        // `migrate_vma_setup()` clears `src`; destinations start empty, and so does what
+        // `Collected::keep_on_node()` records.
         pfns.dst[..npages].fill(0);
+        pfns.state[..npages].fill(ST_UNCOLLECTED);
 
         let mut args = bindings::migrate_vma {
             vma: vma.as_ptr(),
@@ -609,14 +694,21 @@ impl<'a> Collected<'a> {
 
     /// The source and destination arrays.
     fn arrays(&mut self) -> (&[usize], &mut [usize]) {
+        let (src, dst, _) = self.parts();
+        (src, dst)
+    }
+
+    /// The source, destination and state arrays.
+    fn parts(&mut self) -> (&mut [usize], &mut [usize], &mut [u8]) {
         let n = self.npages();
-        // SAFETY: `src` and `dst` have `npages` entries and are borrowed for `'a` (type invariant),
-        // `unsigned long` has the layout of `usize`, and `&mut self` gives exclusive access to
-        // them.
+        // SAFETY: `src`, `dst` and `state` are three arrays of (at least) `npages` entries borrowed
+        // for `'a` (type invariant), `unsigned long` has the layout of `usize`, and `&mut self`
+        // gives exclusive access to them.
         unsafe {
             (
-                core::slice::from_raw_parts(self.args.src.cast::<usize>(), n),
+                core::slice::from_raw_parts_mut(self.args.src.cast::<usize>(), n),
                 core::slice::from_raw_parts_mut(self.args.dst.cast::<usize>(), n),
+                core::slice::from_raw_parts_mut(self.state, n),
             )
         }
     }
@@ -647,6 +739,46 @@ impl<'a> Collected<'a> {
         Ok(())
     }
 
+    /// Leaves every collected system page that is already on `node` where it is: its entry gets no
+    /// destination, and comes out as [`Reason::OnNode`]. Returns the number of pages left.
+    ///
+    /// This is the filter the July 2020 review of the select flags asked for, "migrate system
+    /// memory not already on node X". 7.3's `migrate_vma_setup()` has no such filter, so it applies
+    /// after collection: the pages left were unmapped, and `finalize` maps them again, as it does
+    /// every page that did not move. Call it before giving destinations; one an entry it leaves
+    /// already had is released.
+    pub fn keep_on_node(&mut self, node: MemoryNode) -> usize {
+        let (src, dst, state) = self.parts();
+        let n = src.len();
+        let mut kept = 0;
+        let mut i = 0;
+        while i < n {
+            let len = entry_pages(src[i]).min(n - i);
+            // SAFETY: Pure pfn arithmetic.
+            let page = unsafe { bindings::migrate_pfn_to_page(src[i]) };
+            // SAFETY: A valid collected entry names a page the migration holds locked and
+            // referenced until `finalize`; `is_zone_device_page()` and `page_to_nid()` read its
+            // flags.
+            let on_node = src[i] & PFN_MIGRATE != 0
+                && !page.is_null()
+                && unsafe { !bindings::is_zone_device_page(page) }
+                && unsafe { bindings::page_to_nid(page) } == node.0;
+            if on_node {
+                // `migrate_vma_pages()` skips an entry without `MIGRATE`, and `finalize` restores
+                // its page: what they do with every entry that does not move.
+                src[i] &= !PFN_MIGRATE;
+                for j in i..i + len {
+                    release_mpfn(dst[j]);
+                    dst[j] = 0;
+                    state[j] = ST_ON_NODE;
+                }
+                kept += len;
+            }
+            i += len;
+        }
+        kept
+    }
+
     /// Enforces what [`Entry`] documents of split compound entries: one whose pages did not all get
     /// a destination migrates none of them. (`migrate_vma_pages()` would otherwise map a hole's
     /// missing pages from a null destination.)
@@ -671,12 +803,8 @@ impl<'a> Collected<'a> {
     /// clears `MIGRATE_PFN_MIGRATE` of every entry without a destination, and of a hole without one
     /// leaves nothing to tell it from an entry never collected.
     fn record_state(&mut self) {
-        let n = self.npages();
-        let state = self.state;
-        let (src, dst) = self.arrays();
-        // SAFETY: `state` has room for `npages` entries and is borrowed for `'a` (type invariant);
-        // `src` and `dst` are other arrays.
-        let state = unsafe { core::slice::from_raw_parts_mut(state, n) };
+        let (src, dst, state) = self.parts();
+        let n = src.len();
         let mut i = 0;
         while i < n {
             let len = entry_pages(src[i]).min(n - i);
@@ -688,7 +816,12 @@ impl<'a> Collected<'a> {
             let hole = if src[i] & PFN_VALID == 0 { ST_HOLE } else { 0 };
             for j in i..i + len {
                 state[j] = if src[i] & PFN_MIGRATE == 0 {
-                    ST_UNCOLLECTED
+                    // Not collected, or left by `keep_on_node()`, which said so.
+                    if state[j] == ST_ON_NODE {
+                        ST_ON_NODE
+                    } else {
+                        ST_UNCOLLECTED
+                    }
                 } else if dst[j] & PFN_VALID == 0 {
                     ST_NO_DST | hole
                 } else {
@@ -794,6 +927,9 @@ pub enum Reason {
     /// A mapping that `hmm_range_fault()` cannot walk (`HMM_PFN_ERROR`: a special mapping, a
     /// poisoned page).
     Unsupported,
+    /// A system page already on the node the migration moves to, which
+    /// [`Collected::keep_on_node`] left there.
+    OnNode,
 }
 
 impl Reason {
@@ -906,6 +1042,8 @@ const ST_HOLE: u8 = 16;
 /// It then clears `MIGRATE` and `COMPOUND` of the first entry and leaves the others as they were
 /// (no page), where a split that worked fills each with its page.
 const ST_SPLIT_FAILED: u8 = 32;
+/// Recorded by [`Collected::keep_on_node`]: a system page already on the node.
+const ST_ON_NODE: u8 = 64;
 
 impl<'m> MigratedEntry<'m> {
     /// Index of the entry in the range.
@@ -925,6 +1063,7 @@ impl<'m> MigratedEntry<'m> {
     pub fn outcome(&self) -> Outcome {
         let reason = match self.state {
             ST_UNCOLLECTED => Reason::NotCollected,
+            ST_ON_NODE => Reason::OnNode,
             s if s & ST_NO_DST != 0 => Reason::NoDestination,
             _ if self.src & PFN_MIGRATE != 0 && self.dst & PFN_VALID != 0 => {
                 return Outcome::Migrated
@@ -1155,6 +1294,23 @@ mod tests {
             entry(valid, valid, ST_DST | ST_SPLIT | ST_SPLIT_FAILED).outcome(),
             Outcome::NotMigrated(Reason::SplitFailed)
         );
+        // `keep_on_node()` clears `MIGRATE` and says why.
+        assert_eq!(
+            entry(valid, 0, ST_ON_NODE).outcome(),
+            Outcome::NotMigrated(Reason::OnNode)
+        );
+        assert!(!Reason::OnNode.retry_can_help());
+    }
+
+    #[test]
+    fn memory_nodes_are_nodes_with_memory() {
+        // Some node has memory on any machine that boots.
+        let max = bindings::MAX_NUMNODES as i32;
+        let node = (0..max).find_map(|nid| MemoryNode::new(nid).ok());
+        assert!(node.is_some_and(|n| MemoryNode::new(n.id()) == Ok(n)));
+        for nid in [-1, max, i32::MAX, i32::MIN] {
+            assert_eq!(MemoryNode::new(nid), Err(ENODEV));
+        }
     }
 
     #[test]
