@@ -27,6 +27,7 @@
 /* Where the selected pages go. */
 #define HMM_RS_DST_DEVICE		0	/* this file's device */
 #define HMM_RS_DST_SYSTEM		1	/* system memory */
+#define HMM_RS_DST_NODE			2	/* system memory on NUMA node @node */
 
 /*
  * Requests. FAULT: with HMM_RS_SELECT_SYSTEM only; what is not present
@@ -52,8 +53,16 @@
  * system memory.
  */
 #define HMM_RS_REQ_SRC_DEV		(1U << 2)
+
+/*
+ * NOT_ON_NODE: with HMM_RS_DST_NODE and HMM_RS_SELECT_SYSTEM, the filter
+ * the review asked for, "migrate system memory not already on node X":
+ * system pages already on @node stay (HMM_RS_ON_NODE). Without it, every
+ * selected page gets a new page on @node, including those already there.
+ */
+#define HMM_RS_REQ_NOT_ON_NODE		(1U << 3)
 #define HMM_RS_REQ_ALL			(HMM_RS_REQ_THP | HMM_RS_REQ_FAULT | \
-					 HMM_RS_REQ_SRC_DEV)
+					 HMM_RS_REQ_SRC_DEV | HMM_RS_REQ_NOT_ON_NODE)
 
 /*
  * Per-page status: a reason, with HMM_RS_STATUS_RETRY set when the same
@@ -82,6 +91,7 @@ enum hmm_rs_reason {
 	HMM_RS_REFUSED = 10,		/* migrate_vma_pages() did not move it */
 	HMM_RS_FILE_BACKED = 11,	/* file-backed: cannot go to a device */
 	HMM_RS_UNSUPPORTED = 12,	/* a mapping hmm cannot walk (special) */
+	HMM_RS_ON_NODE = 13,		/* already on @node (HMM_RS_REQ_NOT_ON_NODE) */
 	HMM_RS_NOT_REACHED = 63,	/* the call failed before this page */
 	HMM_RS_NR_REASONS = 16,		/* room in counts[] */
 };
@@ -103,6 +113,8 @@ enum hmm_rs_reason {
  * @flags: in: HMM_RS_REQ_*
  * @src_dev: in: with HMM_RS_REQ_SRC_DEV, the device whose pages to select;
  *	else 0
+ * @node: in: with HMM_RS_DST_NODE, the NUMA node to move to; else 0
+ * @reserved: in: 0
  * @migrated: out: pages moved (populated holes included)
  * @counts: out: pages per reason, counts[HMM_RS_MIGRATED] == migrated
  *
@@ -110,14 +122,22 @@ enum hmm_rs_reason {
  * HMM_RS_SELECT_SYSTEM); another device's pages to this device
  * (HMM_RS_DST_DEVICE, device kinds only, HMM_RS_REQ_SRC_DEV); this
  * device's or, with HMM_RS_REQ_SRC_DEV, another device's pages back to
- * system memory (HMM_RS_DST_SYSTEM, device kinds only). HMM_RS_REQ_FAULT
- * needs HMM_RS_SELECT_SYSTEM.
+ * system memory (HMM_RS_DST_SYSTEM, device kinds only); any of the selected
+ * kinds to system memory on @node (HMM_RS_DST_NODE: system to system
+ * between nodes, device to a chosen node). HMM_RS_REQ_FAULT needs
+ * HMM_RS_SELECT_SYSTEM. Pages on @node are allocated there or not at all
+ * (HMM_RS_NO_MEMORY when the node is full, or outside the caller's cpuset);
+ * a hole is left a hole (HMM_RS_NOT_PRESENT, or HMM_RS_ZERO_PAGE), as
+ * move_pages(2) leaves it.
  *
  * Errors: EINVAL for unknown bits, a nonzero @src_dev without
- * HMM_RS_REQ_SRC_DEV, @src_dev naming this file's device, a range that is
- * not page aligned, empty or overflowing, a selection the destination
- * does not take, and a range not covered by readable mappings; ENODEV
- * for a @src_dev that does not exist; EFAULT for an unwritable status
+ * HMM_RS_REQ_SRC_DEV, @src_dev naming this file's device, a nonzero @node
+ * without HMM_RS_DST_NODE or @reserved, HMM_RS_REQ_NOT_ON_NODE without
+ * HMM_RS_DST_NODE and HMM_RS_SELECT_SYSTEM, a range that is not page
+ * aligned, empty or overflowing, a selection the destination does not
+ * take, and a range not covered by readable mappings; ENODEV for a
+ * @src_dev that does not exist and a @node that does not exist or has no
+ * memory (as move_pages(2)); EFAULT for an unwritable status
  * array; EINTR when killed (pages already moved stay moved, and the
  * status says which).
  */
@@ -129,6 +149,8 @@ struct hmm_rs_migrate {
 	__u32 dst;
 	__u32 flags;
 	__u32 src_dev;
+	__u32 node;
+	__u32 reserved;
 	__u64 migrated;
 	__u64 counts[HMM_RS_NR_REASONS];
 };

@@ -54,5 +54,5 @@ unsafe impl kernel::transmute::AsBytes for hmm_rs_migrate {}
 // No padding: the size is the sum of the fields' sizes.
 const _: () = assert!(
     size_of::<hmm_rs_migrate>()
-        == 3 * 8 + 4 * 4 + 8 + (hmm_rs_reason_HMM_RS_NR_REASONS as usize) * 8
+        == 3 * 8 + 6 * 4 + 8 + (hmm_rs_reason_HMM_RS_NR_REASONS as usize) * 8
 );

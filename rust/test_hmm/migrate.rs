@@ -15,14 +15,20 @@ use super::{check_killed, round_end, Dmirror, Range, MIGRATE_PAGES};
 use crate::{
     bindings::{self, hmm_rs_migrate},
     devmem,
-    mm::migrate::{
-        MigratePfns, MigrateVma, Outcome, Reason, Seen, Select, SelectFlags, HPAGE_PMD_ORDER,
+    mm::{
+        hmm::PageKind,
+        memremap::PagemapOwner,
+        migrate::{
+            Collected, Entry, LockedSystemFolio, MemoryNode, MigratePfns, MigrateVma, Outcome,
+            Reason, Seen, Select, SelectFlags, HPAGE_PMD_ORDER,
+        },
     },
+    page_ext::PageExt,
 };
 use kernel::{
     alloc::{flags::GFP_KERNEL, KVec},
     mm::{MmWithUser, MmapReadGuard},
-    page::{PAGE_SHIFT, PAGE_SIZE},
+    page::{Page, PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     uaccess::{UserPtr, UserSlice},
 };
@@ -35,26 +41,41 @@ const STATUS_REASON: u8 = bindings::HMM_RS_STATUS_REASON as u8;
 const NOT_REACHED: u8 = bindings::hmm_rs_reason_HMM_RS_NOT_REACHED as u8;
 
 // Every reason a status byte carries indexes `counts`.
-const _: () = assert!((bindings::hmm_rs_reason_HMM_RS_UNSUPPORTED as usize) < NR_REASONS);
+const _: () = assert!((bindings::hmm_rs_reason_HMM_RS_ON_NODE as usize) < NR_REASONS);
+
+/// Where a request moves pages to.
+#[derive(Clone, Copy, PartialEq)]
+enum Dst {
+    /// This file's device.
+    Device,
+    /// System memory, where the allocator puts it.
+    System,
+    /// System memory on a node.
+    Node(MemoryNode),
+}
 
 /// A checked `HMM_RS_MIGRATE` request.
 struct Request {
     range: Range,
     select: SelectFlags,
-    to_device: bool,
+    dst: Dst,
     /// `HMM_RS_REQ_FAULT`.
     fault_in: bool,
+    /// `HMM_RS_REQ_NOT_ON_NODE`.
+    not_on_node: bool,
     /// `HMM_RS_REQ_SRC_DEV`: the device whose pages are selected, if not this file's.
     src_dev: Option<usize>,
 }
 
 impl Request {
     /// Checks `m`, made to this file's device `dev` of `ndevices`: known bits only, a selection the
-    /// destination takes, a valid range, another existing device as the source.
+    /// destination takes, a valid range, another existing device as the source, a node with
+    /// memory as the destination.
     fn new(m: &hmm_rs_migrate, dev: usize, ndevices: usize) -> Result<Self> {
         if m.select & !bindings::HMM_RS_SELECT_ALL != 0
             || m.select == 0
             || m.flags & !bindings::HMM_RS_REQ_ALL != 0
+            || m.reserved != 0
         {
             return Err(EINVAL);
         }
@@ -77,19 +98,30 @@ impl Request {
             return Err(EINVAL);
         }
         let system = m.select & bindings::HMM_RS_SELECT_SYSTEM != 0;
-        let to_device = match m.dst {
+        let dst = match m.dst {
             // System memory, or another device's pages, to this device.
             bindings::HMM_RS_DST_DEVICE if src_dev.is_none() => {
                 if m.select != bindings::HMM_RS_SELECT_SYSTEM {
                     return Err(EINVAL);
                 }
-                true
+                Dst::Device
             }
-            bindings::HMM_RS_DST_DEVICE if !system => true,
+            bindings::HMM_RS_DST_DEVICE if !system => Dst::Device,
             // This or another device's pages to system memory.
-            bindings::HMM_RS_DST_SYSTEM if !system => false,
+            bindings::HMM_RS_DST_SYSTEM if !system => Dst::System,
+            // Any of them to a node.
+            bindings::HMM_RS_DST_NODE => {
+                Dst::Node(MemoryNode::new(i32::try_from(m.node).map_err(|_| ENODEV)?)?)
+            }
             _ => return Err(EINVAL),
         };
+        if m.node != 0 && !matches!(dst, Dst::Node(_)) {
+            return Err(EINVAL);
+        }
+        let not_on_node = m.flags & bindings::HMM_RS_REQ_NOT_ON_NODE != 0;
+        if not_on_node && !(system && matches!(dst, Dst::Node(_))) {
+            return Err(EINVAL);
+        }
         let mut select = SelectFlags::default();
         for (bit, kind) in [
             (bindings::HMM_RS_SELECT_SYSTEM, Select::System),
@@ -112,8 +144,9 @@ impl Request {
         Ok(Self {
             range: Range::new(m.addr, m.npages, m.status)?,
             select,
-            to_device,
+            dst,
             fault_in,
+            not_on_node,
             src_dev,
         })
     }
@@ -134,7 +167,15 @@ fn reason_code(reason: Reason) -> u32 {
         Reason::Refused => bindings::hmm_rs_reason_HMM_RS_REFUSED,
         Reason::FileBacked => bindings::hmm_rs_reason_HMM_RS_FILE_BACKED,
         Reason::Unsupported => bindings::hmm_rs_reason_HMM_RS_UNSUPPORTED,
+        Reason::OnNode => bindings::hmm_rs_reason_HMM_RS_ON_NODE,
     }
+}
+
+/// Copies the contents of page `i` of `e`'s source (a system page, or a device page of `owner`) to
+/// `dst`.
+fn copy_page(e: &Entry<'_>, i: usize, owner: &PagemapOwner, dst: &Page) -> Result {
+    let src = e.src_subpage(i).ok_or(EINVAL)?;
+    devmem::with_page_contents(src, owner, |src| dst.copy_from(src))
 }
 
 /// The status byte of a page: `None` if it moved, else why not; `whole` if it was part of a huge
@@ -290,23 +331,43 @@ impl Dmirror {
             })?;
 
         let mut mig = MigrateVma::setup(&guard, addr, next, req.select, Some(owner), pfns)?;
-        if req.to_device {
-            self.copy_to_device(&mut mig, owner)?;
-        } else {
-            devmem::copy_back(&mut mig, owner, &self.shared)?;
+        match req.dst {
+            Dst::Device => self.copy_to_device(&mut mig, owner)?,
+            Dst::System => devmem::copy_back(&mut mig, owner, &self.shared)?,
+            Dst::Node(node) => {
+                if req.not_on_node {
+                    mig.keep_on_node(node);
+                }
+                self.copy_to_node(&mut mig, owner, node)?;
+            }
         }
         let mig = mig.pages();
         for e in mig.entries() {
             let len = e.nr_pages().min(n - e.index());
+            let saw = || seen.get(e.index()).copied().unwrap_or(Seen::NotPresent);
             let reason = match e.outcome() {
                 Outcome::Migrated => None,
                 Outcome::NotMigrated(Reason::NotCollected) => {
-                    let saw = seen.get(e.index()).copied().unwrap_or(Seen::NotPresent);
-                    Some(Reason::of_uncollected(saw, req.select))
+                    Some(Reason::of_uncollected(saw(), req.select))
                 }
-                // A hole that a move of device pages back collected: nothing was there.
-                Outcome::NotMigrated(Reason::NoDestination) if e.is_hole() && !req.to_device => {
-                    Some(Reason::NotPresent)
+                // A hole (or, with `Select::System`, the zero page) that a move to system memory
+                // collected: only a move to the device populates one. Where a huge page was, the
+                // split in `migrate_vma_setup()` mapped a zero-filled piece to the zero page.
+                Outcome::NotMigrated(Reason::NoDestination)
+                    if e.is_hole() && req.dst != Dst::Device =>
+                {
+                    match saw() {
+                        Seen::Page {
+                            kind: PageKind::Zero,
+                            ..
+                        }
+                        | Seen::Page {
+                            kind: PageKind::System,
+                            large: true,
+                            ..
+                        } => Some(Reason::ZeroPage),
+                        _ => Some(Reason::NotPresent),
+                    }
                 }
                 Outcome::NotMigrated(r) => Some(r),
             };
@@ -314,5 +375,45 @@ impl Dmirror {
         }
         mig.finalize();
         Ok(next)
+    }
+
+    /// Gives every collected page of `mig` with contents (a system page, or a device page of
+    /// `owner`) a copy on `node`: a huge page whole if a huge page is free there, else page by
+    /// page. A hole stays a hole, as `move_pages(2)` leaves one; a page the node has no room for
+    /// stays where it is.
+    fn copy_to_node(
+        &self,
+        mig: &mut Collected<'_>,
+        owner: &PagemapOwner,
+        node: MemoryNode,
+    ) -> Result {
+        mig.for_each_entry(|mut e| {
+            if !e.can_migrate() || e.src_page().is_none() {
+                return Ok(());
+            }
+            // `HMM_DMIRROR_FLAG_FAIL_ALLOC` fails the allocation of this entry, as on the way to
+            // the device.
+            let fail = self.shared.take_fail_alloc();
+            if e.is_compound() && !fail {
+                if let Ok(dst) = LockedSystemFolio::alloc_on_node(node, e.order()) {
+                    for i in 0..e.nr_pages() {
+                        let sub = dst.subpage(i).ok_or(EINVAL)?;
+                        copy_page(&e, i, owner, &sub)?;
+                    }
+                    return e.set_dst(dst);
+                }
+            } else if fail && !e.is_compound() {
+                return Ok(());
+            }
+            for i in 0..e.nr_pages() {
+                let Ok(dst) = LockedSystemFolio::alloc_on_node(node, 0) else {
+                    // The node is full: the entry stays put (a huge one whole, see `Entry`).
+                    return Ok(());
+                };
+                copy_page(&e, i, owner, &dst.page())?;
+                e.set_dst_at(i, dst)?;
+            }
+            Ok(())
+        })
     }
 }
