@@ -180,6 +180,14 @@ if [ "$KVM" = 1 ]; then
 fi
 [ "$ICOUNT" = 1 ] && accel+=(-icount "shift=0,sleep=off")
 
+# Two NUMA nodes, for moves between them (HMM_RS_DST_NODE): node 0 has the
+# CPUs and guest-physical 0-3 GiB, node 1 (memory only, like a CXL
+# expander) 4-7 GiB, with the device-coherent holes in it.
+numa=(-object "memory-backend-ram,id=ram0,size=3G"
+	-numa "node,nodeid=0,cpus=0-$((SMP - 1)),memdev=ram0"
+	-object "memory-backend-ram,id=ram1,size=3G"
+	-numa "node,nodeid=1,memdev=ram1")
+
 for boot in "${boots[@]}"; do
 	dir=$VMDIR/$boot
 	btimeout=${boot_timeout[$boot]}
@@ -194,7 +202,8 @@ for boot in "${boots[@]}"; do
 	start=$(date +%s)
 	set +e
 	timeout -k 10 "$btimeout" qemu-system-x86_64 "${accel[@]}" -cpu max \
-		-smp "$SMP" -m "$MEM" -display none -monitor none -serial stdio \
+		-smp "$SMP" -m "$MEM" "${numa[@]}" \
+		-display none -monitor none -serial stdio \
 		-chardev "file,id=ttyS1,path=$user" -serial chardev:ttyS1 \
 		-no-reboot -kernel "$BZIMAGE" -initrd "$dir/initramfs.cpio.gz" \
 		-append "$KAPPEND" </dev/null 2>&1 | sed -u 's/\r$//' | tee -a "$console"
