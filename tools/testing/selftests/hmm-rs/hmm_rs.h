@@ -8,12 +8,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/swap.h>
+#include <sys/syscall.h>
 
 #include "lib/test_hmm_uapi.h"
 #include "uapi/hmm_rs.h"
@@ -81,6 +83,73 @@ static inline int hmm_rs_migrate(int fd, void *addr, uint64_t npages,
 	return ioctl(fd, HMM_RS_MIGRATE, m) ? -errno : 0;
 }
 
+/* HMM_RS_MIGRATE with HMM_RS_DST_NODE: as hmm_rs_migrate(), to @node. */
+static inline int hmm_rs_migrate_node(int fd, void *addr, uint64_t npages,
+				      uint8_t *status, uint32_t select,
+				      uint32_t flags, uint32_t node,
+				      struct hmm_rs_migrate *m)
+{
+	*m = (struct hmm_rs_migrate){
+		.addr = (uintptr_t)addr,
+		.npages = npages,
+		.status = (uintptr_t)status,
+		.select = select,
+		.dst = HMM_RS_DST_NODE,
+		.flags = flags,
+		.node = node,
+	};
+	return ioctl(fd, HMM_RS_MIGRATE, m) ? -errno : 0;
+}
+
+/* move_pages(2)'s MPOL_MF_MOVE (linux/mempolicy.h, not in every libc). */
+#define HMM_RS_MPOL_MF_MOVE (1 << 1)
+
+/*
+ * The NUMA node of the page at @addr, by move_pages(2) with no target:
+ * a node, or -errno (-ENOENT: nothing present, -EFAULT: no page the
+ * kernel can query, a device-private one among them).
+ */
+static inline int hmm_rs_page_node(const void *addr)
+{
+	void *pages[1] = { (void *)addr };
+	int status = -1;
+
+	if (syscall(SYS_move_pages, 0, 1UL, pages, NULL, &status, 0))
+		return -errno;
+	return status;
+}
+
+/*
+ * Puts the @n pages at @addr on @node with move_pages(2), the kernel's own
+ * way, to set a test up. Returns 0 if each of them is there afterwards
+ * (asked again: move_pages(2) answers -EBUSY for the other pages of a huge
+ * page it moves whole).
+ */
+static inline int hmm_rs_place(char *addr, unsigned long n, long page_size,
+			       int node)
+{
+	void *pages[n];
+	int nodes[n], status[n];
+	unsigned long i;
+
+	for (i = 0; i < n; i++) {
+		pages[i] = addr + i * page_size;
+		nodes[i] = node;
+	}
+	if (syscall(SYS_move_pages, 0, n, pages, nodes, status,
+		    HMM_RS_MPOL_MF_MOVE))
+		return -errno;
+	if (syscall(SYS_move_pages, 0, n, pages, NULL, status, 0))
+		return -errno;
+	for (i = 0; i < n; i++)
+		if (status[i] != node) {
+			printf("# move_pages: page %lu of %lu: %d, not node %d\n",
+			       i, n, status[i], node);
+			return -EAGAIN;
+		}
+	return 0;
+}
+
 /* The name of HMM_RS_MIGRATE's reason @r, NULL if it has none. */
 static inline const char *hmm_rs_reason_name(unsigned int r)
 {
@@ -98,6 +167,7 @@ static inline const char *hmm_rs_reason_name(unsigned int r)
 		[HMM_RS_REFUSED] = "REFUSED",
 		[HMM_RS_FILE_BACKED] = "FILE_BACKED",
 		[HMM_RS_UNSUPPORTED] = "UNSUPPORTED",
+		[HMM_RS_ON_NODE] = "ON_NODE",
 	};
 
 	if (r == HMM_RS_NOT_REACHED)

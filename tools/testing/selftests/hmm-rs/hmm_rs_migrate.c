@@ -1473,9 +1473,9 @@ FIXTURE_VARIANT_ADD(bad_input, src_dev_without_the_flag)
 	S2D, .src_dev = 1, .err = EINVAL,
 };
 
-FIXTURE_VARIANT_ADD(bad_input, dst_2)
+FIXTURE_VARIANT_ADD(bad_input, dst_3)
 {
-	.select = HMM_RS_SELECT_SYSTEM, .dst = 2, .err = EINVAL,
+	.select = HMM_RS_SELECT_SYSTEM, .dst = 3, .err = EINVAL,
 };
 
 FIXTURE_VARIANT_ADD(bad_input, to_device_private)
