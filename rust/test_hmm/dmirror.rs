@@ -560,7 +560,9 @@ impl Dmirror {
     fn migrate_to_device(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
         let mm = self.mm(EINVAL)?;
         let select = Select::System | Select::Compound;
-        self.migrate_range(&mm, r, select, |mig| self.copy_to_device(mig, self.owner()))?;
+        self.migrate_range(&mm, r, select, |mig| {
+            self.copy_to_device(mig, self.owner(), true)
+        })?;
         // Map what is now on the device (pages of our pagemaps, private or coherent) in the device
         // page table, from the CPU page tables (`dmirror_migrate_finalize_and_map`): every
         // invalidation, this migration's included, cleared the range.
@@ -582,10 +584,17 @@ impl Dmirror {
     /// have all of its pages stays put (no destination).
     ///
     /// The sources are system pages, or device pages of `src_owner` (a device of this driver).
-    fn copy_to_device(&self, mig: &mut Collected<'_>, src_owner: &PagemapOwner) -> Result {
+    /// Holes (and, with [`Select::System`], the zero page) get a zeroed page if `holes`, as
+    /// `HMM_DMIRROR_MIGRATE_TO_DEV` populates them; a move of device pages leaves them holes.
+    pub(super) fn copy_to_device(
+        &self,
+        mig: &mut Collected<'_>,
+        src_owner: &PagemapOwner,
+        holes: bool,
+    ) -> Result {
         let mem = &self.device.mem;
         mig.for_each_entry(|mut e| {
-            if !e.can_migrate() {
+            if !e.can_migrate() || (!holes && e.src_page().is_none()) {
                 return Ok(());
             }
             // `HMM_DMIRROR_FLAG_FAIL_ALLOC` fails the device allocation of this entry: a THP then

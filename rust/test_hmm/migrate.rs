@@ -330,9 +330,13 @@ impl Dmirror {
                 Ok(())
             })?;
 
+        // `migrate_vma_setup()` collects the holes of an anonymous mapping whatever the
+        // selection: only a move of system memory to the device populates them (as
+        // `HMM_DMIRROR_MIGRATE_TO_DEV` does).
+        let populate = req.dst == Dst::Device && req.select.contains(Select::System);
         let mut mig = MigrateVma::setup(&guard, addr, next, req.select, Some(owner), pfns)?;
         match req.dst {
-            Dst::Device => self.copy_to_device(&mut mig, owner)?,
+            Dst::Device => self.copy_to_device(&mut mig, owner, populate)?,
             Dst::System => devmem::copy_back(&mut mig, owner, &self.shared)?,
             Dst::Node(node) => {
                 if req.not_on_node {
@@ -350,12 +354,10 @@ impl Dmirror {
                 Outcome::NotMigrated(Reason::NotCollected) => {
                     Some(Reason::of_uncollected(saw(), req.select))
                 }
-                // A hole (or, with `Select::System`, the zero page) that a move to system memory
-                // collected: only a move to the device populates one. Where a huge page was, the
-                // split in `migrate_vma_setup()` mapped a zero-filled piece to the zero page.
-                Outcome::NotMigrated(Reason::NoDestination)
-                    if e.is_hole() && req.dst != Dst::Device =>
-                {
+                // A hole (or, with `Select::System`, the zero page) that the move does not
+                // populate. Where a huge page was, the split in `migrate_vma_setup()` mapped a
+                // zero-filled piece to the zero page.
+                Outcome::NotMigrated(Reason::NoDestination) if e.is_hole() && !populate => {
                     match saw() {
                         Seen::Page {
                             kind: PageKind::Zero,
