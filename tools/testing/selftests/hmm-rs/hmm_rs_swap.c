@@ -11,6 +11,9 @@
  * swap.s2d_fault_in: the same pages with HMM_RS_REQ_FAULT are faulted back
  *   in first and migrate: all MIGRATED, on the device per SNAPSHOT, and
  *   their data intact when the CPU reads them back.
+ * swap.s2node_fault_in: the same to NUMA node 1 (HMM_RS_DST_NODE): left
+ *   in swap without the request, faulted in and moved to node 1 with it,
+ *   per move_pages(2), data intact.
  * swap.fault_in_needs_system: HMM_RS_REQ_FAULT without
  *   HMM_RS_SELECT_SYSTEM is EINVAL.
  *
@@ -118,6 +121,35 @@ TEST_F(swap, s2d_fault_in)
 			TH_LOG("page %d: snapshot %#x", i, p);
 	}
 	/* The CPU faults them back: the data came through the swap. */
+	for (i = 0; i < NPAGES; i++)
+		for (j = 0; j < self->page_size; j += 512)
+			ASSERT_EQ(i + 1, self->buf[i * self->page_size + j])
+				TH_LOG("page %d byte %d", i, j);
+}
+
+TEST_F(swap, s2node_fault_in)
+{
+	struct hmm_rs_migrate m;
+	int i, j;
+
+	/* Without the request they stay in swap, as they do for the device. */
+	ASSERT_EQ(0, hmm_rs_migrate_node(self->fd, self->buf, NPAGES,
+					 self->status, HMM_RS_SELECT_SYSTEM, 0,
+					 1, &m));
+	ASSERT_EQ(0, m.migrated);
+	ASSERT_EQ(NPAGES, m.counts[HMM_RS_NOT_PRESENT]);
+	ASSERT_EQ(0, hmm_rs_migrate_node(self->fd, self->buf, NPAGES,
+					 self->status, HMM_RS_SELECT_SYSTEM,
+					 HMM_RS_REQ_FAULT, 1, &m));
+	ASSERT_EQ(NPAGES, m.migrated);
+	for (i = 0; i < NPAGES; i++) {
+		uint8_t s = self->status[i];
+		int node = hmm_rs_page_node(self->buf + i * self->page_size);
+
+		ASSERT_EQ(HMM_RS_MIGRATED, s)
+			TH_LOG("page %d: status %#x", i, s);
+		ASSERT_EQ(1, node) TH_LOG("page %d", i);
+	}
 	for (i = 0; i < NPAGES; i++)
 		for (j = 0; j < self->page_size; j += 512)
 			ASSERT_EQ(i + 1, self->buf[i * self->page_size + j])
