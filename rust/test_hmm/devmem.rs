@@ -274,7 +274,7 @@ fn fault_to_ram(fault: &mut DeviceFault<'_, DmirrorMem>) -> Result {
     let owner = fault.pagemap().owner().clone();
     let mirror = fault.data().mirror.clone();
     let mut mig = MigrateVma::setup_from_fault(fault, start, start + size, select, &mut pfns)?;
-    copy_back(&mut mig, &owner, &mirror)?;
+    copy_back(&mut mig, &owner, &mirror, false)?;
     mig.pages().finalize();
     Ok(())
 }
@@ -285,10 +285,15 @@ fn fault_to_ram(fault: &mut DeviceFault<'_, DmirrorMem>) -> Result {
 /// that page stays on the device and the migration goes on, where test_hmm.c fails it with
 /// `ENOMEM`: a device-coherent THP is 512 single pages here, and hmm-tests' migrate_anon_huge_err
 /// expects the migration back to succeed).
+///
+/// Out of system memory, the copy fails with `ENOMEM` (a fault then returns `VM_FAULT_OOM`, as
+/// test_hmm.c's does), or with `partial` the entry stays on the device and the copy goes on, for a
+/// caller that reports per page why (`HMM_RS_MIGRATE`: `NO_MEMORY`).
 pub(crate) fn copy_back(
     mig: &mut Collected<'_>,
     owner: &PagemapOwner,
     mirror: &MirrorShared,
+    partial: bool,
 ) -> Result {
     let vma = mig.vma();
     mig.for_each_entry(|mut e| {
@@ -315,11 +320,16 @@ pub(crate) fn copy_back(
             return Ok(());
         }
         let addr = e.addr();
-        for_each_contents(dpage, n, |i, src| {
+        let copied = for_each_contents(dpage, n, |i, src| {
             let dst = LockedSystemFolio::alloc_for_vma(vma, addr + i * PAGE_SIZE)?;
             dst.page().copy_from(src)?;
             e.set_dst_at(i, dst)
-        })
+        });
+        match copied {
+            // The pages of a huge entry given a destination so far are released by `pages()`.
+            Err(err) if partial && err == ENOMEM => Ok(()),
+            r => r,
+        }
     })
 }
 

@@ -629,7 +629,7 @@ impl Dmirror {
             MemKind::Coherent(_) => Select::DeviceCoherent,
         };
         c.cpages = self.migrate_range(&mm, r, select | Select::Compound, |mig| {
-            devmem::copy_back(mig, self.owner(), &self.shared)
+            devmem::copy_back(mig, self.owner(), &self.shared, false)
         })?;
         Ok(())
     }
