@@ -86,7 +86,12 @@ enum hmm_rs_reason {
 	HMM_RS_PINNED = 5,		/* pinned (FOLL_PIN): moves once unpinned */
 	HMM_RS_BUSY = 6,		/* locked, extra references, not isolated */
 	HMM_RS_SPLIT_FAILED = 7,	/* a huge page that could not be split */
-	HMM_RS_NO_DESTINATION = 8,	/* the driver gave it no destination */
+	/*
+	 * The driver gave it no destination for a cause of its own. This
+	 * driver gives none only for want of memory (NO_MEMORY) or by the
+	 * node filter (ON_NODE), so it never reports this one.
+	 */
+	HMM_RS_NO_DESTINATION = 8,
 	HMM_RS_NO_MEMORY = 9,		/* no destination memory to be had */
 	HMM_RS_REFUSED = 10,		/* migrate_vma_pages() did not move it */
 	HMM_RS_FILE_BACKED = 11,	/* file-backed: cannot go to a device */
