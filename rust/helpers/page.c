@@ -110,6 +110,11 @@ __rust_helper bool rust_helper_folio_maybe_dma_pinned(struct folio *folio)
 	return folio_maybe_dma_pinned(folio);
 }
 
+__rust_helper bool rust_helper_folio_test_writeback(const struct folio *folio)
+{
+	return folio_test_writeback(folio);
+}
+
 __rust_helper bool rust_helper_folio_test_anon(const struct folio *folio)
 {
 	return folio_test_anon(folio);

@@ -155,6 +155,16 @@ impl MemoryNode {
     pub fn id(self) -> i32 {
         self.0
     }
+
+    /// Whether the current task's cpuset lets it allocate on the node (`cpuset_mems_allowed`):
+    /// `move_pages(2)` answers `EACCES` for a node it does not. Without cpusets, any node with
+    /// memory.
+    pub fn is_allowed(self) -> bool {
+        // SAFETY: Reads a bit of the current task's `mems_allowed`, which only the task itself and
+        // the cpuset code under `current`'s alloc lock change; a stale answer is as good as the
+        // page allocator's own unlocked read of it. The id is within the bitmap (type invariant).
+        unsafe { bindings::cpuset_current_mems_allowed_has(self.0) }
+    }
 }
 
 /// A freshly allocated, locked system page or folio: a destination for migrations from device
@@ -198,33 +208,32 @@ impl LockedSystemFolio {
 
     /// Allocates a folio of `order` (0 for a page, at most [`HPAGE_PMD_ORDER`], else `EINVAL`) for
     /// user memory on `node` and nowhere else, and locks it: the destination of a move between
-    /// nodes, as `move_pages(2)` allocates one.
+    /// nodes, with the flags `move_pages(2)` allocates one with (`alloc_migration_target()`).
     ///
     /// `ENOMEM` if `node` has no such folio free, or the caller's cpuset does not allow the node
-    /// (`__GFP_HARDWALL`). A request for one node neither warns nor wakes the OOM killer
-    /// (`__GFP_THISNODE`); a page is worth some reclaim, a huge page is not (the caller can fall
-    /// back to pages).
+    /// (`__GFP_HARDWALL`; see [`MemoryNode::is_allowed`]). A request for one node neither falls
+    /// back to another nor wakes the OOM killer (`__GFP_THISNODE`), and does not warn; a page is
+    /// worth reclaim (`__GFP_RETRY_MAYFAIL`), a huge page direct reclaim and compaction but no
+    /// reserves (`GFP_TRANSHUGE`): the caller can fall back to pages.
     pub fn alloc_on_node(node: MemoryNode, order: u32) -> Result<Self> {
         if order > HPAGE_PMD_ORDER {
             return Err(EINVAL);
         }
         // `__folio_alloc_node()` prints a stack trace for a `__GFP_THISNODE | __GFP_NOWARN`
         // request on an offline node: one whose memory went away since `node` was made is just
-        // out of memory here.
+        // out of memory here (a node going offline in between is memory hot-unplug racing us; it
+        // costs a stack trace, nothing else).
         // SAFETY: `node_online()` tests a bit of a static bitmap; the id is within its bounds
         // (type invariant of `MemoryNode`).
         if !unsafe { bindings::node_online(node.0) } {
             return Err(ENOMEM);
         }
-        let retry = if order == 0 {
-            bindings::__GFP_RETRY_MAYFAIL
+        let gfp = if order == 0 {
+            bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_RETRY_MAYFAIL
         } else {
-            bindings::__GFP_NORETRY
-        };
-        let gfp = bindings::GFP_HIGHUSER_MOVABLE
-            | bindings::__GFP_THISNODE
-            | bindings::__GFP_NOWARN
-            | retry;
+            bindings::GFP_TRANSHUGE
+        } | bindings::__GFP_THISNODE
+            | bindings::__GFP_NOWARN;
         // SAFETY: `node` is a possible node, whose `pg_data_t` exists (type invariant of
         // `MemoryNode`); the order is at most `HPAGE_PMD_ORDER`; `__folio_alloc_node()` may sleep,
         // which callers of this allocating function expect.
@@ -668,7 +677,8 @@ impl<'a> Collected<'a> {
         self.args.npages
     }
 
-    /// Number of entries collected for migration.
+    /// Number of entries collected for migration, as `migrate_vma_setup()` counted them (entries
+    /// [`Collected::keep_on_node`] keeps back still count).
     #[inline]
     pub fn cpages(&self) -> usize {
         self.args.cpages
@@ -816,9 +826,9 @@ impl<'a> Collected<'a> {
             let hole = if src[i] & PFN_VALID == 0 { ST_HOLE } else { 0 };
             for j in i..i + len {
                 state[j] = if src[i] & PFN_MIGRATE == 0 {
-                    // Not collected, or left by `keep_on_node()`, which said so.
-                    if state[j] == ST_ON_NODE {
-                        ST_ON_NODE
+                    // Not collected, or kept back, which the state says already.
+                    if state[j] & ST_KEPT != 0 {
+                        state[j]
                     } else {
                         ST_UNCOLLECTED
                     }
@@ -832,8 +842,65 @@ impl<'a> Collected<'a> {
         }
     }
 
+    /// Keeps back every system page given a system destination that `migrate_vma_pages()` cannot
+    /// move there: a page of a file (or shmem), or one under writeback.
+    ///
+    /// 7.3's `migrate_vma_pages()` refuses those only for a device destination. For a system one
+    /// it calls `folio_migrate_mapping()` straight away, with no `migrate_folio` of the mapping (a
+    /// file system's private data, buffer heads say, would stay on the old folio, which is then
+    /// freed), after `BUG_ON(folio_test_writeback())`. Both tests are stable: the migration holds
+    /// the source locked, and writeback starts only under the folio lock.
+    fn keep_unmovable_to_system(&mut self) {
+        let (src, dst, state) = self.parts();
+        let n = src.len();
+        let mut i = 0;
+        while i < n {
+            let len = entry_pages(src[i]).min(n - i);
+            // SAFETY: Pure pfn arithmetic.
+            let page = unsafe { bindings::migrate_pfn_to_page(src[i]) };
+            let to_system = dst[i..i + len].iter().any(|&d| {
+                // SAFETY: Pure pfn arithmetic.
+                let dpage = unsafe { bindings::migrate_pfn_to_page(d) };
+                // SAFETY: A destination is a locked, referenced page (`MigrateDestination`).
+                !dpage.is_null() && !unsafe { bindings::is_zone_device_page(dpage) }
+            });
+            // SAFETY: A valid collected entry names a page the migration holds locked and
+            // referenced until `finalize`.
+            let system_src = src[i] & PFN_MIGRATE != 0
+                && !page.is_null()
+                && !unsafe { bindings::is_zone_device_page(page) };
+            let kept = if to_system && system_src {
+                // SAFETY: As above; the tests read the locked folio's mapping and flags.
+                let folio = unsafe { bindings::page_folio(page) };
+                if !unsafe { bindings::folio_test_anon(folio) } {
+                    ST_KEPT_FILE
+                } else if unsafe { bindings::folio_test_writeback(folio) } {
+                    ST_KEPT_WRITEBACK
+                } else {
+                    0
+                }
+            } else {
+                0
+            };
+            if kept != 0 {
+                src[i] &= !PFN_MIGRATE;
+                for j in i..i + len {
+                    release_mpfn(dst[j]);
+                    dst[j] = 0;
+                    state[j] = kept;
+                }
+            }
+            i += len;
+        }
+    }
+
     /// Moves the collected pages to their destinations (`migrate_vma_pages()`).
+    ///
+    /// A system page of a file, or one under writeback, given a system destination, stays where it
+    /// is ([`Reason::FileBacked`], [`Reason::Busy`]): `migrate_vma_pages()` cannot move it there
+    /// safely on 7.3.
     pub fn pages(mut self) -> Migrated<'a> {
+        self.keep_unmovable_to_system();
         self.check_split_entries();
         self.record_state();
         // SAFETY: By the type invariants, `setup` succeeded and `pages` has not run; the
@@ -1042,8 +1109,16 @@ const ST_HOLE: u8 = 16;
 /// It then clears `MIGRATE` and `COMPOUND` of the first entry and leaves the others as they were
 /// (no page), where a split that worked fills each with its page.
 const ST_SPLIT_FAILED: u8 = 32;
-/// Recorded by [`Collected::keep_on_node`]: a system page already on the node.
-const ST_ON_NODE: u8 = 64;
+/// Set in the states recorded before `migrate_vma_setup()` returns control to `pages()`: the
+/// entry was collected and kept back, `MIGRATE` cleared, for the reason the rest of the value says.
+/// [`Collected::record_state`] keeps them.
+const ST_KEPT: u8 = 128;
+/// Kept by [`Collected::keep_on_node`]: a system page already on the node.
+const ST_ON_NODE: u8 = ST_KEPT | 1;
+/// Kept by `pages()`: a page of a file, given a system destination.
+const ST_KEPT_FILE: u8 = ST_KEPT | 2;
+/// Kept by `pages()`: a page under writeback, given a system destination.
+const ST_KEPT_WRITEBACK: u8 = ST_KEPT | 3;
 
 impl<'m> MigratedEntry<'m> {
     /// Index of the entry in the range.
@@ -1064,6 +1139,8 @@ impl<'m> MigratedEntry<'m> {
         let reason = match self.state {
             ST_UNCOLLECTED => Reason::NotCollected,
             ST_ON_NODE => Reason::OnNode,
+            ST_KEPT_FILE => Reason::FileBacked,
+            ST_KEPT_WRITEBACK => Reason::Busy,
             s if s & ST_NO_DST != 0 => Reason::NoDestination,
             _ if self.src & PFN_MIGRATE != 0 && self.dst & PFN_VALID != 0 => {
                 return Outcome::Migrated
@@ -1147,8 +1224,8 @@ impl<'a> Migrated<'a> {
     /// The entry at `index`, `None` past the end.
     ///
     /// The index of a page inside a compound entry that stayed or moved whole gives that page's
-    /// own words, which say nothing (its outcome is `NoDestination`): the entry is its first page,
-    /// as [`Migrated::entries`] visits it.
+    /// own words, which say little (its outcome is `NoDestination`, or the reason the entry was
+    /// kept back): the entry is its first page, as [`Migrated::entries`] visits it.
     pub fn entry(&self, index: usize) -> Option<MigratedEntry<'_>> {
         if index >= self.npages() {
             return None;
@@ -1161,7 +1238,7 @@ impl<'a> Migrated<'a> {
                 *self.state.add(index),
             )
         };
-        if state & (ST_SPLIT | ST_HOLE) == ST_SPLIT && src & PFN_MIGRATE == 0 {
+        if state & (ST_KEPT | ST_SPLIT | ST_HOLE) == ST_SPLIT && src & PFN_MIGRATE == 0 {
             // A split huge source has more than one page, so `index + 1` is in range for its head.
             let page = if state & ST_HEAD != 0 {
                 index + 1
@@ -1299,6 +1376,19 @@ mod tests {
             entry(valid, 0, ST_ON_NODE).outcome(),
             Outcome::NotMigrated(Reason::OnNode)
         );
+        // Kept back by `pages()`: a file page or one under writeback for system memory.
+        assert_eq!(
+            entry(valid, 0, ST_KEPT_FILE).outcome(),
+            Outcome::NotMigrated(Reason::FileBacked)
+        );
+        assert_eq!(
+            entry(valid, 0, ST_KEPT_WRITEBACK).outcome(),
+            Outcome::NotMigrated(Reason::Busy)
+        );
+        // Kept states are not taken for split or hole bits.
+        for kept in [ST_ON_NODE, ST_KEPT_FILE, ST_KEPT_WRITEBACK] {
+            assert_eq!(kept & (ST_SPLIT | ST_HOLE), 0);
+        }
         assert!(!Reason::OnNode.retry_can_help());
     }
 
