@@ -42,7 +42,9 @@
  * collected and moved page by page (split); with it, it is collected
  * whole and moved whole if a destination of its size can be had, else
  * page by page. Device-private huge pages always come back page by page
- * on 7.3 (a zap_huge_pmd() bug, see patches/README).
+ * on 7.3 (a zap_huge_pmd() bug, see patches/README), and a selection of
+ * both SYSTEM and DEVICE_PRIVATE pages would split the system ones: with
+ * HMM_RS_REQ_THP it is EINVAL.
  */
 #define HMM_RS_REQ_THP			(1U << 0)
 
@@ -57,8 +59,9 @@
 /*
  * NOT_ON_NODE: with HMM_RS_DST_NODE and HMM_RS_SELECT_SYSTEM, the filter
  * the review asked for, "migrate system memory not already on node X":
- * system pages already on @node stay (HMM_RS_ON_NODE). Without it, every
- * selected page gets a new page on @node, including those already there.
+ * system pages already on @node stay (HMM_RS_ON_NODE), a huge page whole.
+ * Without it, every selected page gets a new page on @node, including
+ * those already there.
  */
 #define HMM_RS_REQ_NOT_ON_NODE		(1U << 3)
 #define HMM_RS_REQ_ALL			(HMM_RS_REQ_THP | HMM_RS_REQ_FAULT | \
@@ -131,9 +134,12 @@ enum hmm_rs_reason {
  * kinds to system memory on @node (HMM_RS_DST_NODE: system to system
  * between nodes, device to a chosen node). HMM_RS_REQ_FAULT needs
  * HMM_RS_SELECT_SYSTEM. Pages on @node are allocated there or not at all
- * (HMM_RS_NO_MEMORY when the node is full, or outside the caller's cpuset);
- * a hole is left a hole (HMM_RS_NOT_PRESENT, or HMM_RS_ZERO_PAGE), as
- * move_pages(2) leaves it.
+ * (HMM_RS_NO_MEMORY when the node is full); a hole is left a hole
+ * (HMM_RS_NOT_PRESENT, or HMM_RS_ZERO_PAGE), as move_pages(2) leaves it;
+ * a page of a file stays (HMM_RS_FILE_BACKED: 7.3's migrate_vma_pages()
+ * cannot move one safely), and so does one under writeback (HMM_RS_BUSY).
+ * HMM_RS_REQ_SRC_DEV selects device pages only: not with
+ * HMM_RS_SELECT_SYSTEM.
  *
  * Errors: EINVAL for unknown bits, a nonzero @src_dev without
  * HMM_RS_REQ_SRC_DEV, @src_dev naming this file's device, a nonzero @node
@@ -142,7 +148,8 @@ enum hmm_rs_reason {
  * aligned, empty or overflowing, a selection the destination does not
  * take, and a range not covered by readable mappings; ENODEV for a
  * @src_dev that does not exist and a @node that does not exist or has no
- * memory (as move_pages(2)); EFAULT for an unwritable status
+ * memory (as move_pages(2)); EACCES for a @node the caller's cpuset does
+ * not allow (as move_pages(2)); EFAULT for an unwritable status
  * array; EINTR when killed (pages already moved stay moved, and the
  * status says which).
  */

@@ -63,6 +63,8 @@ struct Request {
     fault_in: bool,
     /// `HMM_RS_REQ_NOT_ON_NODE`.
     not_on_node: bool,
+    /// `HMM_RS_REQ_THP`: huge pages move whole when they can.
+    whole: bool,
     /// `HMM_RS_REQ_SRC_DEV`: the device whose pages are selected, if not this file's.
     src_dev: Option<usize>,
 }
@@ -122,6 +124,25 @@ impl Request {
         if not_on_node && !(system && matches!(dst, Dst::Node(_))) {
             return Err(EINVAL);
         }
+        // System pages are nobody's: another device as the source is for device pages only, to
+        // any destination.
+        if system && src_dev.is_some() {
+            return Err(EINVAL);
+        }
+        if let Dst::Node(node) = dst {
+            // As `move_pages(2)`: a node the caller's cpuset does not allow.
+            if !node.is_allowed() {
+                return Err(EACCES);
+            }
+        }
+        let private = m.select & bindings::HMM_RS_SELECT_DEVICE_PRIVATE != 0;
+        let thp = m.flags & bindings::HMM_RS_REQ_THP != 0;
+        // A device-private huge page is never collected whole on 7.3 (see `Select::Compound`),
+        // and a selection with device-private pages is collected without `Compound`: the system
+        // huge pages of the range would be split, which `HMM_RS_REQ_THP` promises not to do.
+        if thp && system && private {
+            return Err(EINVAL);
+        }
         let mut select = SelectFlags::default();
         for (bit, kind) in [
             (bindings::HMM_RS_SELECT_SYSTEM, Select::System),
@@ -138,7 +159,10 @@ impl Request {
                 select |= kind;
             }
         }
-        if m.flags & bindings::HMM_RS_REQ_THP != 0 {
+        // The node filter collects huge pages whole too, so that one it leaves where it is stays
+        // whole (a split would map its zero-filled pieces to the zero page); without
+        // `HMM_RS_REQ_THP`, one that moves still moves page by page (`Request::whole`).
+        if thp || (not_on_node && !private) {
             select |= Select::Compound;
         }
         Ok(Self {
@@ -147,6 +171,7 @@ impl Request {
             dst,
             fault_in,
             not_on_node,
+            whole: thp,
             src_dev,
         })
     }
@@ -342,7 +367,7 @@ impl Dmirror {
                 if req.not_on_node {
                     mig.keep_on_node(node);
                 }
-                self.copy_to_node(&mut mig, owner, node)?;
+                self.copy_to_node(&mut mig, owner, node, req.whole)?;
             }
         }
         let mig = mig.pages();
@@ -380,23 +405,29 @@ impl Dmirror {
     }
 
     /// Gives every collected page of `mig` with contents (a system page, or a device page of
-    /// `owner`) a copy on `node`: a huge page whole if a huge page is free there, else page by
-    /// page. A hole stays a hole, as `move_pages(2)` leaves one; a page the node has no room for
-    /// stays where it is.
+    /// `owner`) a copy on `node`: a huge page whole if `whole` and a huge page is free there, else
+    /// page by page. A hole stays a hole, as `move_pages(2)` leaves one; a page the node has no
+    /// room for stays where it is, and so does the rest of the round once one page found none (each
+    /// failure costs a reclaim attempt on the node).
     fn copy_to_node(
         &self,
         mig: &mut Collected<'_>,
         owner: &PagemapOwner,
         node: MemoryNode,
+        whole: bool,
     ) -> Result {
+        let mut full = false;
         mig.for_each_entry(|mut e| {
+            if full {
+                return Ok(());
+            }
             if !e.can_migrate() || e.src_page().is_none() {
                 return Ok(());
             }
             // `HMM_DMIRROR_FLAG_FAIL_ALLOC` fails the allocation of this entry, as on the way to
             // the device.
             let fail = self.shared.take_fail_alloc();
-            if e.is_compound() && !fail {
+            if e.is_compound() && whole && !fail {
                 if let Ok(dst) = LockedSystemFolio::alloc_on_node(node, e.order()) {
                     for i in 0..e.nr_pages() {
                         let sub = dst.subpage(i).ok_or(EINVAL)?;
@@ -410,6 +441,7 @@ impl Dmirror {
             for i in 0..e.nr_pages() {
                 let Ok(dst) = LockedSystemFolio::alloc_on_node(node, 0) else {
                     // The node is full: the entry stays put (a huge one whole, see `Entry`).
+                    full = true;
                     return Ok(());
                 };
                 copy_page(&e, i, owner, &dst.page())?;
