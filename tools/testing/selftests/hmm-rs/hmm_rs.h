@@ -106,8 +106,8 @@ static inline int hmm_rs_migrate_node(int fd, void *addr, uint64_t npages,
 
 /*
  * The NUMA node of the page at @addr, by move_pages(2) with no target:
- * a node, or -errno (-ENOENT: nothing present, -EFAULT: no page the
- * kernel can query, a device-private one among them).
+ * a node, or -errno (-ENOENT: nothing present, a device-private page
+ * among them; -EFAULT: the zero page).
  */
 static inline int hmm_rs_page_node(const void *addr)
 {

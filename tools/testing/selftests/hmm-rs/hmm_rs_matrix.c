@@ -289,6 +289,7 @@ static const char *col_name(const struct col *c, char *buf, size_t len)
 static int refusal(const struct col *c)
 {
 	bool sys = c->select & HMM_RS_SELECT_SYSTEM;
+	bool priv = c->select & HMM_RS_SELECT_DEVICE_PRIVATE;
 
 	switch (c->dst) {
 	case D_DEVICE:
@@ -300,7 +301,19 @@ static int refusal(const struct col *c)
 	case D_NODE2:
 		return -ENODEV;
 	default:
-		return dst_not_on_node(c->dst) && !sys ? -EINVAL : 0;
+		if (dst_not_on_node(c->dst) && !sys)
+			return -EINVAL;
+		/* SRC_DEV selects device pages only. */
+		if (sys && c->src >= 0)
+			return -EINVAL;
+		/*
+		 * REQ_THP with SYSTEM and DEVICE_PRIVATE: device-private pages
+		 * are collected without COMPOUND on 7.3, which would split the
+		 * system THPs REQ_THP promises to keep whole.
+		 */
+		if (c->thp && sys && priv)
+			return -EINVAL;
+		return 0;
 	}
 }
 
@@ -330,7 +343,9 @@ static struct want W(uint8_t status, enum loc loc)
  *   on a node: ZERO_PAGE, "as move_pages(2) leaves it"), and is ZERO_PAGE
  *   when SYSTEM is not.
  * - A system page (anonymous, file, THP) without SYSTEM: NOT_SELECTED. A
- *   file page cannot go to a device: FILE_BACKED.
+ *   file page cannot go to a device, nor to a node (7.3's
+ *   migrate_vma_pages() cannot move one safely to system memory):
+ *   FILE_BACKED, unless already on the node with NOT_ON_NODE.
  * - Swapped out: NOT_PRESENT (a module cannot tell it from a hole on 7.3).
  * - A device-private page of another owner than the column's: NOT_PRESENT
  *   (not valid in the snapshot); of the owner but DEVICE_PRIVATE not
@@ -341,7 +356,9 @@ static struct want W(uint8_t status, enum loc loc)
  * - The THP with REQ_THP is collected whole and moves (or stays) whole,
  *   every page MIGRATED|WHOLE (ON_NODE|WHOLE), still huge on a node, "if a
  *   destination of its size can be had, else page by page"; without it,
- *   page by page, no WHOLE, split.
+ *   page by page, no WHOLE, split. NOT_ON_NODE keeps one already on the
+ *   node whole (ON_NODE|WHOLE, still huge) even without REQ_THP, unless
+ *   DEVICE_PRIVATE is selected (collected split on 7.3).
  * - None of these reasons is transient: no RETRY bit anywhere.
  */
 static struct want expect(enum kind k, const struct col *c)
@@ -385,6 +402,8 @@ static struct want expect(enum kind k, const struct col *c)
 					     W(HMM_RS_MIGRATED, moved);
 		if (dst_not_on_node(c->dst) && from == L_NODE0 + node)
 			return W(HMM_RS_ON_NODE, from);
+		if (k == K_FILE)
+			return W(HMM_RS_FILE_BACKED, from);
 		return W(HMM_RS_MIGRATED, moved);
 	case K_SWAP:
 		return W(HMM_RS_NOT_PRESENT, from);
@@ -419,10 +438,13 @@ static struct want expect(enum kind k, const struct col *c)
 		 */
 		if (c->dst == D_DEVICE && c->dev >= 2)
 			whole = 0;
-		if (dst_not_on_node(c->dst) && from == L_NODE0 + node)
+		if (dst_not_on_node(c->dst) && from == L_NODE0 + node) {
+			/* Collected whole for the filter (REQ_THP or not). */
+			whole = priv ? 0 : HMM_RS_STATUS_WHOLE;
 			w = W(HMM_RS_ON_NODE | whole, from);
-		else
+		} else {
 			w = W(HMM_RS_MIGRATED | whole, moved);
+		}
 		w.huge = whole;
 		return w;
 	default:
@@ -446,32 +468,13 @@ struct known_wrong {
 	const char *why;
 };
 
-static const struct known_wrong known_wrong[] = {
-	/*
-	 * REQ_THP with DEVICE_PRIVATE selected: the system THP is split and
-	 * moved (or kept on the node) page by page, without WHOLE, although
-	 * a destination of its size can be had (the same column without
-	 * DEVICE_PRIVATE moves it whole). MigrateVma::setup_raw()
-	 * (rust/kernel/mm/migrate.rs) drops Select::Compound from the whole
-	 * selection when it has DevicePrivate (the zap_huge_pmd() bug of
-	 * device-private PMD migration entries), so that system THPs of the
-	 * same round are collected by split_folio() in
-	 * migrate_vma_collect_huge_pmd() too. The uapi says only that
-	 * "device-private huge pages always come back page by page".
-	 */
-	{
-		.kind = K_THP, .dst = D_NODE0_NON, .thp = 1,
-		.sel_has = HMM_RS_SELECT_SYSTEM | HMM_RS_SELECT_DEVICE_PRIVATE,
-		.got = HMM_RS_ON_NODE, .got_huge = 0,
-		.why = "REQ_THP and DEVICE_PRIVATE: the system THP kept page by page, split (ON_NODE, not ON_NODE|WHOLE)",
-	},
-	{
-		.kind = K_THP, .dst = -1, .thp = 1,
-		.sel_has = HMM_RS_SELECT_SYSTEM | HMM_RS_SELECT_DEVICE_PRIVATE,
-		.got = HMM_RS_MIGRATED, .got_huge = 0,
-		.why = "REQ_THP and DEVICE_PRIVATE: the system THP moved page by page, split (MIGRATED, not MIGRATED|WHOLE)",
-	},
-};
+/*
+ * None now. The first run found one: REQ_THP with SYSTEM and
+ * DEVICE_PRIVATE split the system THP (MigrateVma::setup_raw() drops
+ * Select::Compound when DevicePrivate is selected); the driver now refuses
+ * that request with EINVAL (refusal()).
+ */
+static const struct known_wrong known_wrong[] = {};
 
 #define NKNOWN ARRAY_SIZE(known_wrong)
 #define NKNOWN_MAX 16

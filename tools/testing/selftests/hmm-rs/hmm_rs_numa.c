@@ -23,6 +23,11 @@
  * s2s.*.no_memory: HMM_DMIRROR_FLAG_FAIL_ALLOC fails the allocation of
  *   one page on the node: NO_MEMORY with the retry bit, and a retry moves
  *   it.
+ * s2s.*.thp_kept_whole: a huge page already on the target, with the filter
+ *   and without HMM_RS_REQ_THP: ON_NODE|WHOLE, and still one huge page.
+ * s2s.*.file_backed: shared memfd pages stay (FILE_BACKED), on their node,
+ *   data intact: 7.3's migrate_vma_pages() cannot move a file page to
+ *   system memory safely.
  * s2s.*.thp_{whole,split}: a huge page moved whole (HMM_RS_REQ_THP:
  *   MIGRATED|WHOLE, still huge on the target) or split (MIGRATED, small
  *   pages on the target, but for one that was all zeroes: the split maps
@@ -383,6 +388,75 @@ static void thp_move(struct __test_metadata *_metadata, int fd, int from,
 	free(st);
 }
 
+/*
+ * A huge page already on the target node, with the filter and without
+ * HMM_RS_REQ_THP: it stays whole (ON_NODE|WHOLE, still one huge page).
+ */
+TEST_F(s2s, thp_kept_whole)
+{
+	const unsigned long size = 2UL << 20, n = size / ps;
+	struct hmm_rs_migrate m;
+	uint8_t *st = malloc(n);
+	char *map, *buf;
+
+	ASSERT_NE(NULL, st);
+	map = mmap(NULL, 2 * size, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, map);
+	buf = (char *)(((uintptr_t)map + size - 1) & ~(size - 1));
+	if (buf > map)
+		munmap(map, buf - map);
+	if (map + 2 * size > buf + size)
+		munmap(buf + size, map + size - buf);
+	ASSERT_EQ(0, madvise(buf, size, MADV_HUGEPAGE));
+	fill(buf, n, 8);
+	memset(buf + 3 * ps, 0, ps);
+	if (anon_huge_kb(buf) < (long)(size >> 10))
+		madvise(buf, size, MADV_COLLAPSE);
+	ASSERT_EQ(0, hmm_rs_place(buf, n, ps, variant->to));
+	ASSERT_EQ(size >> 10, anon_huge_kb(buf)) TH_LOG("no THP on node %d",
+							variant->to);
+	ASSERT_EQ(0, hmm_rs_migrate_node(self->fd, buf, n, st,
+					 HMM_RS_SELECT_SYSTEM,
+					 HMM_RS_REQ_NOT_ON_NODE, variant->to,
+					 &m));
+	ASSERT_STATUS(st, 0, n, HMM_RS_ON_NODE | HMM_RS_STATUS_WHOLE);
+	ASSERT_EQ(0, m.migrated);
+	ASSERT_EQ(size >> 10, anon_huge_kb(buf));
+	ASSERT_EQ(-1, off_node(buf, n, variant->to));
+	ASSERT_EQ(-1, bad_page_but(buf, n, 8, 3));
+	munmap(buf, size);
+	free(st);
+}
+
+/*
+ * Pages of a file stay where they are (7.3's migrate_vma_pages() would
+ * move a file folio to system memory without its mapping's migrate_folio,
+ * and BUG on one under writeback): FILE_BACKED, data and node unchanged.
+ */
+TEST_F(s2s, file_backed)
+{
+	struct hmm_rs_migrate m;
+	int mfd = memfd_create("hmm_rs_numa", 0);
+	char *f;
+
+	ASSERT_LE(0, mfd);
+	ASSERT_EQ(0, ftruncate(mfd, NPAGES * ps));
+	f = mmap(NULL, NPAGES * ps, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	ASSERT_NE(MAP_FAILED, f);
+	fill(f, NPAGES, 2);
+	ASSERT_EQ(0, hmm_rs_place(f, NPAGES, ps, variant->from));
+	ASSERT_EQ(0, hmm_rs_migrate_node(self->fd, f, NPAGES, self->st,
+					 HMM_RS_SELECT_SYSTEM, 0, variant->to,
+					 &m));
+	ASSERT_STATUS(self->st, 0, NPAGES, HMM_RS_FILE_BACKED);
+	ASSERT_EQ(0, m.migrated);
+	ASSERT_EQ(-1, off_node(f, NPAGES, variant->from));
+	ASSERT_EQ(-1, bad_page(f, NPAGES, 2));
+	munmap(f, NPAGES * ps);
+	close(mfd);
+}
+
 TEST_F(s2s, thp_whole)
 {
 	thp_move(_metadata, self->fd, variant->from, variant->to,
@@ -481,7 +555,7 @@ FIXTURE(bad_input)
 
 FIXTURE_VARIANT(bad_input)
 {
-	uint32_t select, dst, flags, node, reserved;
+	uint32_t select, dst, flags, node, reserved, src_dev;
 	int err;
 };
 
@@ -523,6 +597,18 @@ FIXTURE_VARIANT_ADD(bad_input, not_on_node_without_system)
 };
 FIXTURE_VARIANT_ADD(bad_input, dst_3) { .select = HMM_RS_SELECT_SYSTEM, .dst = 3, .err = EINVAL };
 FIXTURE_VARIANT_ADD(bad_input, flags_bit4) { S2N, .flags = 1 << 4, .node = 1, .err = EINVAL };
+FIXTURE_VARIANT_ADD(bad_input, src_dev_with_system)
+{
+	.select = HMM_RS_SELECT_SYSTEM | HMM_RS_SELECT_DEVICE_PRIVATE,
+	.dst = HMM_RS_DST_NODE, .flags = HMM_RS_REQ_SRC_DEV, .src_dev = 1,
+	.node = 1, .err = EINVAL,
+};
+FIXTURE_VARIANT_ADD(bad_input, thp_system_and_private)
+{
+	.select = HMM_RS_SELECT_SYSTEM | HMM_RS_SELECT_DEVICE_PRIVATE,
+	.dst = HMM_RS_DST_NODE, .flags = HMM_RS_REQ_THP, .node = 1,
+	.err = EINVAL,
+};
 
 FIXTURE_SETUP(bad_input)
 {
@@ -552,6 +638,7 @@ TEST_F(bad_input, refused)
 		.flags = variant->flags,
 		.node = variant->node,
 		.reserved = variant->reserved,
+		.src_dev = variant->src_dev,
 	};
 
 	ASSERT_EQ(-1, ioctl(self->fd, HMM_RS_MIGRATE, &m));
