@@ -870,11 +870,18 @@ impl<'a> Collected<'a> {
                 && !page.is_null()
                 && !unsafe { bindings::is_zone_device_page(page) };
             let kept = if to_system && system_src {
-                // SAFETY: As above; the tests read the locked folio's mapping and flags.
+                // SAFETY: As above: the page is valid, and so is its folio.
                 let folio = unsafe { bindings::page_folio(page) };
-                if !unsafe { bindings::folio_test_anon(folio) } {
+                // SAFETY: The folio is valid and locked; the tests read its mapping and flags.
+                let (anon, writeback) = unsafe {
+                    (
+                        bindings::folio_test_anon(folio),
+                        bindings::folio_test_writeback(folio),
+                    )
+                };
+                if !anon {
                     ST_KEPT_FILE
-                } else if unsafe { bindings::folio_test_writeback(folio) } {
+                } else if writeback {
                     ST_KEPT_WRITEBACK
                 } else {
                     0

@@ -145,7 +145,7 @@ TEST(nodes)
 					 0, 0, &m));
 	ASSERT_EQ(1, m.migrated);
 	ASSERT_EQ(0, hmm_rs_page_node(buf));
-	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+	for (i = 0; i < ARRAY_SIZE(bad); i++) {
 		uint32_t node = bad[i];
 
 		ASSERT_EQ(-ENODEV, hmm_rs_migrate_node(fd, buf, 1, st,
@@ -256,7 +256,6 @@ TEST_F(s2s, holes_and_zero)
 {
 	struct hmm_rs_migrate m;
 	const unsigned long q = NPAGES / 4;
-	volatile char sink;
 	unsigned long i;
 	char *buf;
 
@@ -264,8 +263,7 @@ TEST_F(s2s, holes_and_zero)
 	buf = anon(NPAGES);
 	ASSERT_NE(NULL, buf);
 	for (i = q; i < 2 * q; i++)
-		sink = buf[i * ps];
-	(void)sink;
+		(void)__atomic_load_n(&buf[i * ps], __ATOMIC_RELAXED);
 	fill(buf + 2 * q * ps, NPAGES - 2 * q, 5);
 	ASSERT_EQ(0, hmm_rs_place(buf + 2 * q * ps, NPAGES - 2 * q, ps,
 				  variant->from));
