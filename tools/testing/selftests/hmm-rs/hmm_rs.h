@@ -150,6 +150,64 @@ static inline int hmm_rs_place(char *addr, unsigned long n, long page_size,
 	return 0;
 }
 
+/*
+ * The NUMA nodes of the @n pages from @addr, by move_pages(2) with no
+ * target, into @nodes: each a node, or -errno as hmm_rs_page_node() gives
+ * it. Returns 0 or -errno.
+ */
+static inline int hmm_rs_pages_nodes(const char *addr, unsigned long n,
+				     long page_size, int *nodes)
+{
+	void *pages[n];
+	unsigned long i;
+
+	for (i = 0; i < n; i++) {
+		pages[i] = (void *)(addr + i * page_size);
+		nodes[i] = INT32_MIN;
+	}
+	if (syscall(SYS_move_pages, 0, n, pages, NULL, nodes, 0))
+		return -errno;
+	return 0;
+}
+
+/*
+ * The nodes with memory, the ones HMM_RS_DST_NODE takes, as a list such
+ * as "0-1" (/sys/devices/system/node/has_memory) into @list; "0" if that
+ * cannot be read (a kernel without NUMA).
+ */
+static inline void hmm_rs_memory_nodes(char *list, size_t size)
+{
+	FILE *f = fopen("/sys/devices/system/node/has_memory", "r");
+
+	if (!f || !fgets(list, size, f))
+		snprintf(list, size, "0");
+	if (f)
+		fclose(f);
+	list[strcspn(list, "\n")] = 0;
+}
+
+/* Whether node @nid is in @list, as hmm_rs_memory_nodes() gives it. */
+static inline int hmm_rs_node_in(const char *list, uint64_t nid)
+{
+	const char *p = list;
+	char *end;
+
+	while (*p) {
+		unsigned long a = strtoul(p, &end, 10), b = a;
+
+		if (end == p)
+			break;
+		if (*end == '-')
+			b = strtoul(end + 1, &end, 10);
+		if (nid >= a && nid <= b)
+			return 1;
+		if (*end != ',')
+			break;
+		p = end + 1;
+	}
+	return 0;
+}
+
 /* The name of HMM_RS_MIGRATE's reason @r, NULL if it has none. */
 static inline const char *hmm_rs_reason_name(unsigned int r)
 {
