@@ -25,9 +25,16 @@
  *    from the arena. The file: any of a pool, which also gets closed and
  *    reopened (see "close" below), so a call may land on a closed file.
  *  - HMM_RS_MIGRATE (include/uapi/hmm_rs.h), one call in sixteen: the
- *    same ranges and files; random selections, destinations, requests and
- *    source devices, mostly valid; a status array that is absent, the
- *    thread's own, too short, read-only or the kernel's.
+ *    same ranges and files, and (a quarter of the calls, not in a fork
+ *    child) the thread's own range: 32 small anonymous pages that nothing
+ *    else names, through files of its own, with a model of what they
+ *    hold. Random selections; destinations (the device, system memory, a
+ *    NUMA node, an unknown one); requests (HMM_RS_REQ_NOT_ON_NODE too,
+ *    also where it does not belong), source devices, mostly valid; a node,
+ *    mostly 0 or 1, sometimes 2, 63, 64, 1024, INT32_MAX, 2^31, UINT32_MAX
+ *    or anything, also without HMM_RS_DST_NODE; the reserved word mostly
+ *    0; a status array that is absent, the thread's own, too short,
+ *    read-only or the kernel's.
  *  - mmap of the device: random length (0, unaligned, up to 4 MiB, past the
  *    address space), offset (unaligned, overflowing), protection and flags
  *    (private, populate, locked, unknown); an ioctl on the mapping, a CPU
@@ -51,9 +58,32 @@
  *    size, a command the kernel cannot read (EFAULT), a READ, WRITE,
  *    migration or EXCLUSIVE where no user mapping can be, a command whose
  *    result cannot be written back; a READ, WRITE or SNAPSHOT that
- *    succeeds reports all its pages in cpages; an HMM_RS_MIGRATE that
- *    succeeds had a valid request and a writable status array, and its
- *    counts add up to its pages and agree with its status bytes.
+ *    succeeds reports all its pages in cpages.
+ *    HMM_RS_MIGRATE, judged by the uapi's "Errors" (the nodes with memory
+ *    from /sys/devices/system/node/has_memory, the devices from /dev): a
+ *    request malformed by its fields (unknown bits, reserved not 0, a
+ *    node without HMM_RS_DST_NODE, HMM_RS_REQ_NOT_ON_NODE without
+ *    HMM_RS_DST_NODE and HMM_RS_SELECT_SYSTEM, a selection the
+ *    destination does not take, a bad range, ...) fails with EINVAL, one
+ *    naming a node without memory or a device that does not exist with
+ *    ENODEV (either, if it has both defects; EINVAL too where the range
+ *    may not be mapped, EFAULT where the status array may not be
+ *    writable), and changes nothing: the command and the status array
+ *    stay as they were. ENODEV comes from nothing else, EFAULT from a
+ *    writable status array never (unless a fault was requested on a
+ *    range the mutator may have cut short), no kernel-internal errno
+ *    ever. A call that succeeds had a valid request, a writable status
+ *    array and a mapped range; its counts add up to its pages and agree
+ *    with its status bytes, which each carry a reason; ON_NODE only with
+ *    HMM_RS_REQ_NOT_ON_NODE, WHOLE only with HMM_RS_REQ_THP. On the own
+ *    range also: a valid request is not refused with EINVAL, ENODEV or
+ *    EFAULT, a malformed one with exactly its errno; where move_pages(2)
+ *    finds the pages before and after the call agrees with it: a refused
+ *    call (or one with a read-only status array) moved none, a page
+ *    MIGRATED to a node is on it, to system memory a system page, to a
+ *    device not one, a page ON_NODE is on the node and was there before
+ *    (unless faulted in), and the filter moved no page already there; and
+ *    the pages hold what the model says, whatever the calls did.
  *  fuzz.children_exited: every fork child exited normally.
  *  fuzz.devices_work: afterwards each device still READs what the CPU
  *    wrote, WRITEs what the CPU then reads, and migrates a range to itself
@@ -97,6 +127,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,6 +148,7 @@
 #define MAX_THREADS 8
 #define NPOOL 6
 #define BUF_PAGES 1024
+#define OWN_PAGES 32		/* a fuzzing thread's own range */
 #define HPAGE (2UL << 20)
 #define MAX_ERRNO 140
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
@@ -177,6 +209,7 @@ struct violation {
 	unsigned long req;
 	uint64_t addr, ptr, npages, cpages;
 	const char *why;
+	char detail[160];	/* HMM_RS_MIGRATE: the request, the page */
 };
 
 /*
@@ -204,6 +237,10 @@ struct shared {
 	struct violation violations[8];
 	unsigned long child_calls;
 	unsigned long killed_children;
+	/* HMM_RS_MIGRATE to a node: calls, ok, ENODEV; pages moved, ON_NODE */
+	unsigned long node_calls, node_ok, node_enodev, node_moved, node_kept;
+	/* On the threads' own ranges: calls, pages placed and data checked */
+	unsigned long own_calls, own_placed, own_data;
 	int child_ready;
 	struct status st[NSLOTS];
 	unsigned long progress;	/* operations ended */
@@ -246,7 +283,14 @@ static struct special specials[8];
 static int nspecials;
 
 static const char *devices[4];
+static int dev_ids[4];		/* the number of each */
 static int ndevices;
+/* The driver's devices (HMM_RS_FUZZ_DEVICES aside), for src_dev. */
+static int nmod_devices;
+/* Whether the driver has HMM_RS_MIGRATE (the C test_hmm has not). */
+static int rs_ok;
+/* The nodes with memory (hmm_rs_memory_nodes()). */
+static char mem_nodes[256];
 static int pool[NPOOL];
 
 static char *buf;		/* BUF_PAGES pages, then a PROT_NONE page */
@@ -269,6 +313,13 @@ struct worker {
 	char *scratch_ro;	/* the same page, read-only */
 	struct status *st;
 	unsigned long ops;
+	/*
+	 * Its own range: OWN_PAGES private anonymous small pages that no
+	 * other thread names, what they hold, and a file of each device
+	 * (by number, -1: none) that no other thread closes.
+	 */
+	char *own, *own_model;
+	int own_fd[4];
 };
 
 static struct worker workers[MAX_THREADS + 1];
@@ -548,14 +599,17 @@ static int random_request(uint64_t *s, unsigned long *req, int child)
 	return OP_FOREIGN;
 }
 
-static void violation(int op, unsigned long req, struct hmm_dmirror_cmd *in,
-		      struct hmm_dmirror_cmd *out, int arg, int ret, const char *why)
+/* Records a violation; returns its slot, NULL once they are full. */
+static struct violation *violation(int op, unsigned long req,
+				   struct hmm_dmirror_cmd *in,
+				   struct hmm_dmirror_cmd *out, int arg,
+				   int ret, const char *why)
 {
 	unsigned long n = INC(sh->nviolations);
 	struct violation *v;
 
 	if (n >= ARRAY_SIZE(sh->violations))
-		return;
+		return NULL;
 	v = &sh->violations[n];
 	v->op = op;
 	v->req = req;
@@ -566,6 +620,8 @@ static void violation(int op, unsigned long req, struct hmm_dmirror_cmd *in,
 	v->arg = arg;
 	v->ret = ret;
 	v->why = why;
+	v->detail[0] = 0;
+	return v;
 }
 
 /* How the command is passed. */
@@ -691,133 +747,7 @@ static void fuzz_ioctl(struct worker *w, int child)
 static void arena_range(uint64_t *s, char **p, size_t *len);
 
 #define RS_STATUS_OFF 256	/* status bytes in the scratch page */
-
-/*
- * HMM_RS_MIGRATE (include/uapi/hmm_rs.h) with random fields, mostly
- * valid ones. A call that succeeds must have had a valid request, and its
- * status bytes (where they could be read back) and counts must agree.
- */
-static void fuzz_rs_migrate(struct worker *w, int child)
-{
-	uint64_t *s = &w->rng;
-	struct hmm_rs_migrate in = { 0 }, *m;
-	uint64_t counts[HMM_RS_NR_REASONS] = { 0 }, sum = 0, n, i;
-	unsigned char *status = NULL;
-	int cls, ret, fd, k, locked;
-	const char *why = NULL;
-
-	if (pick(s, 2)) {
-		in.addr = random_addr(s, &cls);
-		in.npages = random_npages(s, in.addr);
-	} else {	/* a range of the arena, where most calls can work */
-		char *p;
-		size_t len;
-
-		arena_range(s, &p, &len);
-		in.addr = (uintptr_t)p;
-		in.npages = len / page_size;
-		cls = A_USER;
-	}
-	switch (pick(s, 8)) {
-	case 0:
-	case 1:
-	case 2:		/* system memory to the device */
-		in.select = HMM_RS_SELECT_SYSTEM;
-		in.dst = HMM_RS_DST_DEVICE;
-		in.flags = pick(s, 4);		/* THP, FAULT */
-		break;
-	case 3:
-	case 4:		/* device pages back, from this or another device */
-		in.select = 2 + pick(s, 3) * 2 % 6;	/* 2, 4 or 6 */
-		in.dst = HMM_RS_DST_SYSTEM;
-		in.flags = pick(s, 2) | (pick(s, 2) ? HMM_RS_REQ_SRC_DEV : 0);
-		break;
-	case 5:		/* device to device */
-		in.select = 2 + pick(s, 3) * 2 % 6;
-		in.dst = HMM_RS_DST_DEVICE;
-		in.flags = pick(s, 2) | HMM_RS_REQ_SRC_DEV;
-		break;
-	default:	/* anything */
-		in.select = pick(s, 2) ? pick(s, 16) : (uint32_t)next(s);
-		in.dst = pick(s, 2) ? pick(s, 3) : (uint32_t)next(s);
-		in.flags = pick(s, 2) ? pick(s, 16) : (uint32_t)next(s);
-		break;
-	}
-	if (in.flags & HMM_RS_REQ_SRC_DEV || !pick(s, 16))
-		in.src_dev = pick(s, 8) ? pick(s, 4) : (uint32_t)next(s);
-	switch (pick(s, 8)) {
-	case 0:
-		in.status = 0;
-		break;
-	case 1:		/* read-only: EFAULT, nothing moved */
-		in.status = (uintptr_t)w->scratch_ro;
-		break;
-	case 2:		/* the kernel's */
-		in.status = 0xffff888000001000ULL;
-		break;
-	case 3:		/* runs into the PROT_NONE page after buf */
-		in.status = (uintptr_t)buf + (BUF_PAGES - 1) * page_size;
-		break;
-	default:	/* the thread's own, after the command, if it fits */
-		if (in.npages <= (uint64_t)page_size - RS_STATUS_OFF)
-			status = (unsigned char *)w->scratch + RS_STATUS_OFF;
-		in.status = status ? (uintptr_t)status : (uintptr_t)buf;
-		break;
-	}
-	m = (struct hmm_rs_migrate *)w->scratch;
-	*m = in;
-	fd = pool_fd(s);
-	/* A move to a device is the migration the fork-child bug needs. */
-	locked = in.dst == HMM_RS_DST_DEVICE && !child && !kernel_bugs;
-	if (locked)
-		pthread_rwlock_rdlock(&fork_lock);
-	begin(w, op_names[OP_RS_MIGRATE], HMM_RS_MIGRATE, in.addr, in.npages, fd);
-	ret = ioctl(fd, HMM_RS_MIGRATE, m) ? -errno : 0;
-	end(w);
-	if (locked)
-		pthread_rwlock_unlock(&fork_lock);
-	count(OP_RS_MIGRATE, ret);
-	if (ret)
-		return;
-	n = in.npages;
-	if (in.addr % page_size || !n || n > UINT64_MAX / page_size ||
-	    in.addr + n * page_size < in.addr || in.addr + n * page_size == 0)
-		why = "HMM_RS_MIGRATE: bad range accepted";
-	else if (in.select & ~HMM_RS_SELECT_ALL || !in.select ||
-		 in.flags & ~HMM_RS_REQ_ALL || in.dst > HMM_RS_DST_SYSTEM ||
-		 (!(in.flags & HMM_RS_REQ_SRC_DEV) && in.src_dev))
-		why = "HMM_RS_MIGRATE: bad request accepted";
-	else if (in.status == (uintptr_t)w->scratch_ro ||
-		 in.status == 0xffff888000001000ULL)
-		why = "HMM_RS_MIGRATE: unwritable status array accepted";
-	else if (cls == A_NOMAP)
-		why = "HMM_RS_MIGRATE: migration where nothing is mapped";
-	for (k = 0; k < HMM_RS_NR_REASONS; k++)
-		sum += m->counts[k];
-	if (!why && (sum != n || m->migrated != m->counts[HMM_RS_MIGRATED]))
-		why = "HMM_RS_MIGRATE: counts do not add up";
-	if (!why && status) {
-		for (i = 0; i < n; i++) {
-			k = status[i] & HMM_RS_STATUS_REASON;
-			if (k >= HMM_RS_NR_REASONS)
-				break;
-			counts[k]++;
-		}
-		for (k = 0; i == n && k < HMM_RS_NR_REASONS; k++)
-			if (counts[k] != m->counts[k])
-				break;
-		if (i != n || k != HMM_RS_NR_REASONS)
-			why = "HMM_RS_MIGRATE: status bytes disagree with counts";
-	}
-	if (why) {
-		struct hmm_dmirror_cmd c = {
-			.addr = in.addr, .ptr = in.status, .npages = in.npages,
-		};
-
-		violation(OP_RS_MIGRATE, HMM_RS_MIGRATE, &c, NULL, ARG_OK, ret,
-			  why);
-	}
-}
+#define RS_SENTINEL 0xee	/* a status byte the driver never writes */
 
 static void evict_shared(void)
 {
@@ -829,6 +759,507 @@ static void evict_unlock(void)
 {
 	if (!kernel_bugs)
 		pthread_rwlock_unlock(&evict_lock);
+}
+
+/* A node for HMM_RS_MIGRATE: mostly 0 or 1, sometimes one without memory. */
+static uint32_t random_node(uint64_t *s)
+{
+	static const uint32_t odd[] = {
+		2, 63, 64, 1024, INT32_MAX, 1U << 31, UINT32_MAX,
+	};
+
+	switch (pick(s, 16)) {
+	case 0:
+	case 1:
+		return odd[pick(s, ARRAY_SIZE(odd))];
+	case 2:
+		return next(s);
+	default:
+		return pick(s, 2);
+	}
+}
+
+/*
+ * Random selection, destination, requests, source device, node and
+ * reserved word of an HMM_RS_MIGRATE, mostly valid ones.
+ */
+static void random_rs_request(uint64_t *s, struct hmm_rs_migrate *m)
+{
+	switch (pick(s, 10)) {
+	case 0:
+	case 1:
+	case 2:		/* system memory to the device */
+		m->select = HMM_RS_SELECT_SYSTEM;
+		m->dst = HMM_RS_DST_DEVICE;
+		m->flags = pick(s, 4);		/* THP, FAULT */
+		break;
+	case 3:
+	case 4:		/* device pages back, from this or another device */
+		m->select = 2 + pick(s, 3) * 2 % 6;	/* 2, 4 or 6 */
+		m->dst = HMM_RS_DST_SYSTEM;
+		m->flags = pick(s, 2) | (pick(s, 2) ? HMM_RS_REQ_SRC_DEV : 0);
+		break;
+	case 5:		/* device to device */
+		m->select = 2 + pick(s, 3) * 2 % 6;
+		m->dst = HMM_RS_DST_DEVICE;
+		m->flags = pick(s, 2) | HMM_RS_REQ_SRC_DEV;
+		break;
+	case 6:
+	case 7:		/* to a node: any selection, maybe from another device */
+		m->select = pick(s, 2) ? HMM_RS_SELECT_SYSTEM : 1 + pick(s, 7);
+		m->dst = HMM_RS_DST_NODE;
+		m->flags = pick(s, 2) ? HMM_RS_REQ_THP : 0;
+		if (m->select & HMM_RS_SELECT_SYSTEM) {
+			if (pick(s, 2))
+				m->flags |= HMM_RS_REQ_NOT_ON_NODE;
+			if (!pick(s, 4))
+				m->flags |= HMM_RS_REQ_FAULT;
+		}
+		if (!pick(s, 4))
+			m->flags |= HMM_RS_REQ_SRC_DEV;
+		break;
+	default:	/* anything: the destination 0 to 3 (3: none), or junk */
+		m->select = pick(s, 2) ? pick(s, 16) : (uint32_t)next(s);
+		m->dst = pick(s, 4) ? pick(s, 4) : (uint32_t)next(s);
+		m->flags = pick(s, 2) ? pick(s, 32) : (uint32_t)next(s);
+		break;
+	}
+	/* The node filter, now and then where it does not belong. */
+	if (!pick(s, 16))
+		m->flags ^= HMM_RS_REQ_NOT_ON_NODE;
+	if (m->flags & HMM_RS_REQ_SRC_DEV || !pick(s, 16))
+		m->src_dev = pick(s, 8) ? pick(s, 4) : (uint32_t)next(s);
+	if (m->dst == HMM_RS_DST_NODE || !pick(s, 8))
+		m->node = random_node(s);
+	if (!pick(s, 16))
+		m->reserved = pick(s, 2) ? 1U << pick(s, 32) : (uint32_t)next(s);
+}
+
+/*
+ * What its fields alone make of an HMM_RS_MIGRATE request, by the
+ * "Errors" of include/uapi/hmm_rs.h: why it must be refused with EINVAL,
+ * why with ENODEV (NULL: no such reason), and whether HMM_RS_REQ_SRC_DEV
+ * may name the file's own device (@dev: the file's device, -1: unknown),
+ * which is EINVAL.
+ */
+struct rs_verdict {
+	const char *einval, *enodev;
+	int maybe;
+};
+
+#define RS_EINVAL(v, cond, why) do {		\
+	if ((cond) && !(v)->einval)		\
+		(v)->einval = (why);		\
+} while (0)
+
+static void rs_judge(const struct hmm_rs_migrate *m, int dev,
+		     struct rs_verdict *v)
+{
+	int sys = !!(m->select & HMM_RS_SELECT_SYSTEM);
+	int src = !!(m->flags & HMM_RS_REQ_SRC_DEV);
+	uint64_t a = m->addr, n = m->npages;
+
+	memset(v, 0, sizeof(*v));
+	RS_EINVAL(v, m->select & ~HMM_RS_SELECT_ALL, "unknown select bits");
+	RS_EINVAL(v, !m->select, "nothing selected");
+	RS_EINVAL(v, m->flags & ~HMM_RS_REQ_ALL, "unknown request bits");
+	RS_EINVAL(v, m->reserved, "reserved is not 0");
+	if (src && m->src_dev >= (uint32_t)nmod_devices)
+		v->enodev = "src_dev does not exist";
+	else if (src && dev < 0)
+		v->maybe = 1;
+	RS_EINVAL(v, src && (int64_t)m->src_dev == dev,
+		  "src_dev is the file's device");
+	RS_EINVAL(v, !src && m->src_dev, "src_dev without HMM_RS_REQ_SRC_DEV");
+	RS_EINVAL(v, m->flags & HMM_RS_REQ_FAULT && !sys,
+		  "HMM_RS_REQ_FAULT without HMM_RS_SELECT_SYSTEM");
+	switch (m->dst) {
+	case HMM_RS_DST_DEVICE:
+		RS_EINVAL(v, src ? sys : m->select != HMM_RS_SELECT_SYSTEM,
+			  "a selection HMM_RS_DST_DEVICE does not take");
+		break;
+	case HMM_RS_DST_SYSTEM:
+		RS_EINVAL(v, sys, "system memory to HMM_RS_DST_SYSTEM");
+		break;
+	case HMM_RS_DST_NODE:
+		if (!hmm_rs_node_in(mem_nodes, m->node) && !v->enodev)
+			v->enodev = "a node without memory";
+		break;
+	default:
+		RS_EINVAL(v, 1, "unknown destination");
+		break;
+	}
+	RS_EINVAL(v, m->node && m->dst != HMM_RS_DST_NODE,
+		  "a node without HMM_RS_DST_NODE");
+	RS_EINVAL(v, m->flags & HMM_RS_REQ_NOT_ON_NODE &&
+		  !(sys && m->dst == HMM_RS_DST_NODE),
+		  "HMM_RS_REQ_NOT_ON_NODE without HMM_RS_DST_NODE and HMM_RS_SELECT_SYSTEM");
+	RS_EINVAL(v, a % page_size || !n || n > UINT64_MAX / page_size ||
+		  a + n * page_size < a || a + n * page_size == 0,
+		  "a bad range");
+}
+
+/* A violation of HMM_RS_MIGRATE @in through a file of device @dev. */
+static __printf(5, 6) void
+rs_violation(const struct hmm_rs_migrate *in, int dev, int ret,
+	     const char *why, const char *fmt, ...)
+{
+	struct hmm_dmirror_cmd c = {
+		.addr = in->addr, .ptr = in->status, .npages = in->npages,
+	};
+	struct violation *v;
+	va_list ap;
+	int len;
+
+	v = violation(OP_RS_MIGRATE, HMM_RS_MIGRATE, &c, NULL, ARG_OK, ret, why);
+	if (!v)
+		return;
+	len = snprintf(v->detail, sizeof(v->detail),
+		       "; select %#x dst %#x flags %#x src_dev %#x node %#x reserved %#x, dev %d",
+		       in->select, in->dst, in->flags, in->src_dev, in->node,
+		       in->reserved, dev);
+	if (fmt && len < (int)sizeof(v->detail)) {
+		va_start(ap, fmt);
+		vsnprintf(v->detail + len, sizeof(v->detail) - len, fmt, ap);
+		va_end(ap);
+	}
+}
+
+/*
+ * Now and then (@always: now) new contents for some pages of @w's own
+ * range, or none (a zap), in the model as well.
+ */
+static void own_refresh(struct worker *w, int always)
+{
+	uint64_t *s = &w->rng;
+	size_t off, n, i;
+	uint64_t v, k;
+
+	if (!always && pick(s, 8))
+		return;
+	off = pick(s, OWN_PAGES);
+	n = 1 + pick(s, OWN_PAGES - off);
+	if (pick(s, 4)) {
+		/* As hmm_rs_stress fills pages: every word differs. */
+		v = next(s);
+		k = next(s) | 1;
+		for (i = 0; i < n * page_size; i += 8, v += k)
+			memcpy(w->own_model + off * page_size + i, &v, 8);
+		memcpy(w->own + off * page_size, w->own_model + off * page_size,
+		       n * page_size);
+	} else {
+		madvise(w->own + off * page_size, n * page_size, MADV_DONTNEED);
+		memset(w->own_model + off * page_size, 0, n * page_size);
+	}
+}
+
+/*
+ * The checks of a call on the thread's own range, which nothing else
+ * moves: a refused request changed nothing, and what a successful one
+ * says of each page, where move_pages(2) finds it (@before and @after the
+ * call, @after[i] INT32_MIN: unknown) agrees with.
+ */
+static void own_check(const struct hmm_rs_migrate *in, int dev, int ret,
+		      int refused, const unsigned char *status,
+		      const int *before, const int *after)
+{
+	uint64_t i, n = in->npages;
+	int node = in->node, r;
+
+	if (after[0] == INT32_MIN)
+		return;
+	INC(sh->own_placed);
+	for (i = 0; i < n; i++) {
+		if (refused) {
+			if (before[i] != after[i]) {
+				rs_violation(in, dev, ret,
+					     "HMM_RS_MIGRATE: a refused call moved a page",
+					     ", page %llu: node %d before, %d after",
+					     (unsigned long long)i, before[i], after[i]);
+				return;
+			}
+			continue;
+		}
+		if (!status)
+			return;
+		r = status[i] & HMM_RS_STATUS_REASON;
+		if (r == HMM_RS_MIGRATED &&
+		    (in->dst == HMM_RS_DST_NODE ? after[i] != node :
+		     in->dst == HMM_RS_DST_SYSTEM ? after[i] < 0 : after[i] >= 0)) {
+			rs_violation(in, dev, ret, in->dst == HMM_RS_DST_NODE ?
+				     "HMM_RS_MIGRATE: a page MIGRATED to a node is not there" :
+				     "HMM_RS_MIGRATE: a page MIGRATED is not where it went",
+				     ", page %llu: node %d before, %d after",
+				     (unsigned long long)i, before[i], after[i]);
+			return;
+		}
+		/* Faulted in first, a page may land on the node. */
+		if (r == HMM_RS_ON_NODE &&
+		    (after[i] != node || (before[i] != node &&
+		     !(in->flags & HMM_RS_REQ_FAULT && before[i] < 0)))) {
+			rs_violation(in, dev, ret,
+				     "HMM_RS_MIGRATE: ON_NODE for a page that was not on the node",
+				     ", page %llu: node %d before, %d after",
+				     (unsigned long long)i, before[i], after[i]);
+			return;
+		}
+		if (r == HMM_RS_MIGRATED && before[i] == node &&
+		    in->flags & HMM_RS_REQ_NOT_ON_NODE) {
+			rs_violation(in, dev, ret,
+				     "HMM_RS_MIGRATE: NOT_ON_NODE moved a page already on the node",
+				     ", page %llu", (unsigned long long)i);
+			return;
+		}
+	}
+}
+
+/* Whether the own range holds what the model says; else a violation. */
+static void own_data(struct worker *w, const struct hmm_rs_migrate *in,
+		     int dev, int ret)
+{
+	size_t i;
+
+	INC(sh->own_data);
+	for (i = 0; i < OWN_PAGES; i++)
+		if (memcmp(w->own + i * page_size, w->own_model + i * page_size,
+			   page_size)) {
+			rs_violation(in, dev, ret, "HMM_RS_MIGRATE: own range data changed",
+				     ", own page %zu (the call's first is %llu)", i,
+				     (unsigned long long)((in->addr - (uintptr_t)w->own) /
+							  page_size));
+			/* Reported: go on from what is there. */
+			memcpy(w->own_model, w->own, OWN_PAGES * page_size);
+			return;
+		}
+}
+
+/*
+ * HMM_RS_MIGRATE (include/uapi/hmm_rs.h) with random fields, mostly
+ * valid ones, on random ranges, arena ranges and (not in a fork child)
+ * the thread's own range. A request that is malformed by its fields must
+ * be refused, with the errno the uapi gives its defect, and change
+ * nothing; a call that succeeds must have had a valid request, and its
+ * status bytes and counts must agree with each other and with the
+ * request; on the own range, with where the pages are, and what they
+ * hold.
+ */
+static void fuzz_rs_migrate(struct worker *w, int child)
+{
+	uint64_t *s = &w->rng;
+	struct hmm_rs_migrate in = { 0 }, *m;
+	uint64_t counts[HMM_RS_NR_REASONS] = { 0 }, sum = 0, n, i;
+	int before[OWN_PAGES], after[OWN_PAGES];
+	uint64_t writable = UINT64_MAX;	/* status bytes that can be written */
+	unsigned char *status = NULL;
+	int cls, ret, fd, k, locked, own, dev = -1, data, err;
+	struct rs_verdict v;
+	const char *why = NULL;
+
+	own = !child && rs_ok && !pick(s, 4);
+	if (own) {
+		uint64_t off = pick(s, OWN_PAGES);
+
+		own_refresh(w, 0);
+		in.addr = (uintptr_t)w->own + off * page_size;
+		in.npages = 1 + pick(s, OWN_PAGES - off);
+		cls = A_USER;
+	} else if (pick(s, 2)) {
+		in.addr = random_addr(s, &cls);
+		in.npages = random_npages(s, in.addr);
+	} else {	/* a range of the arena, where most calls can work */
+		char *p;
+		size_t len;
+
+		arena_range(s, &p, &len);
+		in.addr = (uintptr_t)p;
+		in.npages = len / page_size;
+		cls = A_USER;
+	}
+	random_rs_request(s, &in);
+	switch (pick(s, 8)) {
+	case 0:
+		in.status = 0;
+		break;
+	case 1:		/* read-only: EFAULT, nothing moved */
+		in.status = (uintptr_t)w->scratch_ro;
+		writable = 0;
+		break;
+	case 2:		/* the kernel's */
+		if (own)
+			goto own_status;
+		in.status = 0xffff888000001000ULL;
+		writable = 0;
+		break;
+	case 3:		/* runs into the PROT_NONE page after buf */
+		if (own)
+			goto own_status;
+		in.status = (uintptr_t)buf + (BUF_PAGES - 1) * page_size;
+		writable = page_size;
+		break;
+	default:	/* the thread's own, after the command, if it fits */
+own_status:
+		if (in.npages <= (uint64_t)page_size - RS_STATUS_OFF)
+			status = (unsigned char *)w->scratch + RS_STATUS_OFF;
+		in.status = status ? (uintptr_t)status : (uintptr_t)buf;
+		writable = status ? page_size - RS_STATUS_OFF : BUF_PAGES * page_size;
+		break;
+	}
+	data = pick(s, 2);
+	if (own) {
+		dev = dev_ids[pick(s, ndevices)];
+		fd = w->own_fd[dev];
+	} else {
+		fd = pool_fd(s);
+	}
+	n = in.npages;
+	if (status)
+		memset(status, RS_SENTINEL, n);
+	m = (struct hmm_rs_migrate *)w->scratch;
+	*m = in;
+	/*
+	 * A move to a device, or with HMM_RS_REQ_THP to a node (a whole THP
+	 * that gets no huge page there goes page by page), is the migration
+	 * the fork-child bug needs.
+	 */
+	locked = (in.dst == HMM_RS_DST_DEVICE || in.dst == HMM_RS_DST_NODE) &&
+		 !child && !kernel_bugs;
+	/*
+	 * RELEASE would move the own range's pages under the checks. Taken
+	 * first, as fork takes them.
+	 */
+	if (own)
+		evict_shared();
+	if (locked)
+		pthread_rwlock_rdlock(&fork_lock);
+	if (own) {
+		INC(sh->own_calls);
+		if (hmm_rs_pages_nodes((char *)(uintptr_t)in.addr, n, page_size, before))
+			before[0] = INT32_MIN;
+	}
+	begin(w, op_names[OP_RS_MIGRATE], HMM_RS_MIGRATE, in.addr, in.npages, fd);
+	ret = ioctl(fd, HMM_RS_MIGRATE, m) ? -errno : 0;
+	end(w);
+	after[0] = INT32_MIN;
+	if (own && before[0] != INT32_MIN &&
+	    hmm_rs_pages_nodes((char *)(uintptr_t)in.addr, n, page_size, after))
+		after[0] = INT32_MIN;
+	if (locked)
+		pthread_rwlock_unlock(&fork_lock);
+	count(OP_RS_MIGRATE, ret);
+	rs_judge(&in, dev, &v);
+	if (in.dst == HMM_RS_DST_NODE && rs_ok) {
+		INC(sh->node_calls);
+		if (!ret)
+			INC(sh->node_ok);
+		if (ret == -ENODEV)
+			INC(sh->node_enodev);
+	}
+	/* A pool file closed (or its number reused) under us. */
+	if (!own && (ret == -EBADF || ret == -ENOTTY))
+		goto out;
+	err = -ret;
+	if (ret && rs_ok) {
+		/*
+		 * Refused: with an errno the uapi gives one of its defects.
+		 * EINVAL also where the range may not be covered by readable
+		 * mappings (or changed during the call), EFAULT where the
+		 * status array may not be writable or, with a fault
+		 * requested, a mapping may not be faulted in; runtime errors
+		 * (ENOMEM, EBUSY) only for a valid request.
+		 */
+		int bad = v.einval || v.enodev;
+
+		if (ret < -MAX_ERRNO)
+			why = "HMM_RS_MIGRATE: a kernel-internal errno";
+		else if (err == ENODEV && !v.enodev)
+			why = "HMM_RS_MIGRATE: ENODEV for an existing node and device";
+		else if (err == EINVAL && !v.einval && !v.maybe && own)
+			why = bad ? "HMM_RS_MIGRATE: EINVAL, not ENODEV" :
+			      "HMM_RS_MIGRATE: EINVAL for a valid request on a mapped range";
+		else if (err == EFAULT && n <= writable &&
+			 (own || !(in.flags & HMM_RS_REQ_FAULT)))
+			why = "HMM_RS_MIGRATE: EFAULT with a writable status array";
+		else if (bad && err != EINVAL && err != ENODEV && err != EFAULT)
+			why = "HMM_RS_MIGRATE: a malformed request refused with an errno not its own";
+		if (why) {
+			rs_violation(&in, dev, ret, why, ", EINVAL for: %s, ENODEV for: %s",
+				     v.einval ?: "-", v.enodev ?: "-");
+			why = NULL;
+		}
+		if (bad) {
+			/* A refused request changes nothing. */
+			if (memcmp(m, &in, sizeof(in)))
+				why = "HMM_RS_MIGRATE: a refused request changed the command";
+			for (i = 0; status && !why && i < n; i++)
+				if (status[i] != RS_SENTINEL)
+					why = "HMM_RS_MIGRATE: a refused request wrote the status array";
+			if (why)
+				rs_violation(&in, dev, ret, why, NULL);
+			if (own)
+				own_check(&in, dev, ret, 1, NULL, before, after);
+		} else if (own && err == EFAULT && !writable) {
+			/* The status array cannot be filled: nothing moves. */
+			own_check(&in, dev, ret, 1, NULL, before, after);
+		}
+		goto out;
+	}
+	if (ret)
+		goto out;
+	if (v.einval || v.enodev)
+		why = "HMM_RS_MIGRATE: a malformed request accepted";
+	else if (n > writable)
+		why = "HMM_RS_MIGRATE: unwritable status array accepted";
+	else if (cls == A_NOMAP)
+		why = "HMM_RS_MIGRATE: migration where nothing is mapped";
+	if (why) {
+		rs_violation(&in, dev, ret, why, ": %s", v.einval ?: v.enodev ?: "-");
+		goto out;
+	}
+	i = n;
+	for (k = 0; k < HMM_RS_NR_REASONS; k++)
+		sum += m->counts[k];
+	if (sum != n || m->migrated != m->counts[HMM_RS_MIGRATED])
+		why = "HMM_RS_MIGRATE: counts do not add up";
+	else if (m->counts[HMM_RS_ON_NODE] && !(in.flags & HMM_RS_REQ_NOT_ON_NODE))
+		why = "HMM_RS_MIGRATE: ON_NODE without HMM_RS_REQ_NOT_ON_NODE";
+	else if (m->counts[HMM_RS_ON_NODE + 1] || m->counts[HMM_RS_ON_NODE + 2])
+		why = "HMM_RS_MIGRATE: pages counted for no reason";
+	if (in.dst == HMM_RS_DST_NODE) {
+		__atomic_fetch_add(&sh->node_moved, m->migrated, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&sh->node_kept, m->counts[HMM_RS_ON_NODE],
+				   __ATOMIC_RELAXED);
+	}
+	if (!why && status) {
+		for (i = 0; i < n; i++) {
+			k = status[i] & HMM_RS_STATUS_REASON;
+			if (k > HMM_RS_ON_NODE) {
+				why = "HMM_RS_MIGRATE: a status byte with no reason";
+				break;
+			}
+			if (status[i] & HMM_RS_STATUS_WHOLE && !(in.flags & HMM_RS_REQ_THP)) {
+				why = "HMM_RS_MIGRATE: WHOLE without HMM_RS_REQ_THP";
+				break;
+			}
+			counts[k]++;
+		}
+		for (k = 0; !why && k < HMM_RS_NR_REASONS; k++)
+			if (counts[k] != m->counts[k])
+				why = "HMM_RS_MIGRATE: status bytes disagree with counts";
+	}
+	if (why) {
+		rs_violation(&in, dev, ret, why, status && i < n ?
+			     ", page %llu: %#x" : NULL, (unsigned long long)i,
+			     status && i < n ? status[i] : 0);
+		goto out;
+	}
+	if (own)
+		own_check(&in, dev, ret, 0, status, before, after);
+out:
+	if (own) {
+		if (data)
+			own_data(w, &in, dev, ret);
+		evict_unlock();
+	}
 }
 
 /* mmap of the device: random arguments; an ioctl and a CPU access on it. */
@@ -1457,7 +1888,7 @@ static int setup_arena(void)
 
 static int setup_worker(struct worker *w, int id, uint64_t seed)
 {
-	int fd = memfd_create("hmm-rs-fuzz-cmd", 0);
+	int fd = memfd_create("hmm-rs-fuzz-cmd", 0), i;
 
 	w->id = id;
 	w->rng = thread_seed(seed, id);
@@ -1476,6 +1907,22 @@ static int setup_worker(struct worker *w, int id, uint64_t seed)
 	    mprotect(w->scratch + page_size, page_size, PROT_NONE))
 		return -1;
 	close(fd);
+	w->own = mmap(NULL, OWN_PAGES * page_size, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	w->own_model = calloc(OWN_PAGES, page_size);
+	if (w->own == MAP_FAILED || !w->own_model ||
+	    madvise(w->own, OWN_PAGES * page_size, MADV_NOHUGEPAGE))
+		return -1;
+	for (i = 0; i < 4; i++)
+		w->own_fd[i] = -1;
+	for (i = 0; i < ndevices; i++) {
+		w->own_fd[dev_ids[i]] = open(devices[i], O_RDWR);
+		if (w->own_fd[dev_ids[i]] < 0)
+			return -1;
+	}
+	/* Most of it with contents, the rest never touched. */
+	for (i = 0; i < 4; i++)
+		own_refresh(w, 1);
 	return 0;
 }
 
@@ -1680,6 +2127,33 @@ static const char *device_works(const char *dev)
 	return bad;
 }
 
+/*
+ * Whether @dev takes HMM_RS_MIGRATE: one page to the device (the C
+ * test_hmm has no such ioctl: EINVAL).
+ */
+static int probe_rs_migrate(const char *dev)
+{
+	struct hmm_rs_migrate m = {
+		.npages = 1,
+		.select = HMM_RS_SELECT_SYSTEM,
+		.dst = HMM_RS_DST_DEVICE,
+	};
+	char *page = mmap(NULL, page_size, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int fd = open(dev, O_RDWR), ok = 0;
+
+	if (fd >= 0 && page != MAP_FAILED) {
+		page[0] = 1;
+		m.addr = (uintptr_t)page;
+		ok = !ioctl(fd, HMM_RS_MIGRATE, &m) && m.migrated == 1;
+	}
+	if (page != MAP_FAILED)
+		munmap(page, page_size);
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
 int main(void)
 {
 	const char *env = getenv("HMM_RS_FUZZ_SEED");
@@ -1741,10 +2215,20 @@ int main(void)
 			continue;
 		fd = open(names[i], O_RDWR);
 		if (fd >= 0) {
+			dev_ids[ndevices] = i;
 			devices[ndevices++] = names[i];
 			close(fd);
 		}
 	}
+	/* The devices are numbered from 0 up, without gaps. */
+	for (i = 0; i < 8; i++) {
+		snprintf(line, sizeof(line), "/dev/hmm_dmirror%d", i);
+		if (access(line, F_OK))
+			break;
+	}
+	nmod_devices = i;
+	hmm_rs_memory_nodes(mem_nodes, sizeof(mem_nodes));
+	rs_ok = probe_rs_migrate(devices[0]);
 	if (!ndevices)
 		ksft_exit_fail_msg("no /dev/hmm_dmirror*: %s\n", strerror(errno));
 	for (i = 0; i < NPOOL; i++) {
@@ -1775,6 +2259,9 @@ int main(void)
 		snprintf(line + strlen(line), sizeof(line) - strlen(line), " %s",
 			 specials[i].name);
 	note("devices:%s\n", line);
+	note("HMM_RS_MIGRATE: %s; the driver's devices: %d; nodes with memory: %s\n",
+	     rs_ok ? "yes" : "no (not checked beyond what a success must have had)",
+	     nmod_devices, mem_nodes);
 
 	me = &sh->st[SLOT_MAIN];
 	me->tid = getpid();
@@ -1806,18 +2293,23 @@ int main(void)
 		       finished, nthreads, t,
 		       workers[nthreads].ops, sh->child_calls);
 	print_counts();
+	if (rs_ok)
+		ksft_print_msg("HMM_RS_MIGRATE to a node: %lu calls, %lu ok, %lu ENODEV; %lu pages moved, %lu left ON_NODE; own ranges: %lu calls, %lu placements and %lu contents checked\n",
+			       sh->node_calls, sh->node_ok, sh->node_enodev,
+			       sh->node_moved, sh->node_kept, sh->own_calls,
+			       sh->own_placed, sh->own_data);
 
 	nv = sh->nviolations;
 	for (v = 0; v < nv && v < ARRAY_SIZE(sh->violations); v++) {
 		struct violation *x = &sh->violations[v];
 
-		ksft_print_msg("violation: %s: %s req %#lx addr %#llx npages %#llx ptr %#llx command %s -> %s, cpages %llu\n",
+		ksft_print_msg("violation: %s: %s req %#lx addr %#llx npages %#llx ptr %#llx command %s -> %s, cpages %llu%s\n",
 			       x->why, op_names[x->op], x->req,
 			       (unsigned long long)x->addr,
 			       (unsigned long long)x->npages,
 			       (unsigned long long)x->ptr, arg_names[x->arg],
 			       x->ret ? strerrorname_np(-x->ret) ?: "E?" : "ok",
-			       (unsigned long long)x->cpages);
+			       (unsigned long long)x->cpages, x->detail);
 	}
 	if (nv)
 		ksft_print_msg("%lu violation(s)\n", nv);
