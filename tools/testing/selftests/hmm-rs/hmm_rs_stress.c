@@ -36,6 +36,18 @@
  *    such a snapshot, through a random device);
  *  - EXCLUSIVE (the data it returns checked), then a CPU read of every page,
  *    after which CHECK_EXCLUSIVE must report no exclusive entry left;
+ *  - where the driver has it, HMM_RS_MIGRATE to a node (HMM_RS_DST_NODE,
+ *    node 0 or 1): any selection, from the device or another one of the
+ *    case (HMM_RS_REQ_SRC_DEV), maybe whole THPs, maybe faulted in first,
+ *    maybe with the node filter (HMM_RS_REQ_NOT_ON_NODE). Its status
+ *    bytes and counts must agree (ON_NODE only with the filter, WHOLE only
+ *    with HMM_RS_REQ_THP); the pages keep their contents (looked at with
+ *    the CPU half the time); in the model those MIGRATED or left ON_NODE
+ *    are system pages, which the snapshots then check. In the small
+ *    region, while nothing but the owner moves them, move_pages(2) must
+ *    find every page MIGRATED or ON_NODE on the node, an ON_NODE page
+ *    there before the call too, and no page that was already there
+ *    MIGRATED despite the filter;
  *  - MADV_DONTNEED (anonymous pages read zero), PUNCH_HOLE (shared: zero),
  *    mmap(MAP_FIXED) over the range (anonymous: zero; shared: unchanged),
  *    mremap() away and back (unchanged), mprotect() read-only and back;
@@ -47,13 +59,15 @@
  * moves, so that their owners make no assumption meanwhile), snapshots,
  * reads ranges through the devices, pages out, collapses and compacts,
  * and where the driver has it moves pages with HMM_RS_MIGRATE (to a
- * device, back, or device to device; its status bytes and counts checked):
- * none of which may change a byte.
+ * device, back, device to device, or to a node as above; its status bytes
+ * and counts checked): none of which may change a byte.
  *
  * Every round (HMM_RS_STRESS_OPS operations per thread) the threads of a
  * process stop at a barrier and one checks every byte of the process's
  * pages through a device READ and with the CPU, then migrates everything to
- * a device or back; other processes go on meanwhile. The operations stop
+ * a device or back, or (where the driver has HMM_RS_MIGRATE) to a node,
+ * after which the CPU must find every byte; other processes go on
+ * meanwhile. The operations stop
  * at 65% of a case's time; then each worker migrates everything back (no
  * page may stay on a device), checks every byte again, and all workers
  * check the whole shared memfd, every slice, against what its owners'
@@ -139,21 +153,22 @@ static const char *const reg_names[NREG] = { "small", "huge", "shared" };
 enum {
 	OP_CPU_WRITE, OP_CPU_READ, OP_READ, OP_WRITE, OP_TO_DEV, OP_TO_SYS,
 	OP_SNAPSHOT, OP_EXCL, OP_CHECK_EXCL, OP_ZAP, OP_PUNCH, OP_REMAP,
-	OP_MREMAP, OP_MPROTECT, OP_FORK,
+	OP_MREMAP, OP_MPROTECT, OP_TO_NODE, OP_FORK,
 	/* the chaos thread's */
 	OP_C_TO_DEV, OP_C_TO_SYS, OP_C_READ, OP_C_SNAPSHOT, OP_C_MADV,
 	OP_C_COLLAPSE, OP_C_COMPACT, OP_C_RS_MIGRATE,
 	/* checkpoints and the end */
-	OP_K_READ, OP_K_TO_DEV, OP_K_TO_SYS, OP_K_SNAPSHOT, OP_INIT,
+	OP_K_READ, OP_K_TO_DEV, OP_K_TO_SYS, OP_K_TO_NODE, OP_K_SNAPSHOT, OP_INIT,
 	NOPS
 };
 static const char *const op_names[NOPS] = {
 	"CPU_WRITE", "CPU_READ", "READ", "WRITE", "MIGRATE_TO_DEV",
 	"MIGRATE_TO_SYS", "SNAPSHOT", "EXCLUSIVE", "CHECK_EXCLUSIVE",
-	"DONTNEED", "PUNCH_HOLE", "REMAP", "MREMAP", "MPROTECT", "FORK",
+	"DONTNEED", "PUNCH_HOLE", "REMAP", "MREMAP", "MPROTECT", "TO_NODE", "FORK",
 	"chaos:TO_DEV", "chaos:TO_SYS", "chaos:READ", "chaos:SNAPSHOT",
 	"chaos:MADVISE", "chaos:COLLAPSE", "chaos:COMPACT", "chaos:HMM_RS_MIGRATE",
-	"ckpt:READ", "ckpt:TO_DEV", "ckpt:TO_SYS", "ckpt:SNAPSHOT", "init",
+	"ckpt:READ", "ckpt:TO_DEV", "ckpt:TO_SYS", "ckpt:TO_NODE", "ckpt:SNAPSHOT",
+	"init",
 };
 
 /* Where the owner knows a small-region page to be (else a device number). */
@@ -185,6 +200,8 @@ struct stats {
 	unsigned long details[3], arrive[2], abort;
 	unsigned long late_ms, final_ms;	/* the most of any worker */
 	unsigned long ckpts, ckpt_us, barrier_us;
+	/* HMM_RS_MIGRATE to a node: calls, pages moved, left ON_NODE, placed */
+	unsigned long node_calls, node_moved, node_kept, node_placed;
 	struct cur cur[MAX_PROCS][MAX_THREADS + 1];
 };
 
@@ -250,6 +267,10 @@ static pthread_barrier_t round_barrier;
  */
 static unsigned long pseq, *slot_seq;
 static int stop_threads, stop_chaos;
+/* Whether the driver has HMM_RS_MIGRATE (include/uapi/hmm_rs.h). */
+static bool rs_migrate;
+/* The nodes HMM_RS_DST_NODE moves to: 0, and 1 if it has memory. */
+static int nnodes = 1;
 
 /*
  * One "# " line in a single write(): processes and threads print at once,
@@ -712,17 +733,24 @@ static void check_snapshot(struct thr *t, int r, unsigned long p,
  * driver) splits the folio but only this process's PMD: the child's PMD
  * migration entry is restored as a huge mapping of 512 unrelated pages
  * (wrong data, "Bad rss-counter state", device pages leaked, Oopses). The
- * whole of an aligned 2 MiB block goes to a coherent device only when no
- * fork child can be alive (checkpoints, the end), unless
- * HMM_RS_KERNEL_BUGS=1.
+ * split is migrate_vma_pages()'s, for any destination given page by page:
+ * a THP collected whole (HMM_RS_REQ_THP) for a node with no huge page free
+ * gets single pages there too. The whole of an aligned 2 MiB block goes to
+ * a coherent device, or with HMM_RS_REQ_THP to a node, only when no fork
+ * child can be alive (checkpoints, the end), unless HMM_RS_KERNEL_BUGS=1.
  */
-static void avoid_thp_split_bug(int d, int r, unsigned long p, unsigned long *n)
+static void keep_thps_partial(int r, unsigned long p, unsigned long *n)
 {
 	unsigned long b = (p + HUGE_PAGES - 1) / HUGE_PAGES * HUGE_PAGES;
 
-	if (r == R_HUGE && coherent(d) && !cfg.kernel_bugs &&
-	    b + HUGE_PAGES <= p + *n)
+	if (r == R_HUGE && !cfg.kernel_bugs && b + HUGE_PAGES <= p + *n)
 		*n = b + HUGE_PAGES - 1 - p;
+}
+
+static void avoid_thp_split_bug(int d, int r, unsigned long p, unsigned long *n)
+{
+	if (coherent(d))
+		keep_thps_partial(r, p, n);
 }
 
 /* Which errors an operation may meet under contention. */
@@ -1082,6 +1110,166 @@ static void op_mprotect(struct thr *t, int r, unsigned long p, unsigned long n)
 		memset(pro + idx(r, p), ro, n);
 }
 
+/*
+ * The status bytes (@status, NULL: none) and counts of HMM_RS_MIGRATE @m
+ * of @n pages, which succeeded, must agree: every byte a reason, ON_NODE
+ * only with HMM_RS_REQ_NOT_ON_NODE, WHOLE only with HMM_RS_REQ_THP, the
+ * counts those of the bytes and adding up to @n. Returns whether they do.
+ */
+static bool check_rs_status(struct thr *t, int op, int d, int r,
+			    unsigned long p, unsigned long n,
+			    const struct hmm_rs_migrate *m,
+			    const unsigned char *status)
+{
+	uint64_t counts[HMM_RS_NR_REASONS] = { 0 }, sum = 0;
+	const char *bad = NULL;
+	char what[128];
+	unsigned long i;
+	int k;
+
+	for (i = 0; status && i < n && !bad; i++) {
+		k = status[i] & HMM_RS_STATUS_REASON;
+		if (k > HMM_RS_ON_NODE)
+			bad = "a status byte with no reason";
+		else if (k == HMM_RS_ON_NODE && !(m->flags & HMM_RS_REQ_NOT_ON_NODE))
+			bad = "ON_NODE without HMM_RS_REQ_NOT_ON_NODE";
+		else if (status[i] & HMM_RS_STATUS_WHOLE && !(m->flags & HMM_RS_REQ_THP))
+			bad = "WHOLE without HMM_RS_REQ_THP";
+		else
+			counts[k]++;
+	}
+	if (bad) {
+		snprintf(what, sizeof(what), "page %lu: status %#x: %s",
+			 p + i - 1, status[i - 1], bad);
+		unexpected(t, op, d, r, p, n, what);
+		return false;
+	}
+	for (k = 0; k < HMM_RS_NR_REASONS; k++) {
+		sum += m->counts[k];
+		if (status && m->counts[k] != counts[k])
+			bad = "counts disagree with the status bytes";
+	}
+	if (!bad && m->counts[HMM_RS_ON_NODE] && !(m->flags & HMM_RS_REQ_NOT_ON_NODE))
+		bad = "ON_NODE counted without HMM_RS_REQ_NOT_ON_NODE";
+	if (!bad && (sum != n || m->migrated != m->counts[HMM_RS_MIGRATED]))
+		bad = "counts do not add up";
+	if (bad) {
+		unexpected(t, op, d, r, p, n, bad);
+		return false;
+	}
+	if (m->dst == HMM_RS_DST_NODE) {
+		INC(st->node_calls, 1);
+		INC(st->node_moved, m->migrated);
+		INC(st->node_kept, m->counts[HMM_RS_ON_NODE]);
+	}
+	return true;
+}
+
+/*
+ * A random HMM_RS_MIGRATE to a node (0 or 1) through device @d: any
+ * selection, from @d or now and then another device of the case
+ * (HMM_RS_REQ_SRC_DEV), maybe whole THPs, maybe faulted in first, maybe
+ * with the node filter.
+ */
+static void rs_node_request(struct thr *t, int d, struct hmm_rs_migrate *m)
+{
+	int k = tc->devs[pick(&t->rng, tc->ndevs)];
+
+	m->dst = HMM_RS_DST_NODE;
+	m->node = pick(&t->rng, nnodes);
+	m->select = pick(&t->rng, 2) ? HMM_RS_SELECT_ALL : 1 + pick(&t->rng, 7);
+	m->flags = pick(&t->rng, 2) ? HMM_RS_REQ_THP : 0;
+	if (m->select & HMM_RS_SELECT_SYSTEM) {
+		if (pick(&t->rng, 2))
+			m->flags |= HMM_RS_REQ_NOT_ON_NODE;
+		if (!pick(&t->rng, 4))
+			m->flags |= HMM_RS_REQ_FAULT;
+	}
+	if (k != d && !pick(&t->rng, 3)) {
+		m->flags |= HMM_RS_REQ_SRC_DEV;
+		m->src_dev = k;
+	}
+}
+
+/*
+ * The owner moves pages to a node (rs_node_request()). They keep their
+ * contents (checked with the CPU now and then, at every checkpoint and at
+ * the end); those MIGRATED or left ON_NODE are system pages now, the
+ * others are where they were (unknown if faulted in first). In the small
+ * region, while nothing but the owner moves its pages, move_pages(2)
+ * must find every page MIGRATED or ON_NODE on the node, an ON_NODE page
+ * there before too (unless faulted in), and no page that was on the node
+ * MIGRATED despite the filter.
+ */
+static void op_to_node(struct thr *t, int d, int r, unsigned long p,
+		       unsigned long n)
+{
+	struct hmm_rs_migrate m = { .status = (uintptr_t)t->perm };
+	int before[SLOT_PAGES], after[SLOT_PAGES], k, ret, node;
+	bool placed;
+	unsigned long i;
+	char what[160];
+
+	rs_node_request(t, d, &m);
+	if (m.flags & HMM_RS_REQ_THP)
+		keep_thps_partial(r, p, &n);
+	m.addr = (uintptr_t)addr_of(r, p);
+	m.npages = n;
+	node = m.node;
+	placed = r == R_SMALL && n <= SLOT_PAGES &&
+		 !hmm_rs_pages_nodes(addr_of(r, p), n, psz, before);
+	ret = ioctl(fds[d], HMM_RS_MIGRATE, &m) ? -errno : 0;
+	count(OP_TO_NODE, ret);
+	hist_add(t, r, p, n, OP_TO_NODE, d, ret);
+	if (!tolerated(OP_TO_NODE, ret, false))
+		unexpected(t, OP_TO_NODE, d, r, p, n, errname(-ret));
+	if (ret || !check_rs_status(t, OP_TO_NODE, d, r, p, n, &m, t->perm)) {
+		set_state(r, p, n, ST_UNKNOWN);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		k = t->perm[i] & HMM_RS_STATUS_REASON;
+		if (k == HMM_RS_MIGRATED || k == HMM_RS_ON_NODE)
+			set_state(r, p + i, 1, ST_SYS);
+		else if (m.flags & HMM_RS_REQ_FAULT)
+			set_state(r, p + i, 1, ST_UNKNOWN);
+	}
+	if (placed && !hmm_rs_pages_nodes(addr_of(r, p), n, psz, after) &&
+	    stable(t)) {
+		INC(st->node_placed, n);
+		for (i = 0; i < n; i++) {
+			const char *bad = NULL;
+
+			k = t->perm[i] & HMM_RS_STATUS_REASON;
+			if (k == HMM_RS_MIGRATED && after[i] != node)
+				bad = "MIGRATED, not on the node";
+			else if (k == HMM_RS_ON_NODE && after[i] != node)
+				bad = "ON_NODE, not on the node";
+			else if (k == HMM_RS_ON_NODE && before[i] != node &&
+				 !(m.flags & HMM_RS_REQ_FAULT && before[i] < 0))
+				bad = "ON_NODE, but was not on the node";
+			else if (k == HMM_RS_MIGRATED && before[i] == node &&
+				 m.flags & HMM_RS_REQ_NOT_ON_NODE)
+				bad = "MIGRATED despite HMM_RS_REQ_NOT_ON_NODE, was on the node";
+			if (!bad)
+				continue;
+			INC(st->mismatches, 1);
+			if (INC(st->details[2], 1) < MAX_DETAILS) {
+				history(idx(r, p + i), what, sizeof(what));
+				say("misplaced: process %d thread %d op %lu: dev %d, %s page %lu (select %#x flags %#x node %d): %s: node %d before, %d after; last ops:%s",
+				    proc_id, t->id, t->opno, d, reg_names[r], p + i,
+				    m.select, m.flags, node, bad, before[i],
+				    after[i], what);
+			}
+		}
+	}
+	if (pick(&t->rng, 2)) {
+		compare(t, r, p, n, addr_of(r, p), NULL, OP_TO_NODE, -1,
+			&st->cpu_bytes);
+		cpu_touched(r, p, n, false);
+	}
+}
+
 /* The fork child: checks its parent thread's private pages, then scribbles. */
 static void child_main(struct thr *t)
 {
@@ -1186,7 +1374,7 @@ static const unsigned char op_weights[] = {
 	[OP_CPU_WRITE] = 14, [OP_CPU_READ] = 5, [OP_READ] = 12, [OP_WRITE] = 10,
 	[OP_TO_DEV] = 16, [OP_TO_SYS] = 8, [OP_SNAPSHOT] = 8, [OP_EXCL] = 5,
 	[OP_ZAP] = 4, [OP_PUNCH] = 1, [OP_REMAP] = 3, [OP_MREMAP] = 3,
-	[OP_MPROTECT] = 4, [OP_FORK] = 1,
+	[OP_MPROTECT] = 4, [OP_TO_NODE] = 6, [OP_FORK] = 1,
 };
 
 static void do_op(struct thr *t)
@@ -1219,6 +1407,8 @@ static void do_op(struct thr *t)
 		op = OP_ZAP;
 	if (op == OP_FORK && t->child)
 		op = OP_SNAPSHOT;
+	if (op == OP_TO_NODE && !rs_migrate)
+		op = OP_TO_SYS;
 	switch (op) {
 	case OP_CPU_WRITE:
 		op_cpu_write(t, r, p, n);
@@ -1258,6 +1448,9 @@ static void do_op(struct thr *t)
 		break;
 	case OP_MPROTECT:
 		op_mprotect(t, r, p, n);
+		break;
+	case OP_TO_NODE:
+		op_to_node(t, d, r, p, n);
 		break;
 	default:
 		op_fork(t);
@@ -1360,6 +1553,45 @@ static void check_all_back(struct thr *t)
 	}
 }
 
+/*
+ * Moves the private regions to a node, everything from wherever it is:
+ * an HMM_RS_MIGRATE through each device of the case, all selected, whole
+ * THPs (no fork child is alive at a checkpoint), the node filter from the
+ * second on. The CPU then finds every byte as the model has it.
+ */
+static void migrate_all_to_node(struct thr *t)
+{
+	struct hmm_rs_migrate m;
+	int r, i, d, ret, node = pick(&t->rng, nnodes);
+	unsigned long p, n;
+
+	for (r = R_SMALL; r <= R_HUGE; r++) {
+		own_range(r, &p, &n);
+		for (i = 0; i < tc->ndevs; i++) {
+			d = tc->devs[i];
+			doing(t, OP_K_TO_NODE, d, r, p, n);
+			m = (struct hmm_rs_migrate){
+				.addr = (uintptr_t)addr_of(r, p),
+				.npages = n,
+				.select = HMM_RS_SELECT_ALL,
+				.dst = HMM_RS_DST_NODE,
+				.flags = HMM_RS_REQ_THP |
+					 (i ? HMM_RS_REQ_NOT_ON_NODE : 0),
+				.node = node,
+			};
+			ret = ioctl(fds[d], HMM_RS_MIGRATE, &m) ? -errno : 0;
+			count(OP_K_TO_NODE, ret);
+			hist_add(t, r, p, n, OP_K_TO_NODE, d, ret);
+			if (!tolerated(OP_K_TO_NODE, ret, false))
+				unexpected(t, OP_K_TO_NODE, d, r, p, n, errname(-ret));
+			else if (!ret)
+				check_rs_status(t, OP_K_TO_NODE, d, r, p, n, &m, NULL);
+		}
+		compare(t, r, p, n, addr_of(r, p), NULL, OP_K_TO_NODE, -1,
+			&st->cpu_bytes);
+	}
+}
+
 static void checkpoint(struct thr *t)
 {
 	int d = tc->devs[pick(&t->rng, tc->ndevs)];
@@ -1368,11 +1600,16 @@ static void checkpoint(struct thr *t)
 
 	INC(pseq, 1);
 	verify_all(t, d);
-	/* All back; then maybe all to one device (the data it returns checked). */
+	/*
+	 * All back; then maybe all to one device (the data it returns
+	 * checked); or all to a node.
+	 */
 	if (w < 7)
 		migrate_all(t, -1);
 	if (w < 4)
 		migrate_all(t, tc->devs[pick(&t->rng, tc->ndevs)]);
+	if (w == 7 && rs_migrate)
+		migrate_all_to_node(t);
 	INC(pseq, 1);
 	INC(st->rounds, 1);
 	INC(st->ckpts, 1);
@@ -1420,8 +1657,6 @@ static void bump_slots(unsigned long p, unsigned long n)
 		INC(slot_seq[slot], 1);
 }
 
-/* Whether the driver has HMM_RS_MIGRATE (include/uapi/hmm_rs.h). */
-static bool rs_migrate;
 
 /*
  * Whether /dev/hmm_dmirror0 takes HMM_RS_MIGRATE: one page to the device
@@ -1453,9 +1688,12 @@ static bool probe_rs_migrate(void)
 
 /*
  * HMM_RS_MIGRATE of @n pages from @p through device @d, in a random
- * direction (to @d, back from it, or to @d from another device of the
- * case) with random requests; every status byte and the counts must be
- * consistent. Returns 0 or -errno.
+ * direction (to @d, back from it, to @d from another device of the case,
+ * or to a node, rs_node_request()) with random requests; every status
+ * byte and the counts must be consistent (check_rs_status()). Where the
+ * pages end up is not checked here (their owners move them meanwhile),
+ * only that they keep their contents (checkpoints, the end). Returns 0 or
+ * -errno.
  */
 static int chaos_rs_migrate(struct thr *t, int d, int r, unsigned long p,
 			    unsigned long n)
@@ -1465,12 +1703,10 @@ static int chaos_rs_migrate(struct thr *t, int d, int r, unsigned long p,
 		.npages = n,
 		.status = (uintptr_t)t->perm,
 	};
-	uint64_t counts[HMM_RS_NR_REASONS] = { 0 }, sum = 0;
-	unsigned long i;
 	int k;
 
 	m.flags = pick(&t->rng, 2) ? HMM_RS_REQ_THP : 0;
-	switch (pick(&t->rng, 3)) {
+	switch (pick(&t->rng, 4)) {
 	case 0:
 		m.select = HMM_RS_SELECT_SYSTEM;
 		m.dst = HMM_RS_DST_DEVICE;
@@ -1483,7 +1719,7 @@ static int chaos_rs_migrate(struct thr *t, int d, int r, unsigned long p,
 			   HMM_RS_SELECT_DEVICE_COHERENT;
 		m.dst = HMM_RS_DST_SYSTEM;
 		break;
-	default:
+	case 2:
 		k = tc->devs[pick(&t->rng, tc->ndevs)];
 		if (k == d)
 			return 0;
@@ -1495,27 +1731,16 @@ static int chaos_rs_migrate(struct thr *t, int d, int r, unsigned long p,
 		avoid_thp_split_bug(d, r, p, &n);
 		m.npages = n;
 		break;
+	default:
+		rs_node_request(t, d, &m);
+		if (m.flags & HMM_RS_REQ_THP)
+			keep_thps_partial(r, p, &n);
+		m.npages = n;
+		break;
 	}
 	if (ioctl(fds[d], HMM_RS_MIGRATE, &m))
 		return -errno;
-	for (i = 0; i < n; i++) {
-		k = t->perm[i] & HMM_RS_STATUS_REASON;
-		if (k > HMM_RS_UNSUPPORTED) {
-			unexpected(t, OP_C_RS_MIGRATE, d, r, p + i, 1,
-				   "unknown reason");
-			return 0;
-		}
-		counts[k]++;
-	}
-	for (k = 0; k < HMM_RS_NR_REASONS; k++) {
-		sum += m.counts[k];
-		if (m.counts[k] != counts[k])
-			unexpected(t, OP_C_RS_MIGRATE, d, r, p, n,
-				   "counts disagree with the status bytes");
-	}
-	if (sum != n || m.migrated != m.counts[HMM_RS_MIGRATED])
-		unexpected(t, OP_C_RS_MIGRATE, d, r, p, n,
-			   "counts do not add up");
+	check_rs_status(t, OP_C_RS_MIGRATE, d, r, p, n, &m, t->perm);
 	return 0;
 }
 
@@ -1830,6 +2055,9 @@ static void print_stats(void)
 	    st->ckpts ? st->ckpt_us / 1e6 / st->ckpts : 0,
 	    st->rounds ? st->barrier_us / 1e6 / st->rounds : 0,
 	    st->late_ms / 1000.0, st->final_ms / 1000.0);
+	if (rs_migrate)
+		say("HMM_RS_MIGRATE to a node: %lu calls succeeded, %lu pages moved, %lu left ON_NODE, %lu placements checked with move_pages(2)",
+		    st->node_calls, st->node_moved, st->node_kept, st->node_placed);
 	say("corruptions: %lu bytes in %lu pages; snapshot/state disagreements %lu; unexpected errors %lu",
 	    st->corrupt_bytes, st->corrupt_pages, st->mismatches, st->unexpected);
 }
@@ -2055,6 +2283,9 @@ int main(void)
 	cfg.kernel_bugs = env_num("HMM_RS_KERNEL_BUGS", 0) != 0;
 	cfg.stuck = env_num("HMM_RS_STRESS_STUCK_SECS", debug ? 180 : 60);
 	rs_migrate = probe_rs_migrate();
+	hmm_rs_memory_nodes(list, sizeof(list));
+	if (hmm_rs_node_in(list, 1))
+		nnodes = 2;
 	if (cfg.procs < 1 || cfg.procs > MAX_PROCS)
 		cfg.procs = 3;
 	if (cfg.threads < 1 || cfg.threads >= MAX_THREADS)
@@ -2083,7 +2314,7 @@ int main(void)
 	ksft_set_plan(ncases);
 	ksft_print_msg("seed %llu; replay: %s\n", (unsigned long long)cfg.seed, replay);
 	if (!cfg.kernel_bugs)
-		ksft_print_msg("a kernel bug (fork-shared THP split by migrate_vma_pages()) is avoided: whole THPs go to coherent devices only with no fork child alive; HMM_RS_KERNEL_BUGS=1 hits it\n");
+		ksft_print_msg("a kernel bug (fork-shared THP split by migrate_vma_pages()) is avoided: whole THPs go to coherent devices, or with HMM_RS_REQ_THP to a node, only with no fork child alive; HMM_RS_KERNEL_BUGS=1 hits it\n");
 	for (i = 0; i < ncases; i++) {
 		if (coherent(run[i]->devs[run[i]->ndevs - 1]) && !has_coherent) {
 			ksft_test_result_skip("stress.%s: no /dev/hmm_dmirror2 and 3 (module without spm_addr_dev0/1)\n",
