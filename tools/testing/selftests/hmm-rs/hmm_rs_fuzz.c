@@ -75,7 +75,8 @@
  *    ever. A call that succeeds had a valid request, a writable status
  *    array and a mapped range; its counts add up to its pages and agree
  *    with its status bytes, which each carry a reason; ON_NODE only with
- *    HMM_RS_REQ_NOT_ON_NODE, WHOLE only with HMM_RS_REQ_THP. On the own
+ *    HMM_RS_REQ_NOT_ON_NODE, WHOLE only with HMM_RS_REQ_THP (or on a huge
+ *    page the filter keeps whole: ON_NODE). On the own
  *    range also: a valid request is not refused with EINVAL, ENODEV or
  *    EFAULT, a malformed one with exactly its errno; where move_pages(2)
  *    finds the pages before and after the call agrees with it: a refused
@@ -815,8 +816,15 @@ static void random_rs_request(uint64_t *s, struct hmm_rs_migrate *m)
 			if (!pick(s, 4))
 				m->flags |= HMM_RS_REQ_FAULT;
 		}
-		if (!pick(s, 4))
+		if (!pick(s, 4)) {
+			/* Device kinds only, mostly (else EINVAL). */
 			m->flags |= HMM_RS_REQ_SRC_DEV;
+			if (pick(s, 8))
+				m->select = 2 + pick(s, 3) * 2 % 6;
+		}
+		/* REQ_THP with SYSTEM and DEVICE_PRIVATE is EINVAL: rarely. */
+		if ((m->select & 3) == 3 && pick(s, 8))
+			m->flags &= ~HMM_RS_REQ_THP;
 		break;
 	default:	/* anything: the destination 0 to 3 (3: none), or junk */
 		m->select = pick(s, 2) ? pick(s, 16) : (uint32_t)next(s);
@@ -873,6 +881,10 @@ static void rs_judge(const struct hmm_rs_migrate *m, int dev,
 	RS_EINVAL(v, !src && m->src_dev, "src_dev without HMM_RS_REQ_SRC_DEV");
 	RS_EINVAL(v, m->flags & HMM_RS_REQ_FAULT && !sys,
 		  "HMM_RS_REQ_FAULT without HMM_RS_SELECT_SYSTEM");
+	RS_EINVAL(v, src && sys, "HMM_RS_REQ_SRC_DEV with HMM_RS_SELECT_SYSTEM");
+	RS_EINVAL(v, m->flags & HMM_RS_REQ_THP && sys &&
+		  m->select & HMM_RS_SELECT_DEVICE_PRIVATE,
+		  "HMM_RS_REQ_THP with SYSTEM and DEVICE_PRIVATE");
 	switch (m->dst) {
 	case HMM_RS_DST_DEVICE:
 		RS_EINVAL(v, src ? sys : m->select != HMM_RS_SELECT_SYSTEM,
@@ -1236,8 +1248,9 @@ own_status:
 				why = "HMM_RS_MIGRATE: a status byte with no reason";
 				break;
 			}
-			if (status[i] & HMM_RS_STATUS_WHOLE && !(in.flags & HMM_RS_REQ_THP)) {
-				why = "HMM_RS_MIGRATE: WHOLE without HMM_RS_REQ_THP";
+			if (status[i] & HMM_RS_STATUS_WHOLE && !(in.flags & HMM_RS_REQ_THP) &&
+			    k != HMM_RS_ON_NODE) {
+				why = "HMM_RS_MIGRATE: WHOLE without HMM_RS_REQ_THP (or ON_NODE)";
 				break;
 			}
 			counts[k]++;

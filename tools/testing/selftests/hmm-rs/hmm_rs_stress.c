@@ -1113,7 +1113,8 @@ static void op_mprotect(struct thr *t, int r, unsigned long p, unsigned long n)
 /*
  * The status bytes (@status, NULL: none) and counts of HMM_RS_MIGRATE @m
  * of @n pages, which succeeded, must agree: every byte a reason, ON_NODE
- * only with HMM_RS_REQ_NOT_ON_NODE, WHOLE only with HMM_RS_REQ_THP, the
+ * only with HMM_RS_REQ_NOT_ON_NODE, WHOLE only with HMM_RS_REQ_THP (or
+ * ON_NODE: the filter keeps a huge page whole), the
  * counts those of the bytes and adding up to @n. Returns whether they do.
  */
 static bool check_rs_status(struct thr *t, int op, int d, int r,
@@ -1133,8 +1134,9 @@ static bool check_rs_status(struct thr *t, int op, int d, int r,
 			bad = "a status byte with no reason";
 		else if (k == HMM_RS_ON_NODE && !(m->flags & HMM_RS_REQ_NOT_ON_NODE))
 			bad = "ON_NODE without HMM_RS_REQ_NOT_ON_NODE";
-		else if (status[i] & HMM_RS_STATUS_WHOLE && !(m->flags & HMM_RS_REQ_THP))
-			bad = "WHOLE without HMM_RS_REQ_THP";
+		else if (status[i] & HMM_RS_STATUS_WHOLE &&
+			 !(m->flags & HMM_RS_REQ_THP) && k != HMM_RS_ON_NODE)
+			bad = "WHOLE without HMM_RS_REQ_THP (or ON_NODE)";
 		else
 			counts[k]++;
 	}
@@ -1168,8 +1170,9 @@ static bool check_rs_status(struct thr *t, int op, int d, int r,
 /*
  * A random HMM_RS_MIGRATE to a node (0 or 1) through device @d: any
  * selection, from @d or now and then another device of the case
- * (HMM_RS_REQ_SRC_DEV), maybe whole THPs, maybe faulted in first, maybe
- * with the node filter.
+ * (HMM_RS_REQ_SRC_DEV: device kinds only), maybe whole THPs (not with
+ * SYSTEM and DEVICE_PRIVATE both), maybe faulted in first, maybe with the
+ * node filter.
  */
 static void rs_node_request(struct thr *t, int d, struct hmm_rs_migrate *m)
 {
@@ -1178,16 +1181,23 @@ static void rs_node_request(struct thr *t, int d, struct hmm_rs_migrate *m)
 	m->dst = HMM_RS_DST_NODE;
 	m->node = pick(&t->rng, nnodes);
 	m->select = pick(&t->rng, 2) ? HMM_RS_SELECT_ALL : 1 + pick(&t->rng, 7);
-	m->flags = pick(&t->rng, 2) ? HMM_RS_REQ_THP : 0;
+	if (k != d && !pick(&t->rng, 3)) {
+		/* Another device's pages: device kinds only. */
+		m->flags |= HMM_RS_REQ_SRC_DEV;
+		m->src_dev = k;
+		m->select &= ~HMM_RS_SELECT_SYSTEM;
+		if (!m->select)
+			m->select = HMM_RS_SELECT_DEVICE_PRIVATE;
+	}
+	/* Not with SYSTEM and DEVICE_PRIVATE both (EINVAL). */
+	if (pick(&t->rng, 2) && !(m->select & HMM_RS_SELECT_SYSTEM &&
+				  m->select & HMM_RS_SELECT_DEVICE_PRIVATE))
+		m->flags |= HMM_RS_REQ_THP;
 	if (m->select & HMM_RS_SELECT_SYSTEM) {
 		if (pick(&t->rng, 2))
 			m->flags |= HMM_RS_REQ_NOT_ON_NODE;
 		if (!pick(&t->rng, 4))
 			m->flags |= HMM_RS_REQ_FAULT;
-	}
-	if (k != d && !pick(&t->rng, 3)) {
-		m->flags |= HMM_RS_REQ_SRC_DEV;
-		m->src_dev = k;
 	}
 }
 
@@ -1555,9 +1565,9 @@ static void check_all_back(struct thr *t)
 
 /*
  * Moves the private regions to a node, everything from wherever it is:
- * an HMM_RS_MIGRATE through each device of the case, all selected, whole
- * THPs (no fork child is alive at a checkpoint), the node filter from the
- * second on. The CPU then finds every byte as the model has it.
+ * an HMM_RS_MIGRATE through each device of the case, all selected (so
+ * THPs split: REQ_THP with SYSTEM and DEVICE_PRIVATE is EINVAL), the node
+ * filter from the second on. The CPU then finds every byte as the model has it.
  */
 static void migrate_all_to_node(struct thr *t)
 {
@@ -1575,8 +1585,12 @@ static void migrate_all_to_node(struct thr *t)
 				.npages = n,
 				.select = HMM_RS_SELECT_ALL,
 				.dst = HMM_RS_DST_NODE,
-				.flags = HMM_RS_REQ_THP |
-					 (i ? HMM_RS_REQ_NOT_ON_NODE : 0),
+				/*
+				 * No REQ_THP: with SYSTEM and DEVICE_PRIVATE
+				 * both it is EINVAL (the device-private pages
+				 * would split the system THPs on 7.3).
+				 */
+				.flags = i ? HMM_RS_REQ_NOT_ON_NODE : 0,
 				.node = node,
 			};
 			ret = ioctl(fds[d], HMM_RS_MIGRATE, &m) ? -errno : 0;
