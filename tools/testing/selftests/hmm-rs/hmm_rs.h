@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/swap.h>
 #include <sys/syscall.h>
 
@@ -63,14 +65,14 @@ static inline double env_num(const char *name, double def)
 }
 
 /*
- * HMM_RS_MIGRATE of @npages pages at @addr through @fd, with status array
- * @status (NULL: none). Returns 0 or -errno; the command as the kernel left
- * it in @m.
+ * HMM_RS_MIGRATE of @npages pages at @addr through @fd to @dst (@node for
+ * HMM_RS_DST_NODE), with status array @status (NULL: none). Returns 0 or
+ * -errno; the command as the kernel left it in @m.
  */
-static inline int hmm_rs_migrate(int fd, void *addr, uint64_t npages,
-				 uint8_t *status, uint32_t select,
-				 uint32_t dst, uint32_t flags,
-				 struct hmm_rs_migrate *m)
+static inline int hmm_rs_migrate_to(int fd, void *addr, uint64_t npages,
+				    uint8_t *status, uint32_t select,
+				    uint32_t dst, uint32_t flags, uint32_t node,
+				    struct hmm_rs_migrate *m)
 {
 	*m = (struct hmm_rs_migrate){
 		.addr = (uintptr_t)addr,
@@ -79,26 +81,29 @@ static inline int hmm_rs_migrate(int fd, void *addr, uint64_t npages,
 		.select = select,
 		.dst = dst,
 		.flags = flags,
+		.node = node,
 	};
 	return ioctl(fd, HMM_RS_MIGRATE, m) ? -errno : 0;
 }
 
-/* HMM_RS_MIGRATE with HMM_RS_DST_NODE: as hmm_rs_migrate(), to @node. */
+/* HMM_RS_MIGRATE to the device or to system memory. */
+static inline int hmm_rs_migrate(int fd, void *addr, uint64_t npages,
+				 uint8_t *status, uint32_t select,
+				 uint32_t dst, uint32_t flags,
+				 struct hmm_rs_migrate *m)
+{
+	return hmm_rs_migrate_to(fd, addr, npages, status, select, dst, flags,
+				 0, m);
+}
+
+/* HMM_RS_MIGRATE to NUMA node @node (HMM_RS_DST_NODE). */
 static inline int hmm_rs_migrate_node(int fd, void *addr, uint64_t npages,
 				      uint8_t *status, uint32_t select,
 				      uint32_t flags, uint32_t node,
 				      struct hmm_rs_migrate *m)
 {
-	*m = (struct hmm_rs_migrate){
-		.addr = (uintptr_t)addr,
-		.npages = npages,
-		.status = (uintptr_t)status,
-		.select = select,
-		.dst = HMM_RS_DST_NODE,
-		.flags = flags,
-		.node = node,
-	};
-	return ioctl(fd, HMM_RS_MIGRATE, m) ? -errno : 0;
+	return hmm_rs_migrate_to(fd, addr, npages, status, select,
+				 HMM_RS_DST_NODE, flags, node, m);
 }
 
 /* move_pages(2)'s MPOL_MF_MOVE (linux/mempolicy.h, not in every libc). */
@@ -231,6 +236,67 @@ static inline const char *hmm_rs_reason_name(unsigned int r)
 	if (r == HMM_RS_NOT_REACHED)
 		return "NOT_REACHED";
 	return r < HMM_RS_NR_REASONS ? names[r] : NULL;
+}
+
+/* Whether THP is possible with MADV_HUGEPAGE: transparent_hugepage/enabled not never. */
+static inline bool hmm_rs_thp_enabled(void)
+{
+	char line[128] = "";
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+
+	if (!f)
+		return false;
+	if (!fgets(line, sizeof(line), f))
+		line[0] = 0;
+	fclose(f);
+	return line[0] && !strstr(line, "[never]");
+}
+
+/* AnonHugePages of the mapping at @p, in kB (/proc/self/smaps); -1: none. */
+static inline long hmm_rs_anon_huge_kb(const void *p)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	unsigned long a, b;
+	char line[256];
+	bool in = false;
+	long kb = -1;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &a, &b) == 2) {
+			in = a <= (uintptr_t)p && (uintptr_t)p < b;
+			continue;
+		}
+		if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+			break;
+	}
+	if (f)
+		fclose(f);
+	return kb;
+}
+
+/*
+ * A private anonymous VMA of exactly @size bytes (a huge page's), aligned
+ * to @size, so that its smaps are its huge page's, with MADV_HUGEPAGE;
+ * NULL on failure.
+ */
+static inline char *hmm_rs_huge_map(size_t size)
+{
+	char *map = mmap(NULL, 2 * size, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *buf;
+
+	if (map == MAP_FAILED)
+		return NULL;
+	buf = (char *)(((uintptr_t)map + size - 1) & ~(size - 1));
+	if (buf > map)
+		munmap(map, buf - map);
+	if (map + 2 * size > buf + size)
+		munmap(buf + size, map + size - buf);
+	if (madvise(buf, size, MADV_HUGEPAGE)) {
+		munmap(buf, size);
+		return NULL;
+	}
+	return buf;
 }
 
 /* The RAM disk (CONFIG_BLK_DEV_RAM) the tests swap to. */

@@ -99,23 +99,9 @@ static void print_reasons(const uint8_t *st)
 /* The huge page of @buf (@n pages): where it is, and whether it is huge. */
 static void thp_map(int fd, char *buf, unsigned long n, char *out, size_t len)
 {
+	long kb = hmm_rs_anon_huge_kb(buf);
 	unsigned char snap[1];
-	long kb = -1;
-	char line[256];
-	unsigned long a, b;
-	bool in = false;
-	FILE *f = fopen("/proc/self/smaps", "r");
 
-	while (f && fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx ", &a, &b) == 2) {
-			in = a <= (uintptr_t)buf && (uintptr_t)buf < b;
-			continue;
-		}
-		if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
-			break;
-	}
-	if (f)
-		fclose(f);
 	if (!hmm_rs_cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)buf, snap, 1,
 			NULL) &&
 	    (snap[0] & 0xf0) == HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL) {
@@ -158,7 +144,7 @@ TEST(demo)
 	char before_thp[80], after_thp[80];
 	static uint8_t thp_st[THP / 4096];
 	const char *want;
-	char *buf, *thp;
+	char *buf;
 	char x;
 
 	fd[0] = open("/dev/hmm_dmirror0", O_RDWR);
@@ -264,11 +250,8 @@ TEST(demo)
 	munmap(buf, NPAGES * ps);
 
 	/* A transparent huge page, whole to node 1, then to the device. */
-	thp = mmap(NULL, 2 * THP, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ASSERT_NE(MAP_FAILED, thp);
-	buf = (char *)(((uintptr_t)thp + THP - 1) & ~(THP - 1));
-	ASSERT_EQ(0, madvise(buf, THP, MADV_HUGEPAGE));
+	buf = hmm_rs_huge_map(THP);
+	ASSERT_NE(NULL, buf);
 	memset(buf, 7, THP);
 	ASSERT_EQ(0, hmm_rs_place(buf, THP / ps, ps, 0));
 	thp_map(fd[0], buf, THP / ps, before_thp, sizeof(before_thp));
@@ -294,7 +277,7 @@ TEST(demo)
 	EXPECT_STREQ("512 pages on device 0", after_thp);
 	EXPECT_TRUE(all_whole(thp_st, THP / ps));
 	EXPECT_EQ(7, buf[THP - 1]);
-	munmap(thp, 2 * THP);
+	munmap(buf, THP);
 	close(fd[0]);
 	close(fd[1]);
 }

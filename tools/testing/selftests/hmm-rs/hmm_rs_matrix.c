@@ -1149,20 +1149,6 @@ FIXTURE_VARIANT_ADD(matrix, dmirror2_to_node0_not_on_node) { .dev = 2, .dst = D_
 FIXTURE_VARIANT_ADD(matrix, dmirror2_to_node1_not_on_node) { .dev = 2, .dst = D_NODE1_NON };
 FIXTURE_VARIANT_ADD(matrix, dmirror2_to_node2) { .dev = 2, .dst = D_NODE2 };
 
-/* THP possible with MADV_HUGEPAGE: transparent_hugepage/enabled not never. */
-static bool thp_enabled(void)
-{
-	char line[128] = "";
-	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-
-	if (!f)
-		return false;
-	if (!fgets(line, sizeof(line), f))
-		line[0] = 0;
-	fclose(f);
-	return line[0] && !strstr(line, "[never]");
-}
-
 FIXTURE_SETUP(matrix)
 {
 	struct ctx *x = &self->x;
@@ -1179,7 +1165,7 @@ FIXTURE_SETUP(matrix)
 		ASSERT_LE(0, x->fd[d]) TH_LOG("%s: %s (dmirror2 and 3 need spm_addr_dev0/1)",
 					      devices[d], strerror(errno));
 	}
-	ASSERT_TRUE(thp_enabled()) TH_LOG("transparent_hugepage/enabled is never");
+	ASSERT_TRUE(hmm_rs_thp_enabled()) TH_LOG("transparent_hugepage/enabled is never");
 	x->pagemap = open("/proc/self/pagemap", O_RDONLY);
 	ASSERT_LE(0, x->pagemap);
 	swapoff(HMM_RS_SWAP_DEV);

@@ -1107,53 +1107,16 @@ static unsigned long read_ulong(const char *path, unsigned long def)
 	return v;
 }
 
-/* THP possible with MADV_HUGEPAGE: transparent_hugepage/enabled not never. */
-static bool thp_enabled(void)
-{
-	char line[128] = "";
-	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-
-	if (!f)
-		return false;
-	if (!fgets(line, sizeof(line), f))
-		line[0] = 0;
-	fclose(f);
-	return line[0] && !strstr(line, "[never]");
-}
-
-/* AnonHugePages of the mapping at @p, in kB (/proc/self/smaps); -1: none. */
-static long anon_huge_kb(void *p)
-{
-	FILE *f = fopen("/proc/self/smaps", "r");
-	unsigned long a, b;
-	char line[256];
-	bool in = false;
-	long kb = -1;
-
-	while (f && fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx ", &a, &b) == 2) {
-			in = a <= (uintptr_t)p && (uintptr_t)p < b;
-			continue;
-		}
-		if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
-			break;
-	}
-	if (f)
-		fclose(f);
-	return kb;
-}
-
 FIXTURE_SETUP(thp)
 {
 	struct thp_buf *t = &self->t;
-	char *map;
 	long kb;
 
 	t->size = read_ulong("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size",
 			     2UL << 20);
 	t->npages = t->size / ps;
 	t->buf = NULL;
-	if (!thp_enabled())
+	if (!hmm_rs_thp_enabled())
 		SKIP(return, "no THP: transparent_hugepage/enabled is never, or absent");
 	t->fd = open(devices[0], O_RDWR);
 	ASSERT_GE(t->fd, 0);
@@ -1161,21 +1124,13 @@ FIXTURE_SETUP(thp)
 	t->want = malloc(t->npages * sizeof(*t->want));
 	ASSERT_NE(NULL, t->st);
 	ASSERT_NE(NULL, t->want);
-	/* An aligned VMA of exactly one huge page: its smaps are the THP's. */
-	map = mmap(NULL, 2 * t->size, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ASSERT_NE(MAP_FAILED, map);
-	t->buf = (char *)(((uintptr_t)map + t->size - 1) & ~(t->size - 1));
-	if (t->buf > map)
-		munmap(map, t->buf - map);
-	if (map + 2 * t->size > t->buf + t->size)
-		munmap(t->buf + t->size, map + t->size - t->buf);
-	ASSERT_EQ(0, madvise(t->buf, t->size, MADV_HUGEPAGE));
+	t->buf = hmm_rs_huge_map(t->size);
+	ASSERT_NE(NULL, t->buf);
 	fill(t->buf, 0, t->npages, 10);
-	kb = anon_huge_kb(t->buf);
+	kb = hmm_rs_anon_huge_kb(t->buf);
 	if (kb < (long)(t->size >> 10)) {
 		madvise(t->buf, t->size, MADV_COLLAPSE);
-		kb = anon_huge_kb(t->buf);
+		kb = hmm_rs_anon_huge_kb(t->buf);
 	}
 	if (kb < (long)(t->size >> 10))
 		SKIP(return, "no THP for the buffer: AnonHugePages %ld kB after MADV_COLLAPSE",

@@ -314,28 +314,6 @@ TEST_F(s2s, no_memory)
 	ASSERT_EQ(-1, bad_page(self->buf, NPAGES, 3));
 }
 
-/* AnonHugePages of the mapping at @p, in kB (/proc/self/smaps); -1: none. */
-static long anon_huge_kb(void *p)
-{
-	FILE *f = fopen("/proc/self/smaps", "r");
-	unsigned long a, b;
-	char line[256];
-	bool in = false;
-	long kb = -1;
-
-	while (f && fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx ", &a, &b) == 2) {
-			in = a <= (uintptr_t)p && (uintptr_t)p < b;
-			continue;
-		}
-		if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
-			break;
-	}
-	if (f)
-		fclose(f);
-	return kb;
-}
-
 /*
  * A huge page on the source node, one of its pages all zeroes, moved to
  * the target with @flags: each page's status @want, and still huge after
@@ -349,26 +327,18 @@ static void thp_move(struct __test_metadata *_metadata, int fd, int from,
 	const unsigned long size = 2UL << 20, n = size / ps, zero = 5;
 	struct hmm_rs_migrate m;
 	uint8_t *st = malloc(n);
-	char *map, *buf;
+	char *buf;
 
 	ASSERT_NE(NULL, st);
-	map = mmap(NULL, 2 * size, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ASSERT_NE(MAP_FAILED, map);
-	/* An aligned VMA of exactly one huge page: its smaps are the THP's. */
-	buf = (char *)(((uintptr_t)map + size - 1) & ~(size - 1));
-	if (buf > map)
-		munmap(map, buf - map);
-	if (map + 2 * size > buf + size)
-		munmap(buf + size, map + size - buf);
-	ASSERT_EQ(0, madvise(buf, size, MADV_HUGEPAGE));
+	buf = hmm_rs_huge_map(size);
+	ASSERT_NE(NULL, buf);
 	fill(buf, n, 9);
 	memset(buf + zero * ps, 0, ps);
-	if (anon_huge_kb(buf) < (long)(size >> 10))
+	if (hmm_rs_anon_huge_kb(buf) < (long)(size >> 10))
 		madvise(buf, size, MADV_COLLAPSE);
-	ASSERT_EQ(size >> 10, anon_huge_kb(buf)) TH_LOG("no THP for the buffer");
+	ASSERT_EQ(size >> 10, hmm_rs_anon_huge_kb(buf)) TH_LOG("no THP for the buffer");
 	ASSERT_EQ(0, hmm_rs_place(buf, n, ps, from));
-	ASSERT_EQ(size >> 10, anon_huge_kb(buf)) TH_LOG("move_pages split it");
+	ASSERT_EQ(size >> 10, hmm_rs_anon_huge_kb(buf)) TH_LOG("move_pages split it");
 
 	ASSERT_EQ(0, hmm_rs_migrate_node(fd, buf, n, st, HMM_RS_SELECT_SYSTEM,
 					 flags, to, &m));
@@ -376,7 +346,7 @@ static void thp_move(struct __test_metadata *_metadata, int fd, int from,
 	ASSERT_STATUS(st, zero, 1, whole ? want : HMM_RS_ZERO_PAGE);
 	ASSERT_STATUS(st, zero + 1, n - zero - 1, want);
 	ASSERT_EQ(whole ? n : n - 1, m.migrated);
-	ASSERT_EQ(whole ? (long)(size >> 10) : 0, anon_huge_kb(buf));
+	ASSERT_EQ(whole ? (long)(size >> 10) : 0, hmm_rs_anon_huge_kb(buf));
 	ASSERT_EQ(-1, off_node(buf, zero, to));
 	ASSERT_EQ(-1, off_node(buf + (zero + 1) * ps, n - zero - 1, to));
 	if (whole)
@@ -395,24 +365,17 @@ TEST_F(s2s, thp_kept_whole)
 	const unsigned long size = 2UL << 20, n = size / ps;
 	struct hmm_rs_migrate m;
 	uint8_t *st = malloc(n);
-	char *map, *buf;
+	char *buf;
 
 	ASSERT_NE(NULL, st);
-	map = mmap(NULL, 2 * size, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ASSERT_NE(MAP_FAILED, map);
-	buf = (char *)(((uintptr_t)map + size - 1) & ~(size - 1));
-	if (buf > map)
-		munmap(map, buf - map);
-	if (map + 2 * size > buf + size)
-		munmap(buf + size, map + size - buf);
-	ASSERT_EQ(0, madvise(buf, size, MADV_HUGEPAGE));
+	buf = hmm_rs_huge_map(size);
+	ASSERT_NE(NULL, buf);
 	fill(buf, n, 8);
 	memset(buf + 3 * ps, 0, ps);
-	if (anon_huge_kb(buf) < (long)(size >> 10))
+	if (hmm_rs_anon_huge_kb(buf) < (long)(size >> 10))
 		madvise(buf, size, MADV_COLLAPSE);
 	ASSERT_EQ(0, hmm_rs_place(buf, n, ps, variant->to));
-	ASSERT_EQ(size >> 10, anon_huge_kb(buf)) TH_LOG("no THP on node %d",
+	ASSERT_EQ(size >> 10, hmm_rs_anon_huge_kb(buf)) TH_LOG("no THP on node %d",
 							variant->to);
 	ASSERT_EQ(0, hmm_rs_migrate_node(self->fd, buf, n, st,
 					 HMM_RS_SELECT_SYSTEM,
@@ -420,7 +383,7 @@ TEST_F(s2s, thp_kept_whole)
 					 &m));
 	ASSERT_STATUS(st, 0, n, HMM_RS_ON_NODE | HMM_RS_STATUS_WHOLE);
 	ASSERT_EQ(0, m.migrated);
-	ASSERT_EQ(size >> 10, anon_huge_kb(buf));
+	ASSERT_EQ(size >> 10, hmm_rs_anon_huge_kb(buf));
 	ASSERT_EQ(-1, off_node(buf, n, variant->to));
 	ASSERT_EQ(-1, bad_page_but(buf, n, 8, 3));
 	munmap(buf, size);
