@@ -11,6 +11,7 @@
 #   make bench      speed of rust_test_hmm against test_hmm, exact (QEMU -icount)
 #   make fuzz SECS=3600  the ioctl fuzzer alone for that long (SEED=N: replay)
 #   make lint       rustfmt, clippy and checkpatch on the module
+#   make patches    the kernel patch series, from this tree, into build/patches/
 #
 # KDIR=<kernel build dir> builds against another kernel (default: the cached
 # one scripts/build-kernel.sh makes).
@@ -27,7 +28,7 @@ KMAKE = $(ENV) $(MAKE) -C $(KDIR) M=$(ROOT) LLVM=1 RUSTC=$$RUSTC \
 	RUSTDOC=$$RUSTDOC BINDGEN=$$BINDGEN CLIPPY_DRIVER=$$CLIPPY_DRIVER
 
 .PHONY: all setup kernel module tests run check check-c compare bench fuzz lint \
-	rustfmt rustfmtcheck clippy checkpatch clean distclean
+	rustfmt rustfmtcheck clippy checkpatch patches clean distclean
 
 all: module
 
@@ -92,6 +93,12 @@ checkpatch:
 	@$(ENV) find rust include tools -name '*.[ch]' -o -name '*.rs' | \
 		grep -v '_generated.rs' | xargs $$KSRC/scripts/checkpatch.pl \
 		--no-tree --terse -f --ignore SPDX_LICENSE_TAG,FILE_PATH_CHANGES
+
+# The series against the extracted linux-source-7.3 (scripts/mkpatches.sh,
+# patches/series/README): no kernel build; fails on a checkpatch --strict
+# report patches/series/checkpatch-exceptions does not list.
+patches:
+	@scripts/mkpatches.sh $(BUILD)/patches
 
 clean:
 	@+$(KMAKE) clean 2>/dev/null || true
