@@ -26,8 +26,8 @@ __rust_helper struct folio *rust_helper_folio_alloc(gfp_t gfp, unsigned int orde
 }
 
 __rust_helper struct folio *rust_helper___folio_alloc_node(gfp_t gfp,
-							 unsigned int order,
-							 int nid)
+							   unsigned int order,
+							   int nid)
 {
 	return __folio_alloc_node(gfp, order, nid);
 }
