@@ -199,9 +199,9 @@ static long bad_status(const uint8_t *st, unsigned long from, unsigned long n,
 	for (i = from; i < from + n; i++)
 		if (st[i] != want) {
 			printf("# page %lu: status %#x (%s), want %#x\n",
-				i, st[i],
-				hmm_rs_reason_name(st[i] & HMM_RS_STATUS_REASON),
-				want);
+			       i, st[i],
+			       hmm_rs_reason_name(st[i] & HMM_RS_STATUS_REASON),
+			       want);
 			return i;
 		}
 	return -1;
@@ -375,8 +375,8 @@ TEST_F(s2s, thp_kept_whole)
 	if (hmm_rs_anon_huge_kb(buf) < (long)(size >> 10))
 		madvise(buf, size, MADV_COLLAPSE);
 	ASSERT_EQ(0, hmm_rs_place(buf, n, ps, variant->to));
-	ASSERT_EQ(size >> 10, hmm_rs_anon_huge_kb(buf)) TH_LOG("no THP on node %d",
-							variant->to);
+	ASSERT_EQ(size >> 10, hmm_rs_anon_huge_kb(buf))
+		TH_LOG("no THP on node %d", variant->to);
 	ASSERT_EQ(0, hmm_rs_migrate_node(self->fd, buf, n, st,
 					 HMM_RS_SELECT_SYSTEM,
 					 HMM_RS_REQ_NOT_ON_NODE, variant->to,
@@ -531,31 +531,37 @@ FIXTURE_VARIANT_ADD(bad_input, reserved)
 {
 	S2N, .node = 1, .reserved = 1, .err = EINVAL,
 };
+
 FIXTURE_VARIANT_ADD(bad_input, node_with_dst_system)
 {
 	.select = HMM_RS_SELECT_DEVICE_PRIVATE, .dst = HMM_RS_DST_SYSTEM,
 	.node = 1, .err = EINVAL,
 };
+
 FIXTURE_VARIANT_ADD(bad_input, node_with_dst_device)
 {
 	.select = HMM_RS_SELECT_SYSTEM, .dst = HMM_RS_DST_DEVICE, .node = 1,
 	.err = EINVAL,
 };
+
 FIXTURE_VARIANT_ADD(bad_input, not_on_node_to_system)
 {
 	.select = HMM_RS_SELECT_DEVICE_PRIVATE, .dst = HMM_RS_DST_SYSTEM,
 	.flags = HMM_RS_REQ_NOT_ON_NODE, .err = EINVAL,
 };
+
 FIXTURE_VARIANT_ADD(bad_input, not_on_node_to_device)
 {
 	.select = HMM_RS_SELECT_SYSTEM, .dst = HMM_RS_DST_DEVICE,
 	.flags = HMM_RS_REQ_NOT_ON_NODE, .err = EINVAL,
 };
+
 FIXTURE_VARIANT_ADD(bad_input, not_on_node_without_system)
 {
 	.select = HMM_RS_SELECT_DEVICE_PRIVATE, .dst = HMM_RS_DST_NODE,
 	.flags = HMM_RS_REQ_NOT_ON_NODE, .node = 1, .err = EINVAL,
 };
+
 FIXTURE_VARIANT_ADD(bad_input, dst_3) { .select = HMM_RS_SELECT_SYSTEM, .dst = 3, .err = EINVAL };
 FIXTURE_VARIANT_ADD(bad_input, flags_bit4) { S2N, .flags = 1 << 4, .node = 1, .err = EINVAL };
 FIXTURE_VARIANT_ADD(bad_input, src_dev_with_system)
@@ -564,6 +570,7 @@ FIXTURE_VARIANT_ADD(bad_input, src_dev_with_system)
 	.dst = HMM_RS_DST_NODE, .flags = HMM_RS_REQ_SRC_DEV, .src_dev = 1,
 	.node = 1, .err = EINVAL,
 };
+
 FIXTURE_VARIANT_ADD(bad_input, thp_system_and_private)
 {
 	.select = HMM_RS_SELECT_SYSTEM | HMM_RS_SELECT_DEVICE_PRIVATE,
