@@ -447,7 +447,7 @@ TEST_F_TIMEOUT(exclusive_race, exclusive_vs_dontneed, 120)
 	for (i = 0; i < 20; i++) {
 		memset(self->buf, 1, self->len);
 		hmm_rs_cmd(self->fd[0], HMM_DMIRROR_EXCLUSIVE,
-			    (uintptr_t)self->buf, self->out, self->npages, NULL);
+			   (uintptr_t)self->buf, self->out, self->npages, NULL);
 	}
 	jitter = 1.2 * (now() - t0) / 20;
 	srand48(getpid());
@@ -552,9 +552,11 @@ FIXTURE_VARIANT(thp_zap_race) {
 FIXTURE_VARIANT_ADD(thp_zap_race, migrate_to_sys) {
 	.back = TZ_MIGRATE_TO_SYS, .what = "MIGRATE_TO_SYS",
 };
+
 FIXTURE_VARIANT_ADD(thp_zap_race, cpu_fault) {
 	.back = TZ_CPU_FAULT, .what = "CPU fault",
 };
+
 FIXTURE_VARIANT_ADD(thp_zap_race, release) {
 	.back = TZ_RELEASE, .what = "RELEASE (eviction)",
 };
@@ -724,8 +726,8 @@ TEST_F_TIMEOUT(thp_zap_race, vs_dontneed, 120)
 		}
 		for (b = 0; b < self->len; b += ps) {
 			if (!self->out[b] && !memcmp(self->out + b,
-						      self->out + b + 1,
-						      ps - 1))
+						     self->out + b + 1,
+						     ps - 1))
 				continue;
 			if (bad_pages++ < 5)
 				note("round %ld: page %zu not zero after the zap (0x%02x; pattern 0x%02x)\n",
@@ -977,11 +979,11 @@ static uint64_t migrate_size(double *loop)
 	}
 	t = now();
 	hmm_rs_cmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, (uintptr_t)p, out, npages,
-		    NULL);
+		   NULL);
 	t_sys = (now() - t) / 2;
 	t = now();
 	hmm_rs_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)p, out, npages,
-		    NULL);
+		   NULL);
 	t_dev = (now() - t) / 2;
 	munmap(p, cal);
 	munmap(out, cal);
@@ -1195,7 +1197,7 @@ static void *rel_migrator(void *p)
 				c->buf[pg * c->ps + i] = rel_byte(round, pg, i);
 		rel_op(sh, 0, OP_MIGRATE_TO_DEV);
 		ret = hmm_rs_cmd(c->fd[0], HMM_DMIRROR_MIGRATE_TO_DEV,
-				  (uintptr_t)c->buf, c->out, npages, &cmd);
+				 (uintptr_t)c->buf, c->out, npages, &cmd);
 		if (!ret) {
 			INC(sh->to_dev_ok, 1);
 			INC(sh->to_dev_pages, cmd.cpages);
@@ -1209,8 +1211,8 @@ static void *rel_migrator(void *p)
 		if (lrand48() % 2) {
 			rel_op(sh, 0, OP_MIGRATE_TO_SYS);
 			ret = hmm_rs_cmd(c->fd[0], HMM_DMIRROR_MIGRATE_TO_SYS,
-					  (uintptr_t)c->buf, c->out, npages,
-					  NULL);
+					 (uintptr_t)c->buf, c->out, npages,
+					 NULL);
 			if (ret)
 				rel_error(sh, 0, -ret);
 			else
@@ -1238,7 +1240,7 @@ static void *rel_releaser(void *p)
 	while (!LOAD(sh->stop)) {
 		rel_op(sh, 1, OP_RELEASE);
 		ret = hmm_rs_cmd(c->fd[1], HMM_DMIRROR_RELEASE, 0, NULL, 1,
-				  NULL);
+				 NULL);
 		if (ret == -EBUSY)
 			INC(sh->release_busy, 1);
 		else if (ret)
@@ -1400,7 +1402,7 @@ static void *cw_writer(void *p)
 
 	while (!LOAD(*a->stop)) {
 		ret = hmm_rs_cmd(a->fd, HMM_DMIRROR_WRITE, (uintptr_t)a->buf,
-				  a->src, CW_PAGES, NULL);
+				 a->src, CW_PAGES, NULL);
 		if (ret) {
 			a->errors++;
 			a->last_error = -ret;
@@ -1463,7 +1465,7 @@ TEST(concurrent_write)
 	bad_cpu = cw_bad((unsigned char *)buf, len, pat[0], pat[1]);
 	for (i = 0; i < 2; i++) {
 		ret = hmm_rs_cmd(a[i].fd, HMM_DMIRROR_READ, (uintptr_t)buf,
-				  out, CW_PAGES, NULL);
+				 out, CW_PAGES, NULL);
 		EXPECT_EQ(0, ret);
 		bad_read[i] = ret ? -1 : cw_bad((unsigned char *)out, len,
 						pat[0], pat[1]);
