@@ -161,6 +161,7 @@ enum {
 	OP_K_READ, OP_K_TO_DEV, OP_K_TO_SYS, OP_K_TO_NODE, OP_K_SNAPSHOT, OP_INIT,
 	NOPS
 };
+
 static const char *const op_names[NOPS] = {
 	"CPU_WRITE", "CPU_READ", "READ", "WRITE", "MIGRATE_TO_DEV",
 	"MIGRATE_TO_SYS", "SNAPSHOT", "EXCLUSIVE", "CHECK_EXCLUSIVE",
@@ -788,9 +789,8 @@ static int dev_cmd(struct thr *t, int op, unsigned long req, int d, int r,
 	 * own pages for write, and both drivers refuse the read-only entry.
 	 * The model does not track which device pages are read-only.
 	 */
-	if (op == OP_WRITE && ret == -EFAULT && !coherent(d))
-		;
-	else if (!tolerated(op, ret, op == OP_WRITE && any_ro(r, p, n))) {
+	if (!(op == OP_WRITE && ret == -EFAULT && !coherent(d)) &&
+	    !tolerated(op, ret, op == OP_WRITE && any_ro(r, p, n))) {
 		snprintf(what, sizeof(what), "%s", errname(-ret));
 		unexpected(t, op, d, r, p, n, what);
 	}
@@ -1670,7 +1670,6 @@ static void bump_slots(unsigned long p, unsigned long n)
 	for (slot = p / SLOT_PAGES; slot <= (p + n - 1) / SLOT_PAGES; slot++)
 		INC(slot_seq[slot], 1);
 }
-
 
 /*
  * Whether /dev/hmm_dmirror0 takes HMM_RS_MIGRATE: one page to the device
