@@ -701,22 +701,22 @@ static int locate(struct ctx *x)
 		uint8_t s0 = x->snap[0][i];
 
 		x->huge[i] = false;
-		if ((s0 & 0xf0) == HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL)
+		if ((s0 & 0xf0) == HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL) {
 			x->loc[i] = L_DEV0;
-		else if ((x->snap[1][i] & 0xf0) ==
-			 HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL)
+		} else if ((x->snap[1][i] & 0xf0) ==
+			   HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL) {
 			x->loc[i] = L_DEV1;
-		else if ((x->snap[2][i] & 0xf0) ==
-			 HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL)
+		} else if ((x->snap[2][i] & 0xf0) ==
+			   HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL) {
 			x->loc[i] = L_DEV2;
-		else if ((x->snap[3][i] & 0xf0) ==
-			 HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL)
+		} else if ((x->snap[3][i] & 0xf0) ==
+			   HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL) {
 			x->loc[i] = L_DEV3;
-		else if (s0 == HMM_DMIRROR_PROT_ERROR)
+		} else if (s0 == HMM_DMIRROR_PROT_ERROR) {
 			x->loc[i] = L_OTHER;
-		else if ((s0 & 0xf0) == HMM_DMIRROR_PROT_ZERO)
+		} else if ((s0 & 0xf0) == HMM_DMIRROR_PROT_ZERO) {
 			x->loc[i] = L_ZERO;
-		else if (s0 & (HMM_DMIRROR_PROT_READ | HMM_DMIRROR_PROT_WRITE)) {
+		} else if (s0 & (HMM_DMIRROR_PROT_READ | HMM_DMIRROR_PROT_WRITE)) {
 			/* System memory: its node below. */
 			x->loc[i] = L_SYS;
 			x->huge[i] = s0 & HMM_DMIRROR_PROT_PMD;
@@ -1290,6 +1290,7 @@ static const int table_outs[] = {
 	HMM_RS_NOT_SELECTED, HMM_RS_OTHER_OWNER, HMM_RS_FILE_BACKED,
 	HMM_RS_ON_NODE, OUT_EINVAL, OUT_ENODEV,
 };
+
 static const char *const table_heads[] = {
 	"MIGR", "NPRS", "ZERO", "NSEL", "OWNR", "FILE", "ONND", "EINV", "ENOD",
 };
