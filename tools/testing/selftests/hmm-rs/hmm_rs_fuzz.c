@@ -855,10 +855,12 @@ struct rs_verdict {
 	int maybe;
 };
 
-#define RS_EINVAL(v, cond, why) do {		\
-	if ((cond) && !(v)->einval)		\
-		(v)->einval = (why);		\
-} while (0)
+/* If @cond holds, @why is @v's reason for EINVAL, unless an earlier one is. */
+static void rs_einval(struct rs_verdict *v, bool cond, const char *why)
+{
+	if (cond && !v->einval)
+		v->einval = why;
+}
 
 static void rs_judge(const struct hmm_rs_migrate *m, int dev,
 		     struct rs_verdict *v)
@@ -868,45 +870,45 @@ static void rs_judge(const struct hmm_rs_migrate *m, int dev,
 	uint64_t a = m->addr, n = m->npages;
 
 	memset(v, 0, sizeof(*v));
-	RS_EINVAL(v, m->select & ~HMM_RS_SELECT_ALL, "unknown select bits");
-	RS_EINVAL(v, !m->select, "nothing selected");
-	RS_EINVAL(v, m->flags & ~HMM_RS_REQ_ALL, "unknown request bits");
-	RS_EINVAL(v, m->reserved, "reserved is not 0");
+	rs_einval(v, m->select & ~HMM_RS_SELECT_ALL, "unknown select bits");
+	rs_einval(v, !m->select, "nothing selected");
+	rs_einval(v, m->flags & ~HMM_RS_REQ_ALL, "unknown request bits");
+	rs_einval(v, m->reserved, "reserved is not 0");
 	if (src && m->src_dev >= (uint32_t)nmod_devices)
 		v->enodev = "src_dev does not exist";
 	else if (src && dev < 0)
 		v->maybe = 1;
-	RS_EINVAL(v, src && (int64_t)m->src_dev == dev,
+	rs_einval(v, src && (int64_t)m->src_dev == dev,
 		  "src_dev is the file's device");
-	RS_EINVAL(v, !src && m->src_dev, "src_dev without HMM_RS_REQ_SRC_DEV");
-	RS_EINVAL(v, m->flags & HMM_RS_REQ_FAULT && !sys,
+	rs_einval(v, !src && m->src_dev, "src_dev without HMM_RS_REQ_SRC_DEV");
+	rs_einval(v, m->flags & HMM_RS_REQ_FAULT && !sys,
 		  "HMM_RS_REQ_FAULT without HMM_RS_SELECT_SYSTEM");
-	RS_EINVAL(v, src && sys, "HMM_RS_REQ_SRC_DEV with HMM_RS_SELECT_SYSTEM");
-	RS_EINVAL(v, m->flags & HMM_RS_REQ_THP && sys &&
+	rs_einval(v, src && sys, "HMM_RS_REQ_SRC_DEV with HMM_RS_SELECT_SYSTEM");
+	rs_einval(v, m->flags & HMM_RS_REQ_THP && sys &&
 		  m->select & HMM_RS_SELECT_DEVICE_PRIVATE,
 		  "HMM_RS_REQ_THP with SYSTEM and DEVICE_PRIVATE");
 	switch (m->dst) {
 	case HMM_RS_DST_DEVICE:
-		RS_EINVAL(v, src ? sys : m->select != HMM_RS_SELECT_SYSTEM,
+		rs_einval(v, src ? sys : m->select != HMM_RS_SELECT_SYSTEM,
 			  "a selection HMM_RS_DST_DEVICE does not take");
 		break;
 	case HMM_RS_DST_SYSTEM:
-		RS_EINVAL(v, sys, "system memory to HMM_RS_DST_SYSTEM");
+		rs_einval(v, sys, "system memory to HMM_RS_DST_SYSTEM");
 		break;
 	case HMM_RS_DST_NODE:
 		if (!hmm_rs_node_in(mem_nodes, m->node) && !v->enodev)
 			v->enodev = "a node without memory";
 		break;
 	default:
-		RS_EINVAL(v, 1, "unknown destination");
+		rs_einval(v, 1, "unknown destination");
 		break;
 	}
-	RS_EINVAL(v, m->node && m->dst != HMM_RS_DST_NODE,
+	rs_einval(v, m->node && m->dst != HMM_RS_DST_NODE,
 		  "a node without HMM_RS_DST_NODE");
-	RS_EINVAL(v, m->flags & HMM_RS_REQ_NOT_ON_NODE &&
+	rs_einval(v, m->flags & HMM_RS_REQ_NOT_ON_NODE &&
 		  !(sys && m->dst == HMM_RS_DST_NODE),
 		  "HMM_RS_REQ_NOT_ON_NODE without HMM_RS_DST_NODE and HMM_RS_SELECT_SYSTEM");
-	RS_EINVAL(v, a % page_size || !n || n > UINT64_MAX / page_size ||
+	rs_einval(v, a % page_size || !n || n > UINT64_MAX / page_size ||
 		  a + n * page_size < a || a + n * page_size == 0,
 		  "a bad range");
 }
@@ -1046,6 +1048,48 @@ static void own_data(struct worker *w, const struct hmm_rs_migrate *in,
 }
 
 /*
+ * Why refusing @in with @ret is wrong, by rs_judge()'s verdict @v, or NULL.
+ * A refusal must have an errno the uapi gives one of its defects: EINVAL
+ * also where the range may not be covered by readable mappings (or
+ * changed during the call), EFAULT where the status array may not be
+ * writable (@writable: its bytes that can be written) or, with a fault
+ * requested, a mapping may not be faulted in; runtime errors (ENOMEM,
+ * EBUSY) only for a valid request. @own: the range is the thread's own.
+ */
+static const char *rs_refusal_wrong(const struct hmm_rs_migrate *in, int ret,
+				    const struct rs_verdict *v, int own,
+				    uint64_t writable)
+{
+	int bad = v->einval || v->enodev;
+	int err = -ret;
+
+	if (ret < -MAX_ERRNO)
+		return "HMM_RS_MIGRATE: a kernel-internal errno";
+	if (err == ENODEV && !v->enodev)
+		return "HMM_RS_MIGRATE: ENODEV for an existing node and device";
+	if (err == EINVAL && !v->einval && !v->maybe && own)
+		return bad ? "HMM_RS_MIGRATE: EINVAL, not ENODEV" :
+		       "HMM_RS_MIGRATE: EINVAL for a valid request on a mapped range";
+	if (err == EFAULT && in->npages <= writable &&
+	    (own || !(in->flags & HMM_RS_REQ_FAULT)))
+		return "HMM_RS_MIGRATE: EFAULT with a writable status array";
+	if (bad && err != EINVAL && err != ENODEV && err != EFAULT)
+		return "HMM_RS_MIGRATE: a malformed request refused with an errno not its own";
+	return NULL;
+}
+
+/* Whether one of the @n status bytes from @status is not RS_SENTINEL. */
+static bool rs_status_written(const unsigned char *status, uint64_t n)
+{
+	uint64_t i;
+
+	for (i = 0; i < n; i++)
+		if (status[i] != RS_SENTINEL)
+			return true;
+	return false;
+}
+
+/*
  * HMM_RS_MIGRATE (include/uapi/hmm_rs.h) with random fields, mostly
  * valid ones, on random ranges, arena ranges and (not in a fork child)
  * the thread's own range. A request that is malformed by its fields must
@@ -1171,28 +1215,9 @@ own_status:
 		goto out;
 	err = -ret;
 	if (ret && rs_ok) {
-		/*
-		 * Refused: with an errno the uapi gives one of its defects.
-		 * EINVAL also where the range may not be covered by readable
-		 * mappings (or changed during the call), EFAULT where the
-		 * status array may not be writable or, with a fault
-		 * requested, a mapping may not be faulted in; runtime errors
-		 * (ENOMEM, EBUSY) only for a valid request.
-		 */
 		int bad = v.einval || v.enodev;
 
-		if (ret < -MAX_ERRNO)
-			why = "HMM_RS_MIGRATE: a kernel-internal errno";
-		else if (err == ENODEV && !v.enodev)
-			why = "HMM_RS_MIGRATE: ENODEV for an existing node and device";
-		else if (err == EINVAL && !v.einval && !v.maybe && own)
-			why = bad ? "HMM_RS_MIGRATE: EINVAL, not ENODEV" :
-			      "HMM_RS_MIGRATE: EINVAL for a valid request on a mapped range";
-		else if (err == EFAULT && n <= writable &&
-			 (own || !(in.flags & HMM_RS_REQ_FAULT)))
-			why = "HMM_RS_MIGRATE: EFAULT with a writable status array";
-		else if (bad && err != EINVAL && err != ENODEV && err != EFAULT)
-			why = "HMM_RS_MIGRATE: a malformed request refused with an errno not its own";
+		why = rs_refusal_wrong(&in, ret, &v, own, writable);
 		if (why) {
 			rs_violation(&in, dev, ret, why, ", EINVAL for: %s, ENODEV for: %s",
 				     v.einval ?: "-", v.enodev ?: "-");
@@ -1202,9 +1227,8 @@ own_status:
 			/* A refused request changes nothing. */
 			if (memcmp(m, &in, sizeof(in)))
 				why = "HMM_RS_MIGRATE: a refused request changed the command";
-			for (i = 0; status && !why && i < n; i++)
-				if (status[i] != RS_SENTINEL)
-					why = "HMM_RS_MIGRATE: a refused request wrote the status array";
+			else if (status && rs_status_written(status, n))
+				why = "HMM_RS_MIGRATE: a refused request wrote the status array";
 			if (why)
 				rs_violation(&in, dev, ret, why, NULL);
 			if (own)
