@@ -103,7 +103,7 @@ static void step_done(const char *what)
 	double t = now();
 
 	if (verbose < 0)
-		verbose = getenv("HMM_RS_VERBOSE") != NULL;
+		verbose = !!getenv("HMM_RS_VERBOSE");
 	if (verbose && last)
 		note("  step %-28s %.3f s, MemFree %ld KiB\n", what, t - last,
 		     meminfo_kb("MemFree"));
