@@ -65,7 +65,8 @@ FIXTURE_SETUP(swap)
 			     MADV_PAGEOUT));
 	for (i = 0; i < NPAGES; i++)
 		ASSERT_EQ(1, hmm_rs_swapped(self->buf + i * self->page_size,
-				     self->page_size)) TH_LOG("page %d", i);
+					    self->page_size))
+			TH_LOG("page %d", i);
 }
 
 FIXTURE_TEARDOWN(swap)
@@ -91,7 +92,8 @@ TEST_F(swap, s2d_not_present)
 		ASSERT_EQ(HMM_RS_NOT_PRESENT, s)
 			TH_LOG("page %d: status %#x", i, s);
 		ASSERT_EQ(1, hmm_rs_swapped(self->buf + i * self->page_size,
-				     self->page_size)) TH_LOG("page %d", i);
+					    self->page_size))
+			TH_LOG("page %d", i);
 	}
 }
 
