@@ -285,10 +285,10 @@ static char *migrate_area(int fd, struct migrated *m)
 	for (i = 0; i < AREA_SIZE; i++)
 		area[i] = pattern(i);
 	m->ret = hmm_rs_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, (uintptr_t)(area), out,
-			     npages, &c);
+			    npages, &c);
 	m->cpages = c.cpages;
 	if (!m->ret && !hmm_rs_cmd(fd, HMM_DMIRROR_SNAPSHOT, (uintptr_t)(area), snap,
-				    npages, NULL)) {
+				   npages, NULL)) {
 		for (i = 0; i < npages; i++) {
 			if (snap[i] & (HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL |
 				       HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL))
