@@ -635,6 +635,26 @@ fn entry_pages(src: usize) -> usize {
     }
 }
 
+/// Keeps the collected entry at `i`, of `len` pages, back from the migration, for the reason `why`
+/// (an `ST_KEPT` state): `migrate_vma_pages()` skips an entry without `MIGRATE`, and `finalize`
+/// restores its page, as they do with every entry that does not move. Its destinations, if any,
+/// are released.
+fn keep_back(
+    src: &mut [usize],
+    dst: &mut [usize],
+    state: &mut [u8],
+    i: usize,
+    len: usize,
+    why: u8,
+) {
+    src[i] &= !PFN_MIGRATE;
+    for j in i..i + len {
+        release_mpfn(dst[j]);
+        dst[j] = 0;
+        state[j] = why;
+    }
+}
+
 /// Drops a destination that never reached a migration: unlock and put.
 fn release_mpfn(mpfn: usize) {
     // SAFETY: Pure pfn arithmetic.
@@ -774,14 +794,7 @@ impl<'a> Collected<'a> {
                 && unsafe { !bindings::is_zone_device_page(page) }
                 && unsafe { bindings::page_to_nid(page) } == node.0;
             if on_node {
-                // `migrate_vma_pages()` skips an entry without `MIGRATE`, and `finalize` restores
-                // its page: what they do with every entry that does not move.
-                src[i] &= !PFN_MIGRATE;
-                for j in i..i + len {
-                    release_mpfn(dst[j]);
-                    dst[j] = 0;
-                    state[j] = ST_ON_NODE;
-                }
+                keep_back(src, dst, state, i, len, ST_ON_NODE);
                 kept += len;
             }
             i += len;
@@ -890,12 +903,7 @@ impl<'a> Collected<'a> {
                 0
             };
             if kept != 0 {
-                src[i] &= !PFN_MIGRATE;
-                for j in i..i + len {
-                    release_mpfn(dst[j]);
-                    dst[j] = 0;
-                    state[j] = kept;
-                }
+                keep_back(src, dst, state, i, len, kept);
             }
             i += len;
         }
