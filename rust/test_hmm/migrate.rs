@@ -16,11 +16,11 @@ use crate::{
     bindings::{self, hmm_rs_migrate},
     devmem,
     mm::{
-        hmm::PageKind,
+        hmm::{PageKind, Seen},
         memremap::PagemapOwner,
         migrate::{
             Collected, Entry, LockedSystemFolio, MemoryNode, MigratePfns, MigrateVma, Outcome,
-            Reason, Seen, Select, SelectFlags, HPAGE_PMD_ORDER,
+            Reason, Select, SelectFlags, HPAGE_PMD_ORDER,
         },
     },
     page_ext::PageExt,

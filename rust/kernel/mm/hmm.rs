@@ -17,7 +17,6 @@ use crate::{
     bindings,
     mm::{
         memremap::PagemapOwner,
-        migrate::Seen,
         mmu_notifier::{Locked, MmuIntervalNotifier, MmuIntervalNotifierOps, ReadSeq},
     },
     task_ext::TaskExt,
@@ -254,6 +253,28 @@ pub enum PageKind {
     DeviceCoherent {
         /// Whether the page belongs to the given owner.
         local: bool,
+    },
+}
+
+/// What a look at the page table found at an address, relative to an owner: [`HmmPfn::seen()`]
+/// makes one from a snapshot. A migration that looked before it was set up gets the reason of an
+/// entry it did not collect from it ([`Reason::of_uncollected`]).
+///
+/// [`Reason::of_uncollected`]: crate::mm::migrate::Reason::of_uncollected
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// No page present (or, for a device-private page, none of the owner's).
+    NotPresent,
+    /// A mapping the look could not report.
+    Error,
+    /// A page.
+    Page {
+        /// Its kind, relative to the migration's owner.
+        kind: PageKind,
+        /// Whether it may be pinned (`folio_maybe_dma_pinned()`).
+        pinned: bool,
+        /// Whether it is part of a large folio.
+        large: bool,
     },
 }
 

@@ -25,7 +25,7 @@
 use crate::{
     bindings,
     mm::{
-        hmm::PageKind,
+        hmm::{PageKind, Seen},
         memremap::{
             DeviceFault, DevicePage, DevicePagemapOps, LockedDeviceFolio, PageRef, PagemapOwner,
         },
@@ -1060,25 +1060,6 @@ impl Reason {
             Self::Busy
         }
     }
-}
-
-/// What a look at the page table found at an address before a migration was set up: the input of
-/// [`Reason::of_uncollected`]. [`crate::mm::hmm::HmmPfn::seen`] makes one from a snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seen {
-    /// No page present (or, for a device-private page, none of the owner's).
-    NotPresent,
-    /// A mapping the look could not report.
-    Error,
-    /// A page.
-    Page {
-        /// Its kind, relative to the migration's owner.
-        kind: PageKind,
-        /// Whether it may be pinned (`folio_maybe_dma_pinned()`).
-        pinned: bool,
-        /// Whether it is part of a large folio.
-        large: bool,
-    },
 }
 
 /// A migration after `migrate_vma_pages()`.
