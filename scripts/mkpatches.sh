@@ -449,14 +449,19 @@ pub_migrate_pfn_of() {
 		{ print } END { if (n != 1) exit 1 }'
 }
 
-step_hmm_migrate() {
+step_hmm() {
 	local f
-	STEP_MODS="hmm migrate"
-	for f in $(hgit ls-files rust/kernel/mm/hmm.rs 'rust/kernel/mm/hmm/*.rs' rust/kernel/mm/migrate.rs); do
+	STEP_MODS=hmm
+	for f in $(hgit ls-files rust/kernel/mm/hmm.rs 'rust/kernel/mm/hmm/*.rs'); do
 		kcopy_rs "$f" "$f"
 	done
-	kedit rust/kernel/mm/migrate.rs pub_migrate_pfn_of
 	register_mod rust/kernel/mm.rs hmm "$CFG_HMM"
+}
+
+step_migrate() {
+	STEP_MODS=migrate
+	kcopy_rs rust/kernel/mm/migrate.rs rust/kernel/mm/migrate.rs
+	kedit rust/kernel/mm/migrate.rs pub_migrate_pfn_of
 	register_mod rust/kernel/mm.rs migrate "$CFG_HMM"
 }
 
