@@ -193,6 +193,10 @@ fn reason_code(reason: Reason) -> u32 {
         Reason::FileBacked => bindings::hmm_rs_reason_HMM_RS_FILE_BACKED,
         Reason::Unsupported => bindings::hmm_rs_reason_HMM_RS_UNSUPPORTED,
         Reason::OnNode => bindings::hmm_rs_reason_HMM_RS_ON_NODE,
+        // `Reason` is `#[non_exhaustive]`: in tree, where the driver is a crate of its own, a
+        // reason a later kernel adds still did not move the page. Unreachable out of tree.
+        #[allow(unreachable_patterns)]
+        _ => bindings::hmm_rs_reason_HMM_RS_REFUSED,
     }
 }
 
