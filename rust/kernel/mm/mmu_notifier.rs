@@ -203,9 +203,9 @@ pub trait MmuIntervalNotifierOps: Sized + Send {
 ///
 /// # Invariants
 ///
-/// - `notifier` is inserted with `mmu_interval_notifier_insert()` on an mm, with [`OpsTable::<T>`]
-///   as its ops; it is removed exactly once, in [`PinnedDrop`]. While inserted it holds a reference
-///   (`mmgrab()`) on its mm.
+/// - `notifier` is inserted with `mmu_interval_notifier_insert()` on an mm, with `OpsTable::<T>`
+///   as its ops; it is removed exactly once, in `PinnedDrop::drop()`. While inserted it holds a
+///   reference (`mmgrab()`) on its mm.
 /// - The invalidate callback calls `mmu_interval_set_seq()` with `data` locked, for every
 ///   invalidation except the notifier's own device-exclusive conversions (which leave every page
 ///   mapped), before the page tables change.

@@ -395,8 +395,8 @@ impl AnyDevicePage {
 /// A page that a migration entry or a device page table entry names, by what it is.
 ///
 /// A device-private page has a `struct page` but no memory the CPU can reach, so it is never handed
-/// out as a plain [`Page`]: it comes as [`PageRef::Device`], and its contents are the driver's
-/// business.
+/// out as a plain [`Page`](kernel::page::Page): it comes as [`PageRef::Device`], and its contents
+/// are the driver's business.
 pub enum PageRef<'a> {
     /// A page of system memory (or of another `ZONE_DEVICE` type whose contents are in the kernel's
     /// linear map).

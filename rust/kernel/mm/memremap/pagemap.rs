@@ -193,7 +193,7 @@ const EVICT_BATCH: usize = 1 << bindings::HMM_RS_HPAGE_PMD_ORDER;
 /// Device memory registered with `memremap_pages()`: a `struct dev_pagemap` and the driver's
 /// per-pagemap data `T`.
 ///
-/// See the [module documentation](self) for how its pages are owned and how it is torn down.
+/// See the [module documentation](super) for how its pages are owned and how it is torn down.
 ///
 /// # Invariants
 ///
@@ -206,9 +206,9 @@ const EVICT_BATCH: usize = 1 << bindings::HMM_RS_HPAGE_PMD_ORDER;
 /// - Once `pages_taken` is set, [`FreeDeviceFolio`]s may exist for the pagemap's pages; before,
 ///   every page is idle and unowned.
 /// - `held` counts the pages that hold a reference on the `percpu_ref`, `memunmap_pages()` waits
-///   for: pages owned by a [`FreeDeviceFolio`] or a [`SplitPages`] iterator, and pages in use. It
-///   is zero only once no such page is left (the core may still be putting the references of a page
-///   whose `folio_free` ran: that does not wait on anyone).
+///   for: pages owned by a [`FreeDeviceFolio`] or a [`SplitPages`](super::SplitPages) iterator,
+///   and pages in use. It is zero only once no such page is left (the core may still be putting
+///   the references of a page whose `folio_free` ran: that does not wait on anyone).
 ///
 /// # Examples
 ///
@@ -442,7 +442,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
     }
 
     /// Whether the pagemap hands out blocks of `order` (see the [module
-    /// documentation](self#large-folios)): 0 always; larger orders up to `HPAGE_PMD_ORDER` (what a
+    /// documentation](super#large-folios)): 0 always; larger orders up to `HPAGE_PMD_ORDER` (what a
     /// migration maps) for device-private memory whose driver implements
     /// [`DevicePagemapOps::folio_split`].
     pub fn supports_order(&self, order: u32) -> bool {
@@ -571,8 +571,9 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
     /// allocated system page; the system page then replaces the device page in every page table
     /// mapping it, and the device page is freed (to [`DevicePagemapOps::folio_free`]).
     ///
-    /// Pages that are locked by someone else at the time (e.g. a [`LockedDeviceFolio`] or a
-    /// concurrent migration) or that cannot be unmapped are skipped. May sleep.
+    /// Pages that are locked by someone else at the time (e.g. a
+    /// [`LockedDeviceFolio`](super::LockedDeviceFolio) or a concurrent migration) or that cannot
+    /// be unmapped are skipped. May sleep.
     pub fn evict_with(
         &self,
         mut copy: impl FnMut(&DevicePage<T>, <T::PageData as ForeignOwnable>::Borrowed<'_>, &Page),
