@@ -40,28 +40,9 @@ done
 # The fragments override tinyconfig on purpose: drop kconfig's notes.
 "${KMAKE[@]}" -s olddefconfig 2> >(grep -v 'override: reassigning' >&2)
 
-# Every option the fragments name must have survived olddefconfig: a
-# dependency that is not met silently drops an option otherwise.
-missing=0
-for f in $(kfrags "$DEBUG"); do
-	while IFS= read -r line; do
-		case "$line" in
-		CONFIG_*=*)
-			grep -qxF "$line" "$O/.config" && continue ;;
-		"# CONFIG_"*" is not set")
-			sym=${line#\# }; sym=${sym%% *}
-			grep -q "^$sym=" "$O/.config" || continue ;;
-		*) continue ;;
-		esac
-		sym=$(echo "$line" | sed -E 's/^# //; s/[= ].*//')
-		have=$(grep -E "^(# )?$sym[= ]" "$O/.config" || echo "$sym: not visible (unmet dependency)")
-		echo "  missing: $line   (from $(basename "$f"); got: $have)" >&2
-		missing=$((missing + 1))
-	done <"$f"
-done
-if [ "$missing" != 0 ]; then
-	die "kernel config: $missing option(s) of the fragments did not end up in $O/.config (unmet dependencies?)"
-fi
+# Every option the fragments name must have survived olddefconfig.
+# shellcheck disable=SC2046
+verify_config "$O/.config" $(kfrags "$DEBUG") || die "kernel config: see above"
 log "kernel: config verified (every fragment option is set)"
 [ "${1:-}" = --config-only ] && exit 0
 

@@ -40,6 +40,48 @@ kbuild_dir() {
 	echo "$HMM_RS_CACHE/build/$pkgver-$flavour-$key"
 }
 
+# intree_dir [debug]: the O= directory of the in-tree build of the patch
+# series (scripts/check-patches.sh): the key of kbuild_dir plus
+# scripts/config/intree.config.
+intree_dir() {
+	local base key
+	base=$(kbuild_dir "${1:-0}")
+	key=$( { basename "$base"; cat "$HMM_RS_ROOT/scripts/config/intree.config"; } |
+		sha256sum | cut -c1-12)
+	echo "$HMM_RS_CACHE/intree/build-$(basename "$base" | sed -E 's/-[0-9a-f]{12}$//')-$key"
+}
+
+# pristine_branch: the branch of $HMM_RS_CACHE/git-$HMM_RS_KVER that holds
+# the extracted tarball as one commit (scripts/mkpatches.sh makes it).
+pristine_branch() {
+	echo "pristine-$(sha256sum "$KSRC_TARBALL" | cut -c1-16)"
+}
+
+# verify_config CONFIG FRAGMENT...: every option the fragments set must
+# have survived olddefconfig (a dependency that is not met silently drops
+# it otherwise); lists what did not and fails.
+verify_config() {
+	local config=$1 f line sym have missing=0
+	shift
+	for f in "$@"; do
+		while IFS= read -r line; do
+			case "$line" in
+			CONFIG_*=*)
+				grep -qxF "$line" "$config" && continue ;;
+			"# CONFIG_"*" is not set")
+				sym=${line#\# }; sym=${sym%% *}
+				grep -q "^$sym=" "$config" || continue ;;
+			*) continue ;;
+			esac
+			sym=$(echo "$line" | sed -E 's/^# //; s/[= ].*//')
+			have=$(grep -E "^(# )?$sym[= ]" "$config" || echo "$sym: not visible (unmet dependency)")
+			echo "  missing: $line   (from $(basename "$f"); got: $have)" >&2
+			missing=$((missing + 1))
+		done <"$f"
+	done
+	[ "$missing" = 0 ] || { log "kernel config: $missing option(s) of the fragments did not end up in $config (unmet dependencies?)"; return 1; }
+}
+
 # kfrags [debug]: the config fragments, in the order they are applied.
 kfrags() {
 	echo "$HMM_RS_ROOT/scripts/config/hmm-rs.config"

@@ -89,10 +89,10 @@ kgit() {
 
 # --- 1. The pristine tree, one commit per tarball.
 
-KEY=$(sha256sum "$KSRC_TARBALL" | cut -c1-16)
+PRISTINE=$(pristine_branch)
 PKGVER=$(dpkg-query -W -f='${Version}' "linux-source-$HMM_RS_KVER" 2>/dev/null || echo unknown)
 [ -d "$KGIT" ] || git init -q --bare "$KGIT"
-if ! BASE=$(kgit rev-parse -q --verify "refs/heads/pristine-$KEY^{commit}"); then
+if ! BASE=$(kgit rev-parse -q --verify "refs/heads/$PRISTINE^{commit}"); then
 	log "patches: importing $KSRC into $KGIT (once per tarball)"
 	# git reads the extracted tree as its work tree and writes nothing
 	# there: the index is ours, the objects go to $KGIT. -f: the tarball's
@@ -107,7 +107,7 @@ if ! BASE=$(kgit rev-parse -q --verify "refs/heads/pristine-$KEY^{commit}"); the
 		GIT_AUTHOR_DATE="$tdate" GIT_COMMITTER_NAME=Debian \
 		GIT_COMMITTER_EMAIL=debian-kernel@lists.debian.org GIT_COMMITTER_DATE="$tdate" \
 		git commit-tree "$tree")
-	git --git-dir="$KGIT" update-ref "refs/heads/pristine-$KEY" "$BASE"
+	git --git-dir="$KGIT" update-ref "refs/heads/$PRISTINE" "$BASE"
 	log "patches: imported in $((SECONDS - T0)) s"
 fi
 kgit read-tree "$BASE"
