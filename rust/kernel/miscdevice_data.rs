@@ -21,6 +21,11 @@ use kernel::{
 };
 
 /// A misc device whose files are opened with the registration's data.
+///
+/// Like [`MiscDevice`], a `#[vtable]` trait: the attribute on the `impl` sets `OwnerModule` to the
+/// implementing crate's module, which becomes the owner of the device's `file_operations`, so that
+/// the module cannot be unloaded while one of its files is open.
+#[vtable]
 pub trait MiscDeviceWithData: Sized + 'static {
     /// The data attached to each registration of this device type.
     type Data: Send + Sync;
@@ -96,6 +101,10 @@ struct Adapter<T>(PhantomData<T>);
 
 #[vtable]
 impl<T: MiscDeviceWithData> MiscDevice for Adapter<T> {
+    // Not this crate's module (`#[vtable]`'s default): in tree, this is the kernel crate, built in,
+    // whose `THIS_MODULE` is null, and a file of the driver's device would not hold the driver's
+    // module.
+    type OwnerModule = T::OwnerModule;
     type Ptr = T::Ptr;
 
     fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<T::Ptr> {

@@ -105,6 +105,7 @@ pub(crate) struct Dmirror {
 /// The file operations of the dmirror devices.
 pub(crate) struct DmirrorFile;
 
+#[vtable]
 impl MiscDeviceWithData for DmirrorFile {
     type Data = Arc<DmirrorDevice>;
     type Ptr = Pin<KBox<Dmirror>>;
