@@ -12,6 +12,9 @@
 #   make fuzz SECS=3600  the ioctl fuzzer alone for that long (SEED=N: replay)
 #   make lint       rustfmt, clippy and checkpatch on the module
 #   make patches    the kernel patch series, from this tree, into build/patches/
+#   make check-patches  ... applied to linux-source-7.3 with git am, built in
+#                   tree, booted, every rust_test_hmm suite run on it (FULL=1:
+#                   first each patch built in turn); make check does the same
 #
 # KDIR=<kernel build dir> builds against another kernel (default: the cached
 # one scripts/build-kernel.sh makes).
@@ -24,11 +27,15 @@ BUILD := $(ROOT)/build
 ENV = source $(ROOT)/scripts/lib.sh &&
 
 KDIR ?= $(shell $(ENV) DEBUG=$(DEBUG) scripts/build-kernel.sh --print-kdir)
+# The in-tree build of the series (scripts/check-patches.sh) and its tests,
+# for the plans' "boot intree kernel=intree".
+INTREE ?= $(shell $(ENV) DEBUG=$(DEBUG) scripts/check-patches.sh --print-kdir)
+INTREE_VM = --kernel intree=$(INTREE) --tests intree=$(INTREE)/kselftest-install/hmm-rs
 KMAKE = $(ENV) $(MAKE) -C $(KDIR) M=$(ROOT) LLVM=1 RUSTC=$$RUSTC \
 	RUSTDOC=$$RUSTDOC BINDGEN=$$BINDGEN CLIPPY_DRIVER=$$CLIPPY_DRIVER
 
 .PHONY: all setup kernel module tests run check check-c compare bench fuzz lint \
-	rustfmt rustfmtcheck clippy checkpatch patches clean distclean
+	rustfmt rustfmtcheck clippy checkpatch patches intree check-patches clean distclean
 
 all: module
 
@@ -55,8 +62,8 @@ run: module tests
 # they take. The reference boots of the plan set their own timeouts.
 CHECK_TIMEOUT := --timeout $(if $(filter 1,$(DEBUG)),3600,2400)
 
-check: module tests lint
-	@scripts/run-vm.sh --plan scripts/plans/check --kdir $(KDIR) $(CHECK_TIMEOUT)
+check: module tests lint intree
+	@scripts/run-vm.sh --plan scripts/plans/check --kdir $(KDIR) $(CHECK_TIMEOUT) $(INTREE_VM)
 
 check-c: kernel tests
 	@scripts/run-vm.sh --plan scripts/plans/reference --kdir $(KDIR)
@@ -97,8 +104,19 @@ checkpatch:
 # The series against the extracted linux-source-7.3 (scripts/mkpatches.sh,
 # patches/series/README): no kernel build; fails on a checkpatch --strict
 # report patches/series/checkpatch-exceptions does not list.
-patches:
+patches: setup
 	@scripts/mkpatches.sh $(BUILD)/patches
+
+# The series applied with git am to a clean copy of the pristine tree and
+# built there with CONFIG_TEST_HMM_RUST=m, with its kselftests
+# (scripts/check-patches.sh); only what changed since the last build is
+# rebuilt. check-patches boots it and runs the plan's in-tree boot alone.
+intree: patches
+	@scripts/check-patches.sh
+
+check-patches: patches
+	@scripts/check-patches.sh $(if $(filter 1,$(FULL)),--full)
+	@scripts/run-vm.sh --plan scripts/plans/check --boot intree $(INTREE_VM)
 
 clean:
 	@+$(KMAKE) clean 2>/dev/null || true

@@ -43,13 +43,23 @@
 # --env NAME=VALUE (repeatable): exported to every suite of the guest
 # (through /env), e.g. a test's budget from make's command line.
 #
+# "boot NAME kernel=K" boots another kernel, given as --kernel K=KDIR with
+# its tests as --tests K=DIR: make check's in-tree boot (kernel=intree,
+# scripts/check-patches.sh) boots the kernel the patch series builds, loads
+# rust_test_hmm and test_hmm from that build (KDIR/lib/test_hmm_rs/,
+# KDIR/lib/) and runs the tests built from that tree. Other boots use
+# --kdir, build/tests and the out-of-tree rust_test_hmm.ko.
+# --boot NAME runs that boot of the plan alone (no host suites).
+#
 # Usage: run-vm.sh --plan FILE [--kdir DIR] [--timeout SECONDS] [--kvm]
 #                  [--icount] [--smp N] [--env NAME=VALUE]...
+#                  [--kernel K=KDIR]... [--tests K=DIR]... [--boot NAME]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-PLAN='' KDIR='' TIMEOUT=${HMM_RS_TIMEOUT:-600} KVM=0 ICOUNT=0 SMP=2
+PLAN='' KDIR='' TIMEOUT=${HMM_RS_TIMEOUT:-600} KVM=0 ICOUNT=0 SMP=2 ONLY=''
 GUEST_ENV=()
+declare -A KERNELS=() KTESTS=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--plan) PLAN=$2; shift ;;
@@ -58,6 +68,12 @@ while [ $# -gt 0 ]; do
 	--kvm) KVM=1 ;;
 	--icount) ICOUNT=1 SMP=1 ;;
 	--smp) SMP=$2; shift ;;
+	--kernel|--tests)
+		[[ "$2" =~ ^[a-z][a-z0-9-]*=/ ]] ||
+			die "run-vm: $1 wants NAME=/absolute/path, not '$2'"
+		if [ "$1" = --kernel ]; then KERNELS[${2%%=*}]=${2#*=}; else KTESTS[${2%%=*}]=${2#*=}; fi
+		shift ;;
+	--boot) ONLY=$2; shift ;;
 	--env)
 		[[ "$2" =~ ^[A-Z][A-Z0-9_]*=[A-Za-z0-9_.,:/+-]*$ ]] ||
 			die "run-vm: --env wants NAME=VALUE (plain characters), not '$2'"
@@ -68,8 +84,6 @@ while [ $# -gt 0 ]; do
 done
 [ -f "$PLAN" ] || die "run-vm: no plan file '$PLAN'"
 KDIR=${KDIR:-$(DEBUG=${DEBUG:-0} "$HMM_RS_ROOT/scripts/build-kernel.sh" --print-kdir)}
-BZIMAGE=$KDIR/arch/x86/boot/bzImage
-[ -f "$BZIMAGE" ] || die "run-vm: no kernel at $BZIMAGE (make kernel)"
 
 BUILD=$HMM_RS_ROOT/build
 TESTS=$BUILD/tests
@@ -100,18 +114,30 @@ KAPPEND="$KAPPEND watchdog_thresh=30"
 # in 2 of 3 debug runs under host load.
 [ "${DEBUG:-0}" = 1 ] && KAPPEND="$KAPPEND no5lvl"
 
+# kdir_of KERNEL: the build directory of a boot's kernel.
+kdir_of() {
+	if [ -n "$1" ]; then echo "${KERNELS[$1]}"; else echo "$KDIR"; fi
+}
+
+# module_path MODULE KERNEL: the module for a boot of that kernel ('' is
+# --kdir's, with this tree's rust_test_hmm).
 module_path() {
-	case "$1" in
-	rust_test_hmm) echo "$HMM_RS_ROOT/rust_test_hmm.ko" ;;
-	test_hmm) echo "$KDIR/lib/test_hmm.ko" ;;
+	local kdir
+	kdir=$(kdir_of "$2")
+	case "$1:$2" in
+	rust_test_hmm:) echo "$HMM_RS_ROOT/rust_test_hmm.ko" ;;
+	rust_test_hmm:*) echo "$kdir/lib/test_hmm_rs/rust_test_hmm.ko" ;;
+	test_hmm:*) echo "$kdir/lib/test_hmm.ko" ;;
 	*) die "run-vm: unknown module $1" ;;
 	esac
 }
 
-# mkinitramfs DIR PLANLINES: a busybox initramfs with the tests, the
-# modules the plan names and the plan itself.
+# mkinitramfs DIR PLANLINES TIMEOUT KERNEL: a busybox initramfs with the
+# tests, the modules the plan names and the plan itself.
 mkinitramfs() {
-	local dir=$1 plan=$2 timeout=$3 root=$1/root
+	local dir=$1 plan=$2 timeout=$3 kernel=$4 root=$1/root
+	local tests=$TESTS
+	[ -z "$kernel" ] || tests=${KTESTS[$kernel]}
 	mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,lib/modules,tests}
 	cp "$BUSYBOX" "$root/bin/busybox"
 	for app in $("$BUSYBOX" --list | grep -vx busybox); do
@@ -124,30 +150,46 @@ mkinitramfs() {
 	for e in "${GUEST_ENV[@]}"; do
 		echo "export $e" >>"$root/env"
 	done
-	cp -r "$TESTS"/. "$root/tests/"
-	local mod
+	cp -r "$tests"/. "$root/tests/"
+	local mod path
 	for mod in $(cut -d'|' -f2 "$plan" | sort -u); do
 		[ -n "$mod" ] || continue
-		cp "$(module_path "$mod")" "$root/lib/modules/$mod.ko"
+		path=$(module_path "$mod" "$kernel")
+		[ -f "$path" ] || die "run-vm: no $path for boot '$(basename "$dir")'"
+		cp "$path" "$root/lib/modules/$mod.ko"
 	done
 	(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$dir/initramfs.cpio.gz"
 }
 
-# Split the plan into boots and host suites.
+# Split the plan into boots and host suites (with --boot, that boot alone,
+# and the plan the verdict reads is cut to it).
 boots=() hosts=()
-declare -A boot_timeout=()
-cur=
+declare -A boot_timeout=() boot_kernel=()
+cur= skip=0
+if [ -n "$ONLY" ]; then
+	grep -qE "^boot $ONLY( |\$)" "$PLAN" || die "run-vm: no boot '$ONLY' in $PLAN"
+	awk -v b="$ONLY" '$1 == "host" { next } $1 == "boot" { on = ($2 == b) } $1 == "expect-skip" || on' \
+		"$PLAN" >"$VMDIR/plan"
+	PLAN=$VMDIR/plan
+fi
 while IFS= read -r line; do
 	case "$line" in
 	''|'#'*|"expect-skip "*) continue ;;
 	"host "*) hosts+=("${line#host }"); continue ;;
 	"boot "*)
-		read -r _ cur opt <<<"$line"
-		case "$opt" in
-		'') boot_timeout[$cur]=$TIMEOUT ;;
-		timeout=[0-9]*) boot_timeout[$cur]=${opt#timeout=} ;;
-		*) die "run-vm: bad boot line in $PLAN: $line" ;;
-		esac
+		read -r _ cur opts <<<"$line"
+		boot_timeout[$cur]=$TIMEOUT boot_kernel[$cur]=
+		for opt in $opts; do
+			case "$opt" in
+			timeout=[0-9]*) boot_timeout[$cur]=${opt#timeout=} ;;
+			kernel=?*)
+				k=${opt#kernel=}
+				[ -n "${KERNELS[$k]:-}" ] && [ -n "${KTESTS[$k]:-}" ] ||
+					die "run-vm: boot '$cur' wants kernel '$k': give --kernel $k=KDIR --tests $k=DIR (make check does)"
+				boot_kernel[$cur]=$k ;;
+			*) die "run-vm: bad boot line in $PLAN: $line" ;;
+			esac
+		done
 		boots+=("$cur")
 		mkdir -p "$VMDIR/$cur"
 		: >"$VMDIR/$cur/plan" ;;
@@ -190,8 +232,10 @@ numa=(-object "memory-backend-ram,id=ram0,size=3G"
 
 for boot in "${boots[@]}"; do
 	dir=$VMDIR/$boot
-	btimeout=${boot_timeout[$boot]}
-	mkinitramfs "$dir" "$dir/plan" "$btimeout"
+	btimeout=${boot_timeout[$boot]} kernel=${boot_kernel[$boot]}
+	bzimage=$(kdir_of "$kernel")/arch/x86/boot/bzImage
+	[ -f "$bzimage" ] || die "run-vm: no kernel at $bzimage (make kernel)"
+	mkinitramfs "$dir" "$dir/plan" "$btimeout" "$kernel"
 	log "vm: boot '$boot' ($(grep -c . "$dir/plan") suite(s), timeout ${btimeout}s)"
 	console=$LOGS/$boot.console.log user=$LOGS/$boot.log
 	echo "# hmm-rs: boot $boot" >"$console"
@@ -205,7 +249,7 @@ for boot in "${boots[@]}"; do
 		-smp "$SMP" -m "$MEM" "${numa[@]}" \
 		-display none -monitor none -serial stdio \
 		-chardev "file,id=ttyS1,path=$user" -serial chardev:ttyS1 \
-		-no-reboot -kernel "$BZIMAGE" -initrd "$dir/initramfs.cpio.gz" \
+		-no-reboot -kernel "$bzimage" -initrd "$dir/initramfs.cpio.gz" \
 		-append "$KAPPEND" </dev/null 2>&1 | sed -u 's/\r$//' | tee -a "$console"
 	rc=${PIPESTATUS[0]}
 	set -e
