@@ -27,10 +27,9 @@ BUILD := $(ROOT)/build
 ENV = source $(ROOT)/scripts/lib.sh &&
 
 KDIR ?= $(shell $(ENV) DEBUG=$(DEBUG) scripts/build-kernel.sh --print-kdir)
-# The in-tree build of the series (scripts/check-patches.sh) and its tests,
-# for the plans' "boot intree kernel=intree".
-INTREE ?= $(shell $(ENV) DEBUG=$(DEBUG) scripts/check-patches.sh --print-kdir)
-INTREE_VM = --kernel intree=$(INTREE) --tests intree=$(INTREE)/kselftest-install/hmm-rs
+# The in-tree build of the series and its tests, as scripts/check-patches.sh
+# leaves them, for the plans' "boot intree kernel=intree".
+INTREE_VM = --kernel intree=$(BUILD)/intree --tests intree=$(BUILD)/intree/tests
 KMAKE = $(ENV) $(MAKE) -C $(KDIR) M=$(ROOT) LLVM=1 RUSTC=$$RUSTC \
 	RUSTDOC=$$RUSTDOC BINDGEN=$$BINDGEN CLIPPY_DRIVER=$$CLIPPY_DRIVER
 
@@ -116,12 +115,14 @@ intree: patches
 
 check-patches: patches
 	@scripts/check-patches.sh $(if $(filter 1,$(FULL)),--full)
-	@scripts/run-vm.sh --plan scripts/plans/check --boot intree $(INTREE_VM)
+	@scripts/run-vm.sh --plan scripts/plans/check --boot intree $(INTREE_VM) $(CHECK_TIMEOUT)
 
 clean:
 	@+$(KMAKE) clean 2>/dev/null || true
 	rm -rf $(BUILD)
 
-# Also drops the cached kernel builds (not the extracted source or bindgen).
+# Also drops the cached kernel builds, in-tree ones included (not the
+# extracted source, bindgen or the pristine tree's repository).
 distclean: clean
-	$(ENV) rm -rf $$HMM_RS_CACHE/build
+	$(ENV) rm -rf $$HMM_RS_CACHE/build $$HMM_RS_CACHE/intree
+	$(ENV) git --git-dir=$$HMM_RS_CACHE/git-$$HMM_RS_KVER worktree prune 2>/dev/null || true

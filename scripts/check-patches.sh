@@ -33,9 +33,14 @@
 # Besides the kernel: `make rustdoc` (warnings in the series' files fail),
 # the kselftests (make -C tools/testing/selftests TARGETS=hmm-rs install)
 # and hmm-tests (the mm selftests' Makefile), static, into
-# KDIR/kselftest-install/.
+# KDIR/kselftest-install/, rebuilt from scratch when the tree changed.
 #
-# Usage: check-patches.sh [--full] [--print-kdir | --print-tests]
+# What the boot needs (bzImage, the two modules, the tests) is copied to
+# build/intree/ of this tree before the lock is released: the boot of
+# scripts/plans/check's "boot intree kernel=intree" reads it from there
+# (run-vm.sh --kernel intree=build/intree --tests intree=build/intree/tests).
+#
+# Usage: check-patches.sh [--full] [--print-kdir]
 #        (DEBUG=1: on top of the debug kernel's config)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -45,7 +50,6 @@ DEBUG=${DEBUG:-0}
 FULL=0
 case "${1:-}" in
 --print-kdir) intree_dir "$DEBUG"; exit 0 ;;
---print-tests) echo "$(intree_dir "$DEBUG")/kselftest-install/hmm-rs"; exit 0 ;;
 --full) FULL=1 ;;
 '') ;;
 *) die "check-patches: unknown argument $1" ;;
@@ -56,6 +60,7 @@ KGIT=$HMM_RS_CACHE/git-$HMM_RS_KVER
 WT=$HMM_RS_CACHE/intree/linux
 O=$(intree_dir "$DEBUG")
 TESTS=$O/kselftest-install
+OUT=$HMM_RS_ROOT/build/intree
 T0=$SECONDS
 
 mapfile -t PATCHES < <(ls "$PATCHDIR"/[0-9][0-9][0-9][0-9]-*.patch 2>/dev/null |
@@ -88,8 +93,10 @@ apply() {
 	fi
 	wt am --abort >/dev/null 2>&1 || true
 	wt checkout -q -f --detach "$BASE"
-	wt clean -q -f -d -x
-	wt am -q "${PATCHES[@]:0:$1}" ||
+	wt clean -q -ffdx
+	# As mailed: whatever the user's git config says about am.
+	wt -c am.threeWay=false -c apply.whitespace=nowarn -c commit.gpgSign=false \
+		-c core.hooksPath=/dev/null am -q --no-3way "${PATCHES[@]:0:$1}" ||
 		die "check-patches: git am failed on the pristine tree (above)"
 }
 
@@ -97,14 +104,15 @@ apply() {
 # DIR's last good build compiled get their old mtime back.
 OLD_MTIME="@$(git --git-dir="$KGIT" log -1 --format=%ct "$BASE")"
 restore_mtimes() {
-	local stamp=$1/.hmm-rs-built-tree built n=0 f
+	local stamp=$1/.hmm-rs-built-tree built n=0 f now then
 	[ -f "$stamp" ] || return 0
 	built=$(cat "$stamp")
 	git --git-dir="$KGIT" cat-file -e "$built^{tree}" 2>/dev/null || return 0
 	while IFS= read -r f; do
 		[ -f "$WT/$f" ] || continue
-		[ "$(wt rev-parse -q --verify "HEAD:$f")" = \
-			"$(git --git-dir="$KGIT" rev-parse -q --verify "$built:$f" 2>/dev/null)" ] || continue
+		now=$(wt rev-parse -q --verify "HEAD:$f" || true)
+		then=$(git --git-dir="$KGIT" rev-parse -q --verify "$built:$f" 2>/dev/null || true)
+		[ -n "$now" ] && [ "$now" = "$then" ] || continue
 		touch -h -d "$OLD_MTIME" "$WT/$f"
 		n=$((n + 1))
 	done < <(wt diff --name-only "$BASE" HEAD)
@@ -113,30 +121,37 @@ restore_mtimes() {
 
 KMAKE=(make -C "$WT" LLVM=1 RUSTC="$RUSTC" RUSTDOC="$RUSTDOC" BINDGEN="$BINDGEN")
 
+# has_driver: whether the worktree has the patch that adds TEST_HMM_RUST.
+has_driver() { grep -q '^config TEST_HMM_RUST$' "$WT/lib/Kconfig.debug"; }
+
 # configure DIR [FRAGMENT...]: tinyconfig, then the fragments (default:
-# the kernel's and intree.config), checked to be in .config.
+# the kernel's and intree.config), checked to be in .config (the driver's
+# option once the tree has it) after every call.
 configure() {
 	local o=$1 frags intree=$HMM_RS_ROOT/scripts/config/intree.config
 	shift
 	frags="${*:-$(kfrags "$DEBUG") $intree}"
 	if [ -f "$o/.config" ]; then
 		# A bisection step gets CONFIG_TEST_HMM_RUST once its Kconfig is in.
-		if grep -q '^config TEST_HMM_RUST$' "$WT/lib/Kconfig.debug" &&
-		   ! grep -q '^CONFIG_TEST_HMM_RUST=' "$o/.config"; then
+		if [ $# = 0 ] && has_driver && ! grep -q '^CONFIG_TEST_HMM_RUST=' "$o/.config"; then
 			grep '^CONFIG_' "$intree" >>"$o/.config"
 			"${KMAKE[@]}" O="$o" -s olddefconfig
 		fi
-		return 0
+	else
+		mkdir -p "$o"
+		"${KMAKE[@]}" O="$o" -s tinyconfig
+		# shellcheck disable=SC2086
+		cat $frags >>"$o/.config"
+		"${KMAKE[@]}" O="$o" -s olddefconfig 2> >(grep -v 'override: reassigning' >&2)
 	fi
-	mkdir -p "$o"
-	"${KMAKE[@]}" O="$o" -s tinyconfig
-	# shellcheck disable=SC2086
-	cat $frags >>"$o/.config"
-	"${KMAKE[@]}" O="$o" -s olddefconfig 2> >(grep -v 'override: reassigning' >&2)
 	# A bisection step before the patch that adds TEST_HMM_RUST lacks it.
-	grep -q '^config TEST_HMM_RUST$' "$WT/lib/Kconfig.debug" || return 0
-	# shellcheck disable=SC2086
-	verify_config "$o/.config" $frags || { rm -f "$o/.config"; die "check-patches: config (above)"; }
+	if [ $# = 0 ] && ! has_driver; then
+		# shellcheck disable=SC2046
+		verify_config "$o/.config" $(kfrags "$DEBUG") || die "check-patches: config (above)"
+	else
+		# shellcheck disable=SC2086
+		verify_config "$o/.config" $frags || die "check-patches: config (above)"
+	fi
 }
 
 # build DIR WHAT: the kernel (WHAT: bzImage and modules) with no compiler
@@ -150,27 +165,62 @@ build() {
 		log "check-patches: $what: this tree is built already ($o)"
 		return 0
 	fi
-	rm -f "$o/.hmm-rs-built-tree"
+	rm -f "$o/.hmm-rs-built-tree" "$o/.hmm-rs-tests-tree"
+	# A module the build no longer makes must not be booted from before.
+	rm -f "$o"/lib/test_hmm_rs/*.ko
 	log "check-patches: $what: building in $o with $(nproc) jobs"
 	if ! "${KMAKE[@]}" O="$o" -j"$(nproc)" bzImage modules >"$o/.hmm-rs-build.log" 2>&1; then
-		grep -E -A12 'warning:|error(:|\[)' "$o/.hmm-rs-build.log" | head -60 >&2
+		{ grep -E -A12 'warning:|error(:|\[)' "$o/.hmm-rs-build.log" || tail -20 "$o/.hmm-rs-build.log"; } |
+			head -60 >&2 || true
 		die "check-patches: $what: the build failed (log: $o/.hmm-rs-build.log)"
 	fi
 	check_warnings "$o/.hmm-rs-build.log" "$what"
+	if grep -q '^CONFIG_TEST_HMM_RUST=m' "$o/.config"; then
+		grep -qx 'lib/test_hmm_rs/rust_test_hmm.o' "$o/modules.order" &&
+			[ -f "$o/lib/test_hmm_rs/rust_test_hmm.ko" ] ||
+			die "check-patches: $what: CONFIG_TEST_HMM_RUST=m built no lib/test_hmm_rs/rust_test_hmm.ko"
+	fi
 	echo "$tree" >"$o/.hmm-rs-built-tree"
 	log "check-patches: $what: built in $((SECONDS - start)) s"
 }
 
-# check_warnings LOG WHAT: a warning in a file the series adds or changes
-# fails the step.
+# check_warnings LOG WHAT: a warning that names a file the series adds or
+# changes fails the step: "path:line:col: warning:" (C), "warning: ..."
+# then " --> path:line:col" (Rust, rustdoc), "path.o: warning: objtool:",
+# "WARNING: modpost: ... path.o", "path/Kconfig:N:warning:"; paths absolute
+# or relative, an object file standing for its source.
 check_warnings() {
-	local bad
-	# C: "path:line:col: warning:"; Rust: "warning: ..." then " --> path:line:col".
-	bad=$( (grep -E -A3 'warning:|error(:|\[)' "$1" || true) | grep -oE '[a-zA-Z0-9_./-]+\.(c|h|rs):[0-9]+' |
-		sed 's/:[0-9]*$//' | sort -u | awk -v files="$(wt diff --name-only "$BASE" HEAD)" '
-		BEGIN { n = split(files, f, "\n") }
-		{ for (i = 1; i <= n; i++) if ($0 == f[i] || substr($0, length($0) - length(f[i])) == "/" f[i]) { print; next } }' || true)
-	[ -z "$bad" ] || die "check-patches: $2: warnings in the series' files: $(echo $bad) (log: $1)"
+	local files
+	files=$(wt diff --name-only "$BASE" HEAD) && [ -n "$files" ] ||
+		die "check-patches: $2: cannot list the series' files"
+	FILES=$files WT=$WT python3 - "$1" "$2" <<'PY' || die "check-patches: $2: warnings in the series' files (above; log: $1)"
+import os, re, sys
+log, what = sys.argv[1], sys.argv[2]
+files = set(os.environ["FILES"].split("\n"))
+stems = {os.path.splitext(f)[0]: f for f in files}
+wt = os.environ["WT"].rstrip("/") + "/"
+lines = open(log, errors="replace").read().split("\n")
+path = re.compile(r"[A-Za-z0-9_./+-]+")
+bad = set()
+for i, line in enumerate(lines):
+    if not re.search(r"warning|error", line, re.I):
+        continue
+    # The line itself, and the " --> path" under a Rust diagnostic.
+    ctxs = [line] + [l for l in lines[i + 1:i + 4] if re.match(r"\s*--> ", l)][:1]
+    for ctx in ctxs:
+        for p in path.findall(ctx):
+            p = p.split(":")[0]
+            if p.startswith(wt):
+                p = p[len(wt):]
+            while p.startswith(("./", "../")):
+                p = p.split("/", 1)[1]
+            stem, ext = os.path.splitext(p)
+            if p in files or p in stems or (ext in (".o", ".ko") and stem in stems):
+                bad.add(p)
+for p in sorted(bad):
+    print(f"[hmm-rs] check-patches: {what}: a warning names {p}", file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
 }
 
 if [ "$FULL" = 1 ]; then
@@ -193,8 +243,10 @@ if [ "$FULL" = 1 ]; then
 	# The whole series with the mm options off (intree-off.config): every
 	# #[cfg] and #ifdef gate compiled out.
 	start=$SECONDS
-	configure "$O-off" "$HMM_RS_ROOT/scripts/config/intree-off.config"
-	build "$O-off" "the series with the mm options off"
+	OFFCFG=$HMM_RS_ROOT/scripts/config/intree-off.config
+	OFF=$O-off-$(sha256sum "$OFFCFG" | cut -c1-12)
+	configure "$OFF" "$OFFCFG"
+	build "$OFF" "the series with the mm options off"
 	times+=("$(printf '      %5d s  %s' $((SECONDS - start)) "the series, mm options off (intree-off.config)")")
 	log "check-patches: FULL=1: every patch builds on its own:"
 	printf '[hmm-rs]   %s\n' "${times[@]}" >&2
@@ -215,16 +267,29 @@ if [ ! -f "$O/.hmm-rs-rustdoc-tree" ] || [ "$(cat "$O/.hmm-rs-rustdoc-tree")" !=
 fi
 
 # The tests, built from the tree the kselftest way (static: the guest has
-# no libc).
-log "check-patches: kselftests: make -C tools/testing/selftests TARGETS=hmm-rs install"
-rm -rf "$TESTS"
-"${KMAKE[@]}" O="$O" -s headers
-SMAKE=(make -C "$WT/tools/testing/selftests" O="$O" CC="gcc -static")
-"${SMAKE[@]}" -s TARGETS=hmm-rs FORCE_TARGETS=1 INSTALL_PATH="$TESTS" install >/dev/null ||
-	die "check-patches: the hmm-rs kselftests do not build"
-mkdir -p "$O/kselftest/mm"
-make -C "$WT/tools/testing/selftests/mm" O="$O" CC="gcc -static" -s \
-	OUTPUT="$O/kselftest/mm" "$O/kselftest/mm/hmm-tests" >/dev/null ||
-	die "check-patches: hmm-tests does not build"
-cp "$O/kselftest/mm/hmm-tests" "$TESTS/hmm-rs/"
-log "check-patches: the series is built and its tests are in $TESTS/hmm-rs ($((SECONDS - T0)) s)"
+# no libc), from scratch whenever the tree changed.
+if [ "$(cat "$O/.hmm-rs-tests-tree" 2>/dev/null)" != "$(cat "$O/.hmm-rs-built-tree")" ] ||
+   [ ! -x "$TESTS/hmm-rs/hmm-tests" ]; then
+	log "check-patches: kselftests: make -C tools/testing/selftests TARGETS=hmm-rs install"
+	rm -rf "$TESTS" "$O/kselftest" "$O/.hmm-rs-tests-tree"
+	"${KMAKE[@]}" O="$O" -s headers
+	make -C "$WT/tools/testing/selftests" O="$O" CC="gcc -static" -s TARGETS=hmm-rs \
+		FORCE_TARGETS=1 INSTALL_PATH="$TESTS" install >/dev/null ||
+		die "check-patches: the hmm-rs kselftests do not build"
+	mkdir -p "$O/kselftest/mm"
+	make -C "$WT/tools/testing/selftests/mm" O="$O" CC="gcc -static" -s \
+		OUTPUT="$O/kselftest/mm" "$O/kselftest/mm/hmm-tests" >/dev/null ||
+		die "check-patches: hmm-tests does not build"
+	cp "$O/kselftest/mm/hmm-tests" "$TESTS/hmm-rs/"
+	cp "$O/.hmm-rs-built-tree" "$O/.hmm-rs-tests-tree"
+fi
+
+# What the boot uses, copied out while the lock is held: another clone's
+# run may rebuild $O while this one's guest runs.
+rm -rf "$OUT"
+mkdir -p "$OUT/arch/x86/boot" "$OUT/lib/test_hmm_rs"
+cp "$O/arch/x86/boot/bzImage" "$OUT/arch/x86/boot/"
+cp "$O/lib/test_hmm_rs/rust_test_hmm.ko" "$OUT/lib/test_hmm_rs/"
+cp "$O/lib/test_hmm.ko" "$OUT/lib/"
+cp -r "$TESTS/hmm-rs" "$OUT/tests"
+log "check-patches: the series is built; kernel, modules and tests in $OUT ($((SECONDS - T0)) s)"
