@@ -65,8 +65,9 @@ T0=$SECONDS
 
 # This repository, whatever GIT_* the caller has set.
 hgit() { env -u GIT_DIR -u GIT_INDEX_FILE -u GIT_WORK_TREE git -C "$R" "$@"; }
-NAME=$(hgit config user.name) || die "no git user.name in $R"
-EMAIL=$(hgit config user.email) || die "no git user.email in $R"
+# The git identity, else (a CI checkout has none) the last commit's author.
+NAME=$(hgit config user.name || hgit log -1 --format=%an) || die "no git identity in $R"
+EMAIL=$(hgit config user.email || hgit log -1 --format=%ae) || die "no git identity in $R"
 ME="$NAME <$EMAIL>"
 DESCRIBE=$(hgit describe --always --dirty)
 # Every date in the series is the date of this repository's last commit:
