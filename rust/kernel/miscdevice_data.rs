@@ -24,7 +24,8 @@ use kernel::{
 ///
 /// Like [`MiscDevice`], a `#[vtable]` trait: the attribute on the `impl` sets `OwnerModule` to the
 /// implementing crate's module, which becomes the owner of the device's `file_operations`, so that
-/// the module cannot be unloaded while one of its files is open.
+/// the module cannot be unloaded while one of its files is open. Every implementation therefore
+/// needs `#[vtable]` too.
 #[vtable]
 pub trait MiscDeviceWithData: Sized + 'static {
     /// The data attached to each registration of this device type.
