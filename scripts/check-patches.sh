@@ -40,7 +40,7 @@
 # scripts/plans/check's "boot intree kernel=intree" reads it from there
 # (run-vm.sh --kernel intree=build/intree --tests intree=build/intree/tests).
 #
-# Usage: check-patches.sh [--full] [--print-kdir]
+# Usage: check-patches.sh [--full]
 #        (DEBUG=1: on top of the debug kernel's config)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -49,7 +49,6 @@ export LC_ALL=C
 DEBUG=${DEBUG:-0}
 FULL=0
 case "${1:-}" in
---print-kdir) intree_dir "$DEBUG"; exit 0 ;;
 --full) FULL=1 ;;
 '') ;;
 *) die "check-patches: unknown argument $1" ;;
