@@ -9,6 +9,7 @@
 #   make check-c    the C reference test_hmm alone, every hmm-tests case
 #   make compare    C test_hmm and rust_test_hmm on every hmm-tests case, side by side
 #   make bench      speed of rust_test_hmm against test_hmm, exact (QEMU -icount)
+#                   (PROFILE=1: where the time goes, on a profiling kernel)
 #   make fuzz SECS=3600  the ioctl fuzzer alone for that long (SEED=N: replay)
 #   make lint       rustfmt, clippy and checkpatch on the module
 #   make patches    the kernel patch series, from this tree, into build/patches/
@@ -21,12 +22,15 @@
 
 DEBUG ?= 0
 export DEBUG
+# PROFILE=1: the kernel of scripts/config/profile.config (make bench).
+PROFILE ?= 0
+export PROFILE
 SHELL := /bin/bash
 ROOT := $(CURDIR)
 BUILD := $(ROOT)/build
 ENV = source $(ROOT)/scripts/lib.sh &&
 
-KDIR ?= $(shell $(ENV) DEBUG=$(DEBUG) scripts/build-kernel.sh --print-kdir)
+KDIR ?= $(shell $(ENV) DEBUG=$(DEBUG) PROFILE=$(PROFILE) scripts/build-kernel.sh --print-kdir)
 # The in-tree build of the series and its tests, as scripts/check-patches.sh
 # leaves them, for the plans' "boot intree kernel=intree".
 INTREE_VM = --kernel intree=$(BUILD)/intree --tests intree=$(BUILD)/intree/tests
@@ -70,8 +74,11 @@ check-c: kernel tests
 compare: module tests
 	@scripts/run-vm.sh --plan scripts/plans/compare --kdir $(KDIR)
 
+# About 15 minutes (1 GiB operations under TCG); PROFILE=1 about 10, and a
+# kernel build of its own the first time.
 bench: module tests
-	@scripts/run-vm.sh --icount --plan scripts/plans/bench --kdir $(KDIR)
+	@scripts/run-vm.sh --icount --kdir $(KDIR) \
+		--plan scripts/plans/$(if $(filter 1,$(PROFILE)),profile,bench)
 
 # The fuzzer for SECS seconds, no call limit (make check runs 100000
 # calls); the boot gets 5 minutes more. SEED=N replays a seed's operations.

@@ -26,10 +26,11 @@ log() { printf '[hmm-rs] %s\n' "$*" >&2; }
 die() { printf '[hmm-rs] error: %s\n' "$*" >&2; exit 1; }
 
 # kbuild_dir [debug]: the O= directory of the kernel build for the current
-# source, toolchain and config fragments.
+# source, toolchain and config fragments (PROFILE=1 in the environment: the
+# profiling kernel of make bench PROFILE=1, kfrags).
 kbuild_dir() {
-	local debug=${1:-0} frags="$HMM_RS_ROOT/scripts/config/hmm-rs.config"
-	[ "$debug" = 1 ] && frags="$frags $HMM_RS_ROOT/scripts/config/debug.config"
+	local debug=${1:-0} frags
+	frags=$(kfrags "$debug")
 	local pkgver key
 	pkgver=$(dpkg-query -W -f='${Version}' "linux-source-$HMM_RS_KVER" 2>/dev/null || echo none)
 	key=$( { cat $frags; echo "$pkgver"; "$RUSTC" --version 2>/dev/null;
@@ -37,6 +38,7 @@ kbuild_dir() {
 		sha256sum | cut -c1-12)
 	local flavour=base
 	[ "$debug" = 1 ] && flavour=debug
+	[ "${PROFILE:-0}" = 1 ] && flavour=$flavour-profile
 	echo "$HMM_RS_CACHE/build/$pkgver-$flavour-$key"
 }
 
@@ -82,9 +84,11 @@ verify_config() {
 	[ "$missing" = 0 ] || { log "kernel config: $missing option(s) of the fragments did not end up in $config (unmet dependencies?)"; return 1; }
 }
 
-# kfrags [debug]: the config fragments, in the order they are applied.
+# kfrags [debug]: the config fragments, in the order they are applied
+# (PROFILE=1 in the environment adds profile.config).
 kfrags() {
 	echo "$HMM_RS_ROOT/scripts/config/hmm-rs.config"
 	[ "${1:-0}" = 1 ] && echo "$HMM_RS_ROOT/scripts/config/debug.config"
+	[ "${PROFILE:-0}" = 1 ] && echo "$HMM_RS_ROOT/scripts/config/profile.config"
 	return 0
 }

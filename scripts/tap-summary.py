@@ -23,8 +23,12 @@ suites run against both modules ("c:NAME" and "rust:NAME"), every kernel
 splat with the suite it happened in, and last the line "N passed,
 N failed, N skipped". With --bench, also a table per benchmark the suites
 printed figures for (hmm_rs_bench's "# bench:" lines, hmm-tests
-benchmark_thp_migration's tables): C and Rust time per operation, Rust/C
-and its geometric mean.
+benchmark_thp_migration's tables): per operation and size the median C
+and Rust time over the rounds (suites) that printed it, the spread of
+each driver's rounds, Rust/C and its geometric mean, and each driver's
+throughput as a fraction of the guest's memcpy() of the same size; and,
+given "# profile:" lines (make bench PROFILE=1), the functions of most
+time per operation, C and Rust side by side.
 
 A suite also counts as one failure when its module does not load or
 unload, when it exits non-zero without a failed case to show for it, when
@@ -117,8 +121,13 @@ RANK = ["pass", "skip", "fail"]
 # frame in its module, its panics) or that cannot be told apart from it.
 OURS = re.compile(r"\[rust_test_hmm\]|rust_kernel:|Bad page state|"
                   r"Bad rss-counter")
-# hmm_rs_bench: "# bench: op=NAME ns=N iters=N", ns per operation.
-BENCH = re.compile(r"^# bench: op=(\S+) ns=(\d+) iters=(\d+)")
+# hmm_rs_bench: "# bench: op=NAME size=BYTES ns=N iters=N", ns per
+# operation of BYTES (size= is left out by older versions).
+BENCH = re.compile(r"^# bench: op=(\S+)(?: size=(\d+))? ns=(\d+) iters=(\d+)")
+# Its profile mode: "# profile: op=NAME size=BYTES", then a line of the
+# ftrace function profiler: "  func  hits    T us    A us    S us".
+PROFILE = re.compile(r"^# profile: op=(\S+) size=(\d+)\s+(\S+)\s+(\d+)"
+                     r"\s+([\d.]+) us")
 # The kselftest harness starts a case: "#  RUN           fixture.variant.test ..."
 RUN = re.compile(r"^#\s+RUN\s+(\S+)")
 # hmm-tests benchmark_thp_migration: "=== Two THP Size (4.0 MB) ===", then
@@ -140,7 +149,8 @@ class Suite:
         self.cases = {}  # case -> "pass" | "fail" | "skip"
         self.errors = []
         self.splats = []
-        self.bench = {}  # (table, op) -> ns per operation
+        self.bench = {}  # (table, op, size) -> ns per operation
+        self.profile = {}  # (op, size) -> [(function, hits, us), ...]
         self.ended = False
         self.t_begin = None  # kernel log clock at the markers, seconds
         self.t_end = None
@@ -262,7 +272,13 @@ def parse(path, expect_skip=None):
             continue
         b = BENCH.match(line)
         if b:
-            cur.bench[("hmm_rs_bench", b.group(1))] = int(b.group(2))
+            size = int(b.group(2) or 0)
+            cur.bench[("hmm_rs_bench", b.group(1), size)] = int(b.group(3))
+            continue
+        b = PROFILE.match(line)
+        if b:
+            cur.profile.setdefault((b.group(1), int(b.group(2))), []).append(
+                (b.group(3), int(b.group(4)), float(b.group(5))))
             continue
         t = RUN.match(line)
         if t:
@@ -276,8 +292,9 @@ def parse(path, expect_skip=None):
         if t:
             way = "s2d" if t.group(1) == "Sys->Dev" else "d2s"
             for kind, ms in (("thp", t.group(2)), ("4k", t.group(3))):
-                op = f"{thp_size}MB.{way}.{kind}"
-                cur.bench[(running, op)] = round(float(ms) * 1e6)
+                op = f"{way}.{kind}"
+                size = round(float(thp_size) * (1 << 20))
+                cur.bench[(running, op, size)] = round(float(ms) * 1e6)
             continue
         p = TAP_PLAN.match(line)
         if p:
@@ -449,48 +466,129 @@ def compare(what, c, r):
     return (0, len(missing), 0), missing
 
 
-def mean(values):
-    return sum(values) / len(values) if values else None
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    if not n:
+        return None
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
 def ns_column(ns):
     return f"{ns:>12.0f}" if ns is not None else f"{'-':>12}"
 
 
+def size_name(size):
+    if not size:
+        return "-"
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift}{unit}"
+    return str(size)
+
+
+# Operations outside the geometric mean: different work in the two drivers
+# (test_hmm evicts its whole chunk on release), or no driver at all.
+APART = {"open_close": "different work: test_hmm evicts its chunk on release",
+         "memcpy": "no driver: the same in both boots, a check on drift"}
+
+
+def spread(values):
+    """How far apart one driver's rounds are: (max - min) / median."""
+    m = median(values)
+    return (max(values) - min(values)) / m if values and m else 0.0
+
+
 def bench_tables(suites):
-    """Per benchmark, one row per operation: the C and Rust time (each the
-    mean over the suites, the rounds, that printed it), Rust/C, and how far
-    apart one driver's rounds are; last the geometric mean of Rust/C."""
-    tables = {}  # table -> op -> impl -> [ns, ...]
+    """Per benchmark, one row per operation and size: the median C and
+    Rust time over the rounds (suites) that printed it, Rust/C, how far
+    apart each driver's rounds are, and each driver's throughput as a
+    fraction of memcpy() of the same size in the same boot; last the
+    geometric mean of Rust/C over the rows not in APART, and the rows
+    where Rust is slower."""
+    tables = {}  # table -> (op, size) -> impl -> [ns, ...]
     for s in suites:
-        for (table, op), ns in s.bench.items():
-            tables.setdefault(table, {}).setdefault(op, {}) \
+        for (table, op, size), ns in s.bench.items():
+            tables.setdefault(table, {}).setdefault((op, size), {}) \
                 .setdefault(s.impl, []).append(ns)
-    for table, ops in tables.items():
-        width = max([len(x) for x in ops] + [14])
-        print(f"#\n# bench: {table}, ns per operation "
+    for table, rows in tables.items():
+        copy = {size: median(by.get("c", []) + by.get("rust", []))
+                for (op, size), by in rows.items() if op == "memcpy"}
+        width = max([len(op) for op, _ in rows] + [14])
+        print(f"#\n# bench: {table}, median ns per operation "
               f"(Rust/C below 1: Rust faster)")
         if table != "hmm_rs_bench":
-            print("# (SIZE.s2d/d2s.thp/4k: one migration of SIZE to/from the "
+            print("# (s2d/d2s.thp/4k: one migration of SIZE to/from the "
                   "device, with/without MADV_HUGEPAGE)")
-        print(f"# {'op':<{width}} {'C ns':>12} {'Rust ns':>12} {'Rust/C':>7}"
-              f"  rounds C+Rust  spread")
-        logs = []
-        for op, by in ops.items():
+        if copy:
+            print("# (C/Rust of memcpy: memcpy() of the same size over the "
+                  "operation's time, both in the same boot)")
+        print(f"# {'op':<{width}} {'size':>5} {'C ns':>12} {'Rust ns':>12} "
+              f"{'Rust/C':>7}  rounds C+Rust  spread C/Rust"
+              + ("  C/Rust of memcpy" if copy else ""))
+        logs, slower, one = [], [], False
+        for (op, size), by in sorted(rows.items(),
+                                     key=lambda x: (x[0][0], x[0][1])):
             c, r = by.get("c", []), by.get("rust", [])
-            cm, rm = mean(c), mean(r)
+            cm, rm = median(c), median(r)
             ratio = "-"
             if cm and rm:
-                logs.append(math.log(rm / cm))
                 ratio = f"{rm / cm:.3f}"
-            spread = max([(max(v) - min(v)) / min(v) for v in (c, r)
-                          if v and min(v) > 0] + [0])
-            print(f"# {op:<{width}} {ns_column(cm)} {ns_column(rm)} "
-                  f"{ratio:>7}  {len(c):>8}+{len(r):<5} {spread * 100:5.1f}%")
+                if op not in APART:
+                    logs.append(math.log(rm / cm))
+                    if rm > cm:
+                        slower.append(f"{op} {size_name(size)} {rm / cm:.3f}")
+            if len(c) == 1 or len(r) == 1:
+                one = True
+            frac = ""
+            if copy.get(size) and op != "memcpy":
+                frac = "  " + "/".join(f"{copy[size] / x:.2f}" if x else "-"
+                                       for x in (cm, rm))
+            print(f"# {op:<{width}} {size_name(size):>5} {ns_column(cm)} "
+                  f"{ns_column(rm)} {ratio:>7}  {len(c):>8}+{len(r):<5} "
+                  f"{spread(c) * 100:5.1f}%/{spread(r) * 100:4.1f}%{frac}")
+        for op, why in APART.items():
+            if any(o == op for o, _ in rows):
+                print(f"# ({op} is not in the geometric mean: {why})")
+        if one:
+            print("# (rounds 1: that figure is from one round)")
         if logs:
             gm = math.exp(sum(logs) / len(logs))
-            print(f"# {'geometric mean':<{width}} {'':>12} {'':>12} "
-                  f"{gm:>7.3f}  ({len(logs)} ops)")
+            print(f"# {'geometric mean':<{width}} {'':>5} {'':>12} {'':>12} "
+                  f"{gm:>7.3f}  ({len(logs)} rows)")
+            print(f"# Rust slower than C in {len(slower)} of {len(logs)} "
+                  f"rows" + (": " + ", ".join(slower) if slower else ""))
+    profile_tables(suites)
+
+
+def profile_tables(suites, top=25):
+    """Per operation and size, the functions the profiler counted most
+    time in (ftrace's function profiler: the time includes the callees';
+    see scripts/config/profile.config), C and Rust side by side on the
+    same row for the same function: the profile of the first round of each
+    driver that has one. Rows: the functions of most time in either."""
+    prof = {}  # (op, size) -> impl -> {function: (hits, us)}
+    for s in suites:
+        for key, lines in s.profile.items():
+            prof.setdefault(key, {}).setdefault(
+                s.impl, {f: (h, us) for f, h, us in lines})
+    for (op, size), by in sorted(prof.items()):
+        c, r = by.get("c", {}), by.get("rust", {})
+        print(f"#\n# profile: {op} {size_name(size)}: hits and us (callees "
+              f"included) per function; Rust code has no ftrace hook and "
+              f"counts in its C caller")
+        print(f"# {'function':<30} {'C hits':>8} {'C us':>10} "
+              f"{'Rust hits':>9} {'Rust us':>10}")
+        names = sorted(set(c) | set(r),
+                       key=lambda f: -max(c.get(f, (0, 0))[1],
+                                          r.get(f, (0, 0))[1]))
+        for f in names[:top]:
+            cols = []
+            for side, w in ((c, 8), (r, 9)):
+                h, us = side.get(f, (None, None))
+                cols.append(f"{h if h is not None else '-':>{w}} "
+                            f"{us if us is not None else '-':>10}")
+            print(f"# {f[:30]:<30} {' '.join(cols)}")
 
 
 def read_plan(path):

@@ -408,23 +408,55 @@ def a_timeout_shows_qemu_exit_and_console_tail():
 
 @case
 def bench_figures_make_tables():
-    bench = "# bench: op=read ns={} iters=10\n# bench: op=write ns={} iters=10\n"
+    bench = ("# bench: op=read size=2097152 ns={} iters=10\n"
+             "# bench: op=write size=2097152 ns=200 iters=10\n"
+             "# bench: op=memcpy size=2097152 ns=100 iters=10\n"
+             "# bench: op=open_close size=0 ns={} iters=10\n")
     thp = ("#  RUN           hmm.hmm_device_private.benchmark_thp_migration ...\n"
            "=== Two THP Size (4.0 MB) ===\n"
            "Sys->Dev Migration   | {} ms        | 2.000 ms        | 47.4%\n"
            "Dev->Sys Migration   | 1.000 ms        | 2.000 ms        | 50.0%\n")
-    text = log_of(("c:bench.1", GOOD + bench.format(100, 200), 0),
-                  ("rust:bench.1", GOOD + bench.format(50, 200), 0),
+    # Three rounds a driver: the median is the row's figure; open_close
+    # is shown but not in the geometric mean.
+    text = log_of(("c:bench.1", GOOD + bench.format(100, 1), 0),
+                  ("rust:bench.1", GOOD + bench.format(50, 1000), 0),
+                  ("rust:bench.2", GOOD + bench.format(40, 1000), 0),
+                  ("c:bench.2", GOOD + bench.format(1000, 1), 0),
+                  ("c:bench.3", GOOD + bench.format(90, 1), 0),
+                  ("rust:bench.3", GOOD + bench.format(60, 1000), 0),
                   ("c:thp", GOOD + thp.format("1.000"), 0),
                   ("rust:thp", GOOD + thp.format("2.000"), 0))
     rc, last, out = run({"b": text}, args=["--bench"])
-    assert rc == 0 and last == "8 passed, 0 failed, 0 skipped", out
-    rows = {x.split()[1]: x.split()[2:5] for x in out.splitlines()
-            if x.startswith("# ") and len(x.split()) > 4}
-    assert rows["read"] == ["100", "50", "0.500"], rows
-    assert rows["write"] == ["200", "200", "1.000"], rows
-    assert rows["4.0MB.s2d.thp"] == ["1000000", "2000000", "2.000"], rows
-    assert "# geometric mean" in out and "0.707" in out, out
+    assert rc == 0 and last == "16 passed, 0 failed, 0 skipped", out
+    rows = {tuple(x.split()[1:3]): x.split()[3:6] for x in out.splitlines()
+            if x.startswith("# ") and len(x.split()) > 5}
+    assert rows[("read", "2M")] == ["100", "50", "0.500"], rows
+    assert rows[("write", "2M")] == ["200", "200", "1.000"], rows
+    assert rows[("open_close", "-")] == ["1", "1000", "1000.000"], rows
+    assert rows[("s2d.thp", "4M")] == ["1000000", "2000000", "2.000"], rows
+    # memcpy of 100 ns against read's 100 and 50: C 1.00, Rust 2.00.
+    assert "1.00/2.00" in [x.split()[-1] for x in out.splitlines()
+                           if x.startswith("# read ")], out
+    # A geometric mean per benchmark: read 0.5 and write 1; s2d.thp 2 and
+    # 1 for the other three.
+    assert "0.707  (2 rows)" in out and "1.189  (4 rows)" in out, out
+    assert "Rust slower than C in 1 of 4 rows: s2d.thp 4M 2.000" in out, out
+    assert "that figure is from one round" in out, out
+
+
+@case
+def profile_lines_make_side_by_side_tables():
+    prof = ("# bench: op=to_sys_4k size=2097152 ns=10 iters=1\n"
+            "# profile: op=to_sys_4k size=2097152   copy_page"
+            "     512    {} us     0.100 us     0.000 us\n")
+    text = log_of(("c:bench.1", GOOD + prof.format("51.200"), 0),
+                  ("rust:bench.1", GOOD + prof.format("60.000"), 0))
+    rc, last, out = run({"b": text}, args=["--bench"])
+    assert rc == 0, out
+    assert "# profile: to_sys_4k 2M" in out, out
+    line = [x for x in out.splitlines() if x.startswith("# copy_page")][0]
+    assert line.split() == ["#", "copy_page", "512", "51.2", "512",
+                            "60.0"], line
 
 
 REF_TAP = tap("ok h.one", "not ok h.two", "ok h.three")
