@@ -31,6 +31,9 @@ mod generated {
     include!("hmm_generated.rs");
 }
 pub use generated::*;
+// The kernel crate's `anon_vma` is opaque; this one has its fields (a raw pointer to either is the
+// same `struct anon_vma`).
+pub use generated::anon_vma;
 
 mod helpers {
     #![allow(unused_imports)]

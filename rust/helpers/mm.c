@@ -7,3 +7,18 @@ __rust_helper bool rust_helper_vm_fault_is_pte(const struct vm_fault *vmf)
 {
 	return vmf->pte;
 }
+
+__rust_helper int rust_helper_mmap_write_lock_killable(struct mm_struct *mm)
+{
+	return mmap_write_lock_killable(mm);
+}
+
+__rust_helper void rust_helper_mmap_write_unlock(struct mm_struct *mm)
+{
+	mmap_write_unlock(mm);
+}
+
+__rust_helper int rust_helper_vma_start_write_killable(struct vm_area_struct *vma)
+{
+	return vma_start_write_killable(vma);
+}

@@ -266,7 +266,10 @@ fn fault_to_ram(fault: &mut DeviceFault<'_, DmirrorMem>) -> Result {
     };
     let size = PAGE_SIZE << order;
     let start = fault.address() & !(size - 1);
-    let mut pfns = MigratePfns::new(1 << order)?;
+    let mut pfns = match order {
+        0 => MigratePfns::one(),
+        _ => MigratePfns::new(1 << order)?,
+    };
     let mut select = Select::DevicePrivate.into();
     if order > 0 {
         select |= Select::Compound;

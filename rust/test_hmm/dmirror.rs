@@ -22,7 +22,7 @@ use crate::{
             HmmPfn, HmmPfns, PageKind,
         },
         memremap::PagemapOwner,
-        migrate::{Collected, MigratePfns, MigrateVma, Select, SelectFlags},
+        migrate::{Collected, MigratePfns, MigrateVma, MmapWriteGuard, Select, SelectFlags},
     },
     page_ext::PageExt,
     task_ext::TaskExt,
@@ -34,7 +34,10 @@ use kernel::{
         KBox, KVVec,
     },
     fs::File,
-    mm::{virt::VmaNew, MmWithUser},
+    mm::{
+        virt::{VmaNew, VmaRef},
+        MmWithUser, MmapReadGuard,
+    },
     page::{Page, PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     sync::{aref::ARef, Arc},
@@ -527,6 +530,9 @@ impl Dmirror {
     /// Migrates `[start, end)` in chunks of at most [`MIGRATE_PAGES`] within one VMA each, under
     /// the mmap lock: `copy` gives the collected entries their destinations. Returns the number of
     /// pages that moved.
+    ///
+    /// A selection of device-private pages runs with the mmap lock held for writing
+    /// ([`MigrateVma::setup_exclusive`]), so that their huge pages can move whole.
     fn migrate_range(
         &self,
         mm: &MmWithUser,
@@ -535,7 +541,11 @@ impl Dmirror {
         mut copy: impl FnMut(&mut Collected<'_>) -> Result,
     ) -> Result<u64> {
         let mut pfns = MigratePfns::new(MIGRATE_PAGES)?;
-        let guard = mm.mmap_read_lock();
+        let guard = if select.contains(Select::DevicePrivate) {
+            MmapGuard::Write(MmapWriteGuard::lock(mm)?)
+        } else {
+            MmapGuard::Read(mm.mmap_read_lock())
+        };
         let mut moved = 0;
         let mut addr = r.start;
         while addr < r.end {
@@ -545,8 +555,13 @@ impl Dmirror {
                 return Err(EINVAL);
             }
             let next = round_end(addr, r.end, MIGRATE_PAGES).min(vma.end());
-            let mut mig =
-                MigrateVma::setup(&guard, addr, next, select, Some(self.owner()), &mut pfns)?;
+            let owner = Some(self.owner());
+            let mut mig = match &guard {
+                MmapGuard::Read(g) => MigrateVma::setup(g, addr, next, select, owner, &mut pfns)?,
+                MmapGuard::Write(g) => {
+                    MigrateVma::setup_exclusive(g, addr, next, select, owner, &mut pfns)?
+                }
+            };
             copy(&mut mig)?;
             let mig = mig.pages();
             moved += mig.migrated_pages() as u64;
@@ -633,5 +648,20 @@ impl Dmirror {
             devmem::copy_back(mig, self.owner(), &self.shared, false)
         })?;
         Ok(())
+    }
+}
+
+/// The mmap lock, held for reading or writing.
+enum MmapGuard<'a> {
+    Read(MmapReadGuard<'a>),
+    Write(MmapWriteGuard<'a>),
+}
+
+impl MmapGuard<'_> {
+    fn vma_lookup(&self, addr: usize) -> Option<&VmaRef> {
+        match self {
+            Self::Read(g) => g.vma_lookup(addr),
+            Self::Write(g) => g.vma_lookup(addr),
+        }
     }
 }

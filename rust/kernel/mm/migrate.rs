@@ -35,10 +35,12 @@ use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
     alloc::{flags::GFP_KERNEL, KVec},
     bits::bit_u32,
+    error::to_result,
     impl_flags,
-    mm::{virt::VmaRef, MmapReadGuard},
+    mm::{virt::VmaRef, MmWithUser, MmapReadGuard},
     page::{BorrowedPage, PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
+    types::NotThreadSafe,
 };
 
 impl_flags!(
@@ -67,6 +69,8 @@ impl_flags!(
         /// [`MigrateVma::setup_from_fault`] keeps it: there the fault's own reference keeps the
         /// folio, but the count ends one short, and a racing `MADV_DONTNEED` can miss the range and
         /// leave its data mapped (two 7.3 bugs, see `patches/README`).
+        /// [`MigrateVma::setup_exclusive`] keeps it when nothing can race the migration: the mmap
+        /// lock held for writing, the VMA write-locked, its anonymous memory in no other mm.
         Compound = bit_u32(3),
     }
 );
@@ -308,13 +312,26 @@ unsafe impl<T: DevicePagemapOps> MigrateDestination for LockedDeviceFolio<T> {
 }
 
 /// Source and destination pfn arrays for migrations of up to `capacity` pages, allocated once and
-/// reused (no per-page allocation).
+/// reused (no per-page allocation), or for one page held inline ([`MigratePfns::one`]: no
+/// allocation at all, for the fault path).
 pub struct MigratePfns {
-    src: KVec<usize>,
-    dst: KVec<usize>,
-    /// What each entry was just before `migrate_vma_pages()` (`ST_*`): the phase that follows
-    /// clears what [`MigratedEntry::outcome`] needs to know.
-    state: KVec<u8>,
+    storage: PfnStorage,
+}
+
+/// Where the arrays of [`MigratePfns`] are.
+enum PfnStorage {
+    Heap {
+        src: KVec<usize>,
+        dst: KVec<usize>,
+        /// What each entry was just before `migrate_vma_pages()` (`ST_*`): the phase that follows
+        /// clears what [`MigratedEntry::outcome`] needs to know.
+        state: KVec<u8>,
+    },
+    One {
+        src: [usize; 1],
+        dst: [usize; 1],
+        state: [u8; 1],
+    },
 }
 
 impl MigratePfns {
@@ -326,14 +343,101 @@ impl MigratePfns {
         src.resize(capacity, 0, GFP_KERNEL)?;
         dst.resize(capacity, 0, GFP_KERNEL)?;
         state.resize(capacity, 0, GFP_KERNEL)?;
-        Ok(Self { src, dst, state })
+        Ok(Self {
+            storage: PfnStorage::Heap { src, dst, state },
+        })
+    }
+
+    /// Arrays for a migration of one page, held inline: nothing to allocate, so a fault on a
+    /// single device page can always try to migrate it.
+    pub const fn one() -> Self {
+        Self {
+            storage: PfnStorage::One {
+                src: [0],
+                dst: [0],
+                state: [0],
+            },
+        }
     }
 
     /// The largest number of pages one migration with these arrays can cover.
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.src.len()
+        match &self.storage {
+            PfnStorage::Heap { src, .. } => src.len(),
+            PfnStorage::One { .. } => 1,
+        }
     }
+
+    /// The source, destination and state arrays, each of `capacity()` entries.
+    fn arrays(&mut self) -> (&mut [usize], &mut [usize], &mut [u8]) {
+        match &mut self.storage {
+            PfnStorage::Heap { src, dst, state } => (src, dst, state),
+            PfnStorage::One { src, dst, state } => (src, dst, state),
+        }
+    }
+}
+
+/// A guard for the mmap lock held for writing: what [`MigrateVma::setup_exclusive`] needs. It would
+/// sit beside `kernel::mm::MmapReadGuard`, which the kernel crate has without it.
+///
+/// # Invariants
+///
+/// This guard owns the mmap write lock of `mm`.
+pub struct MmapWriteGuard<'a> {
+    mm: &'a MmWithUser,
+    // `mmap_write_lock` and `mmap_write_unlock` must be called on the same thread.
+    _nts: NotThreadSafe,
+}
+
+impl<'a> MmapWriteGuard<'a> {
+    /// Takes the mmap lock of `mm` for writing (`mmap_write_lock_killable()`); `EINTR` if a fatal
+    /// signal arrives while waiting.
+    pub fn lock(mm: &'a MmWithUser) -> Result<Self> {
+        // SAFETY: `mm` is a valid mm with users, for `'a`.
+        to_result(unsafe { bindings::mmap_write_lock_killable(mm.as_raw()) })?;
+        // INVARIANT: Just locked.
+        Ok(Self {
+            mm,
+            _nts: NotThreadSafe,
+        })
+    }
+
+    /// Looks up the VMA at `addr`, as `MmapReadGuard::vma_lookup()` does.
+    pub fn vma_lookup(&self, addr: usize) -> Option<&VmaRef> {
+        // SAFETY: By the type invariants we hold the mmap lock. Any address is fine.
+        let vma = unsafe { bindings::vma_lookup(self.mm.as_raw(), addr) };
+        if vma.is_null() {
+            return None;
+        }
+        // SAFETY: A VMA found under the mmap lock stays valid while the lock is held, which the
+        // borrow of `self` ensures.
+        Some(unsafe { VmaRef::from_raw(vma) })
+    }
+}
+
+impl Drop for MmapWriteGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants we hold the mmap write lock.
+        unsafe { bindings::mmap_write_unlock(self.mm.as_raw()) };
+    }
+}
+
+/// Whether no other mm can map a folio of `vma`'s anonymous memory: the VMA's `anon_vma` is the
+/// root of its tree (the VMA did not come from a fork) and has no children (no fork of it lives
+/// on). An anonymous folio is only ever mapped by VMAs chained to its `anon_vma`, and only a fork
+/// chains another mm's VMA to this one's: it adds a child `anon_vma`, which counts until no VMA
+/// uses it.
+fn anon_unshared(_mmap: &MmapWriteGuard<'_>, vma: &VmaRef) -> bool {
+    // SAFETY: `vma` is valid; `anon_vma` is set under the mmap lock (held for writing, `_mmap`).
+    let av = unsafe { (*vma.as_ptr()).anon_vma }.cast::<bindings::anon_vma>();
+    if av.is_null() {
+        // No anonymous memory yet: no device page either.
+        return true;
+    }
+    // SAFETY: The VMA holds its `anon_vma`. `root` never changes; `num_children` grows only in a
+    // fork of this mm, which the mmap write lock excludes, so a stale value is a larger one.
+    unsafe { (*av).root == av && (*av).num_children <= 1 }
 }
 
 /// The entry point: [`MigrateVma::setup`].
@@ -382,8 +486,64 @@ impl MigrateVma {
         // The VMA comes from the mmap lock guard: `migrate_vma_setup()`'s page walk needs the mmap
         // lock itself, not a per-VMA lock.
         let vma = mmap.vma_lookup(start).ok_or(EINVAL)?;
-        // SAFETY: No fault page.
-        unsafe { Self::setup_raw(vma, start, end, select, owner, pfns, core::ptr::null_mut()) }
+        // SAFETY: No fault page; not exclusive.
+        unsafe {
+            Self::setup_raw(
+                vma,
+                start,
+                end,
+                select,
+                owner,
+                pfns,
+                core::ptr::null_mut(),
+                false,
+            )
+        }
+    }
+
+    /// [`MigrateVma::setup`] with the mmap lock held for writing, in which [`Select::Compound`]
+    /// also collects a device-private huge page whole when no other mm can map it: then it moves
+    /// to one system huge page (or device folio) instead of being split into 512 pages.
+    ///
+    /// The VMA is write-locked too (`vma_start_write_killable()`: `EINTR` if a fatal signal
+    /// arrives while faults or `madvise()` calls under its per-VMA lock drain), so that nothing can
+    /// unmap or zap the range while its huge pages are unmapped to PMD migration entries, which
+    /// 7.3's `zap_huge_pmd()` mistakes for mappings (see [`Select::Compound`]). Another mm could
+    /// still zap its own PMD migration entry of a folio it shares with this one (a fork child,
+    /// say): if the VMA's anonymous memory may be shared at all, the device-private huge pages
+    /// are split as [`MigrateVma::setup`] splits them.
+    pub fn setup_exclusive<'a>(
+        mmap: &'a MmapWriteGuard<'_>,
+        start: usize,
+        end: usize,
+        select: SelectFlags,
+        owner: Option<&'a PagemapOwner>,
+        pfns: &'a mut MigratePfns,
+    ) -> Result<Collected<'a>> {
+        let vma = mmap.vma_lookup(start).ok_or(EINVAL)?;
+        let exclusive =
+            if select.contains(Select::DevicePrivate) && select.contains(Select::Compound) {
+                // SAFETY: The mmap write lock is held (the guard), as `vma_start_write_killable()`
+                // requires; the VMA is valid while it is.
+                to_result(unsafe { bindings::vma_start_write_killable(vma.as_ptr()) })?;
+                anon_unshared(mmap, vma)
+            } else {
+                false
+            };
+        // SAFETY: No fault page; the mmap lock is held for writing and the VMA write-locked for
+        // `'a` if `exclusive`, and its anonymous memory is mapped in no other mm.
+        unsafe {
+            Self::setup_raw(
+                vma,
+                start,
+                end,
+                select,
+                owner,
+                pfns,
+                core::ptr::null_mut(),
+                exclusive,
+            )
+        }
     }
 
     /// [`MigrateVma::setup`] from a `migrate_to_ram` callback: migrates `[start, end)` of the
@@ -417,13 +577,17 @@ impl MigrateVma {
                 Some(owner),
                 pfns,
                 fault.fault_page(),
+                false,
             )
         }
     }
 
     /// # Safety
     ///
-    /// `fault_page` is null or as in [`MigrateVma::setup_from_fault`].
+    /// `fault_page` is null or as in [`MigrateVma::setup_from_fault`]. If `exclusive`, the mmap
+    /// lock is held for writing and the VMA write-locked for `'a`, and no other mm maps a folio of
+    /// the VMA's anonymous memory ([`anon_unshared`]).
+    #[allow(clippy::too_many_arguments)]
     unsafe fn setup_raw<'a>(
         vma: &'a VmaRef,
         start: usize,
@@ -432,6 +596,7 @@ impl MigrateVma {
         owner: Option<&'a PagemapOwner>,
         pfns: &'a mut MigratePfns,
         fault_page: *mut bindings::page,
+        exclusive: bool,
     ) -> Result<Collected<'a>> {
         if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 || start >= end {
             return Err(EINVAL);
@@ -448,7 +613,8 @@ impl MigrateVma {
         if wants_device && owner.is_none() {
             return Err(EINVAL);
         }
-        let select = if select.contains(Select::DevicePrivate) && fault_page.is_null() {
+        let select = if select.contains(Select::DevicePrivate) && fault_page.is_null() && !exclusive
+        {
             // See `Select::Compound`: no migration entry holds a reference, and `zap_pte_range()`
             // puts none for a PTE one, but `zap_huge_pmd()` in 7.3 wrongly puts one for a PMD one
             // of a device-private folio. A fault cannot split its folio (its own reference makes
@@ -459,13 +625,14 @@ impl MigrateVma {
         };
         // `migrate_vma_setup()` clears `src`; destinations start empty, and so does what
         // `Collected::keep_on_node()` records.
-        pfns.dst[..npages].fill(0);
-        pfns.state[..npages].fill(ST_UNCOLLECTED);
+        let (src, dst, state) = pfns.arrays();
+        dst[..npages].fill(0);
+        state[..npages].fill(ST_UNCOLLECTED);
 
         let mut args = bindings::migrate_vma {
             vma: vma.as_ptr(),
-            dst: pfns.dst.as_mut_ptr().cast(),
-            src: pfns.src.as_mut_ptr().cast(),
+            dst: dst.as_mut_ptr().cast(),
+            src: src.as_mut_ptr().cast(),
             start,
             end,
             pgmap_owner: owner.map_or(core::ptr::null_mut(), |o| o.as_raw()),
@@ -484,7 +651,7 @@ impl MigrateVma {
         // INVARIANT: `setup` succeeded and nothing else has run yet.
         Ok(Collected {
             args,
-            state: pfns.state.as_mut_ptr(),
+            state: state.as_mut_ptr(),
             _pfns: PhantomData,
         })
     }
@@ -1440,9 +1607,15 @@ mod tests {
 
     #[test]
     fn pfn_arrays_have_their_capacity() -> Result {
-        let pfns = MigratePfns::new(512)?;
+        let mut pfns = MigratePfns::new(512)?;
         assert_eq!(pfns.capacity(), 512);
-        assert!(pfns.src.iter().all(|&x| x == 0) && pfns.dst.iter().all(|&x| x == 0));
+        let (src, dst, state) = pfns.arrays();
+        assert!(src.len() == 512 && dst.len() == 512 && state.len() == 512);
+        assert!(src.iter().all(|&x| x == 0) && dst.iter().all(|&x| x == 0));
+        let mut one = MigratePfns::one();
+        assert_eq!(one.capacity(), 1);
+        let (src, dst, state) = one.arrays();
+        assert!(src.len() == 1 && dst.len() == 1 && state.len() == 1);
         Ok(())
     }
 }
