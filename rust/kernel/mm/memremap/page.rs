@@ -414,9 +414,11 @@ impl<'a> PageRef<'a> {
     /// that keeps it so) for `'a`.
     pub unsafe fn from_raw(page: NonNull<bindings::page>) -> Self {
         let raw = page.as_ptr();
-        // SAFETY: `page` is valid (function safety requirements).
+        // SAFETY: `page` is valid (function safety requirements). Most pages are not `ZONE_DEVICE`
+        // ones: one test for them.
         let device = unsafe {
-            bindings::is_device_private_page(raw) || bindings::is_device_coherent_page(raw)
+            bindings::is_zone_device_page(raw)
+                && (bindings::is_device_private_page(raw) || bindings::is_device_coherent_page(raw))
         };
         if device {
             // SAFETY: `AnyDevicePage` is a transparent wrapper of `struct page`; the page is an
