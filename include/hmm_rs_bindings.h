@@ -38,6 +38,7 @@ const gfp_t RUST_CONST_HELPER___GFP_RETRY_MAYFAIL = __GFP_RETRY_MAYFAIL;
 const gfp_t RUST_CONST_HELPER___GFP_ACCOUNT = __GFP_ACCOUNT;
 const gfp_t RUST_CONST_HELPER___GFP_THISNODE = __GFP_THISNODE;
 const gfp_t RUST_CONST_HELPER_GFP_TRANSHUGE = GFP_TRANSHUGE;
+const gfp_t RUST_CONST_HELPER___GFP_NORETRY = __GFP_NORETRY;
 
 /*
  * Layout checks. For the C structures whose fields Rust code reads or

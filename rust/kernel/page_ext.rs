@@ -139,6 +139,20 @@ impl PageBlock {
         Ok(Self { first, order })
     }
 
+    /// Allocates a block of `1 << order` pages with `GFP_HIGHUSER` if one is free without trying
+    /// hard (`__GFP_NORETRY | __GFP_NOWARN`): for a caller that has a fallback.
+    pub fn try_alloc(order: u32) -> Result<Self> {
+        if order > bindings::MAX_PAGE_ORDER {
+            return Err(EINVAL);
+        }
+        let gfp = bindings::GFP_HIGHUSER | bindings::__GFP_NORETRY | bindings::__GFP_NOWARN;
+        // SAFETY: As in `alloc()`.
+        let first = unsafe { bindings::alloc_pages(gfp, order) };
+        let first = core::ptr::NonNull::new(first).ok_or(ENOMEM)?;
+        // INVARIANT: Just allocated with `order`, without `__GFP_COMP`.
+        Ok(Self { first, order })
+    }
+
     /// The number of pages in the block.
     #[inline]
     pub fn nr_pages(&self) -> usize {

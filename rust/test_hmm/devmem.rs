@@ -5,8 +5,12 @@
 //! makes into it (`folio_free`, `migrate_to_ram`, `folio_split`).
 //!
 //! A device-private page has no memory of its own (the "device" is fake): each folio in use carries
-//! a [`PageData`] with the block of system pages that backs it. Locking: the chunk list mutex is
-//! taken before the free-list spinlock; neither is held while a chunk is unregistered.
+//! a [`PageData`] with the block of system pages that backs it. A chunk's pages are backed in
+//! PMD-sized blocks, one allocation of 512 system pages for 512 device pages, made when the first
+//! of them goes into use and freed when the last is freed ([`DmirrorMem::backing`]): no page of
+//! system memory is allocated or freed per device page. Locking: the chunk list mutex is taken
+//! before the free-list spinlock; neither is held while a chunk is unregistered. A chunk's block
+//! table has a spinlock of its own, taken with no other held.
 
 #![forbid(unsafe_code)]
 
@@ -26,7 +30,7 @@ use kernel::{
     new_mutex, new_spinlock,
     page::{Page, PAGE_SIZE},
     prelude::*,
-    sync::{Arc, ArcBorrow, Mutex, SpinLock, UniqueArc},
+    sync::{Arc, ArcBorrow, LockedBy, Mutex, SpinLock, UniqueArc},
     time::Delta,
 };
 
@@ -57,8 +61,9 @@ pub(crate) struct PageData {
     pub(crate) mirror: Arc<MirrorShared>,
     /// The system pages holding a device-private folio's contents: page `i` of the block backs the
     /// device page at pfn `base_pfn + i`. `None` for device-coherent pages, which hold their
-    /// contents themselves.
-    backing: Option<PageBlock>,
+    /// contents themselves. Usually the block of its chunk that the folio lies in, shared with the
+    /// other folios there; a block of the folio's own if that could not be allocated.
+    backing: Option<Arc<PageBlock>>,
     /// The pfn of the first device page the block backs.
     base_pfn: usize,
 }
@@ -146,18 +151,15 @@ struct FreeInner {
     /// Idle blocks of `HPAGE_PMD_ORDER` pages, for THPs (device-private memory only). Room for
     /// every block of every chunk.
     folios: KVVec<FreeDeviceFolio<DmirrorMem>>,
-    /// The data and backing page of freed device-private pages, for the next ones: a page and a
-    /// small allocation fewer per migration. At most [`SPARE_PAGES`] (room reserved up front).
-    spare: KVVec<UniqueArc<PageData>>,
+    /// The data of freed device folios, emptied, for the next ones: a small allocation is made once
+    /// per device page in use at a time, not once per migration. At most one per device page
+    /// (`add_chunk` reserves room for every page of every chunk), as its `struct page`.
+    shells: KVVec<UniqueArc<PageData>>,
     /// Pages handed out (`calloc`).
     calloc: u64,
     /// Pages given back (`cfree`).
     cfree: u64,
 }
-
-/// How many freed pages' data and backing [`FreeInner::spare`] keeps (4 MiB of backing pages per
-/// device).
-const SPARE_PAGES: usize = 1024;
 
 /// The free list of a device, shared with its chunks' `folio_free`.
 #[pin_data]
@@ -169,6 +171,126 @@ pub(crate) struct FreeList {
 /// Per-chunk data: what `folio_free` needs.
 pub(crate) struct DmirrorMem {
     free: Arc<FreeList>,
+    /// The system memory behind the chunk's device-private pages, one slot per PMD-sized block of
+    /// them from the chunk's first pfn on (none for device-coherent memory), under the device's
+    /// free-list lock, which every allocation and free of a page takes anyway.
+    blocks: LockedBy<KVVec<BlockSlot>, FreeInner>,
+}
+
+/// The backing of one PMD-sized block of device-private pages.
+///
+/// # Invariants
+///
+/// `block` is `Some` only while `users > 0` (an allocation may have failed meanwhile: `None` then
+/// too).
+#[derive(Default)]
+struct BlockSlot {
+    /// The system pages backing the block, shared with the [`PageData`] of its folios in use.
+    block: Option<Arc<PageBlock>>,
+    /// How many pages of the block are in use.
+    users: usize,
+}
+
+impl DmirrorMem {
+    /// Per-chunk data for a chunk of `npages` pages; `private`: with a block table for backing.
+    fn new(free: Arc<FreeList>, npages: usize, private: bool) -> Result<Self> {
+        let mut slots = KVVec::new();
+        if private {
+            let n = npages.div_ceil(1 << HPAGE_PMD_ORDER);
+            slots.reserve(n, GFP_KERNEL)?;
+            for _ in 0..n {
+                slots
+                    .push_within_capacity(BlockSlot::default())
+                    .map_err(|_| ENOMEM)?;
+            }
+        }
+        let blocks = LockedBy::new(&free.inner, slots);
+        Ok(Self { free, blocks })
+    }
+
+    /// The slot of the block holding `pfn`, in the chunk whose first pfn is `first`, with the pfn
+    /// the block's first page backs; `None` for device-coherent memory.
+    fn slot<'a>(
+        &'a self,
+        free: &'a mut FreeInner,
+        first: usize,
+        pfn: usize,
+    ) -> Option<(&'a mut BlockSlot, usize)> {
+        let index = pfn.wrapping_sub(first) >> HPAGE_PMD_ORDER;
+        let slot = self.blocks.access_mut(free).get_mut(index)?;
+        Some((slot, first + (index << HPAGE_PMD_ORDER)))
+    }
+
+    /// Counts the `1 << order` pages from `pfn` on as in use; returns their block's backing if it
+    /// has one, with the pfn its first page backs.
+    fn get_block(
+        &self,
+        free: &mut FreeInner,
+        first: usize,
+        pfn: usize,
+        order: u32,
+    ) -> (Option<Arc<PageBlock>>, usize) {
+        match self.slot(free, first, pfn) {
+            Some((slot, base)) => {
+                slot.users += 1 << order;
+                (slot.block.clone(), base)
+            }
+            None => (None, pfn),
+        }
+    }
+
+    /// Gives the block holding `pfn`, some of whose pages are counted in use, the backing `new`
+    /// unless a racing allocation gave it one first. Returns the backing to use, and the one to
+    /// drop (outside the lock).
+    fn set_block(
+        &self,
+        free: &mut FreeInner,
+        first: usize,
+        pfn: usize,
+        new: Arc<PageBlock>,
+    ) -> (Arc<PageBlock>, Option<Arc<PageBlock>>) {
+        match self.slot(free, first, pfn) {
+            Some((slot, _)) => match &slot.block {
+                Some(block) => (block.clone(), Some(new)),
+                None => {
+                    // INVARIANT: The caller's pages are counted: `users > 0`.
+                    slot.block = Some(new.clone());
+                    (new, None)
+                }
+            },
+            None => (new, None),
+        }
+    }
+
+    /// The `1 << order` pages from `pfn` on are no longer in use. Returns the block's backing if
+    /// none of its pages is any more, to drop outside the lock (it is freed when the last folio
+    /// sharing it lets go of it too).
+    fn put_block(
+        &self,
+        free: &mut FreeInner,
+        first: usize,
+        pfn: usize,
+        order: u32,
+    ) -> Option<Arc<PageBlock>> {
+        let (slot, _) = self.slot(free, first, pfn)?;
+        slot.users = slot.users.saturating_sub(1 << order);
+        // INVARIANT: No page in use: no block.
+        if slot.users == 0 {
+            slot.block.take()
+        } else {
+            None
+        }
+    }
+}
+
+/// A device folio [`DeviceMemory::take`] handed out, not in use yet.
+struct Taken {
+    page: FreeDeviceFolio<DmirrorMem>,
+    /// The backing of its block, if it has one yet, and the pfn its first page backs.
+    block: Option<Arc<PageBlock>>,
+    base_pfn: usize,
+    /// An emptied [`PageData`] to fill, if one was kept.
+    shell: Option<UniqueArc<PageData>>,
 }
 
 impl FreeInner {
@@ -188,6 +310,12 @@ impl FreeInner {
                 }
             }
         }
+    }
+
+    /// Puts back a page [`FreeInner::take`] handed out and that never went into use.
+    fn untake(&mut self, page: FreeDeviceFolio<DmirrorMem>) {
+        self.calloc -= 1 << page.order();
+        self.put(page);
     }
 
     /// Takes an idle block of `order` (0 or `HPAGE_PMD_ORDER`); a single page is split off a block
@@ -214,27 +342,28 @@ impl DevicePagemapOps for DmirrorMem {
     type PageData = Arc<PageData>;
 
     fn folio_free(pagemap: &DevicePagemap<Self>, page: FreeDeviceFolio<Self>, data: Arc<PageData>) {
-        // The data of a single private page nobody shares is kept for the next page; otherwise the
-        // backing block is freed once no folio shares it.
-        let spare = match Arc::into_unique_or_drop(data) {
-            Some(d) if d.backing.as_ref().is_some_and(|b| b.nr_pages() == 1) => {
-                Some(Pin::into_inner(d))
-            }
-            _ => None,
-        };
         let mem = pagemap.data();
+        let (pfn, order) = (page.pfn(), page.order());
+        // The data nobody else shares (after a split, folios share it) is emptied and kept; its
+        // hold on the backing goes.
+        let mut backing = None;
+        let shell = Arc::into_unique_or_drop(data).map(|d| {
+            let mut d = Pin::into_inner(d);
+            backing = d.backing.take();
+            d
+        });
         let mut free = mem.free.inner.lock();
-        free.cfree += 1 << page.order();
+        let block = mem.put_block(&mut free, pagemap.pfn_range().start, pfn, order);
+        free.cfree += 1 << order;
+        let lost = shell.and_then(|d| free.shells.push_within_capacity(d).err());
         // Tested under the free-list lock, under which `begin_removal()` drains the list once it
         // has marked the chunk: a page of a chunk being removed never stays on the list.
         if !pagemap.is_removing() {
             free.put(page);
-            if let Some(d) = spare {
-                // Dropped, still under the lock, if the cache is full: freeing pages and small
-                // objects does not sleep.
-                let _ = free.spare.push_within_capacity(d);
-            }
         }
+        drop(free);
+        // Outside the spinlock, though freeing pages and small objects does not sleep.
+        drop((block, backing, lost));
     }
 
     fn folio_split(data: ArcBorrow<'_, PageData>, _offset: usize, _order: u32) -> Arc<PageData> {
@@ -357,9 +486,10 @@ impl Chunks {
         let mut free = self.free.inner.lock();
         let pages = core::mem::take(&mut free.pages);
         let folios = core::mem::take(&mut free.folios);
+        let shells = core::mem::take(&mut free.shells);
         drop(free);
         // Dropped outside the spinlock.
-        drop((pages, folios));
+        drop((pages, folios, shells));
     }
 }
 
@@ -387,13 +517,12 @@ impl DeviceMemory {
         kind: MemKind,
         owner: Arc<PagemapOwner>,
     ) -> Result<impl PinInit<Self, Error>> {
-        let spare = KVVec::with_capacity(SPARE_PAGES, GFP_KERNEL)?;
         let free = Arc::pin_init(
             pin_init!(FreeList {
                 inner <- new_spinlock!(FreeInner {
                     pages: KVVec::new(),
                     folios: KVVec::new(),
-                    spare,
+                    shells: KVVec::new(),
                     calloc: 0,
                     cfree: 0,
                 }),
@@ -438,10 +567,10 @@ impl DeviceMemory {
         let total = (chunks.pagemaps.len() + 1) * npages;
         let mut pages = KVVec::with_capacity(total, GFP_KERNEL)?;
         let mut folios = KVVec::with_capacity(total >> HPAGE_PMD_ORDER, GFP_KERNEL)?;
+        let mut shells = KVVec::with_capacity(total, GFP_KERNEL)?;
         chunks.pagemaps.reserve(1, GFP_KERNEL)?;
-        let mem = DmirrorMem {
-            free: self.free.clone(),
-        };
+        let private = matches!(self.kind, MemKind::Private);
+        let mem = DmirrorMem::new(self.free.clone(), npages, private)?;
         let pagemap = match self.kind {
             MemKind::Private => Arc::pin_init(
                 DevicePagemap::new_private(CHUNK_SIZE, self.owner.clone(), None, mem),
@@ -476,9 +605,13 @@ impl DeviceMemory {
             while let Some(page) = free.folios.pop() {
                 let _ = folios.push_within_capacity(page);
             }
+            while let Some(shell) = free.shells.pop() {
+                let _ = shells.push_within_capacity(shell);
+            }
             (
                 core::mem::replace(&mut free.pages, pages),
                 core::mem::replace(&mut free.folios, folios),
+                core::mem::replace(&mut free.shells, shells),
             )
         };
         // Freed outside the spinlock.
@@ -502,31 +635,76 @@ impl DeviceMemory {
         order == 0 || (order == HPAGE_PMD_ORDER && matches!(self.kind, MemKind::Private))
     }
 
-    /// Allocates a device folio of `order` (0 or `HPAGE_PMD_ORDER`) carrying `data`, whose
-    /// `base_pfn` it sets, adding a chunk if none is free (`dmirror_devmem_alloc_page`). `ENOMEM`
-    /// for an order the memory does not have ([`DeviceMemory::has_order`]).
-    pub(crate) fn alloc(
-        &self,
-        order: u32,
-        mut data: UniqueArc<PageData>,
-    ) -> Result<LockedDeviceFolio<DmirrorMem>> {
+    /// Takes an idle device folio of `order` (0 or `HPAGE_PMD_ORDER`), adding a chunk if none is
+    /// free (`dmirror_devmem_alloc_page`), and counts it in use in its block. `ENOMEM` for an
+    /// order the memory does not have ([`DeviceMemory::has_order`]). [`DeviceMemory::untake`]
+    /// undoes it.
+    fn take(&self, order: u32) -> Result<Taken> {
         if !self.has_order(order) {
             return Err(ENOMEM);
         }
-        let mut page = self.free.inner.lock().take(order);
-        if page.is_none() {
-            self.add_chunk()?;
-            page = self.free.inner.lock().take(order);
+        for retry in [false, true] {
+            if retry {
+                self.add_chunk()?;
+            }
+            let mut free = self.free.inner.lock();
+            let Some(page) = free.take(order) else {
+                continue;
+            };
+            let pagemap = page.pagemap();
+            let (block, base_pfn) =
+                pagemap
+                    .data()
+                    .get_block(&mut free, pagemap.pfn_range().start, page.pfn(), order);
+            let shell = free.shells.pop();
+            return Ok(Taken {
+                page,
+                block,
+                base_pfn,
+                shell,
+            });
         }
-        let page = page.ok_or(ENOMEM)?;
-        data.base_pfn = page.pfn();
-        Ok(page.activate(data.into()))
+        Err(ENOMEM)
+    }
+
+    /// Gives back what [`DeviceMemory::take`] handed out, unused.
+    fn untake(&self, page: FreeDeviceFolio<DmirrorMem>, shell: Option<UniqueArc<PageData>>) {
+        let pagemap = page.pagemap();
+        let (first, pfn, order) = (pagemap.pfn_range().start, page.pfn(), page.order());
+        let mut free = self.free.inner.lock();
+        let block = pagemap.data().put_block(&mut free, first, pfn, order);
+        let lost = shell.and_then(|d| free.shells.push_within_capacity(d).err());
+        free.untake(page);
+        drop(free);
+        drop((block, lost));
+    }
+
+    /// The backing of `page` (of `order`), whose block has none yet: a new block for it, allocated
+    /// without trying hard, or if there is none a block of the folio's own. Returns it with the pfn
+    /// its first page backs.
+    fn new_backing(
+        &self,
+        page: &FreeDeviceFolio<DmirrorMem>,
+        order: u32,
+    ) -> Result<(Arc<PageBlock>, usize)> {
+        let pagemap = page.pagemap();
+        let (first, pfn) = (pagemap.pfn_range().start, page.pfn());
+        match PageBlock::try_alloc(HPAGE_PMD_ORDER).and_then(|b| Ok(Arc::new(b, GFP_KERNEL)?)) {
+            Ok(new) => {
+                let mut free = self.free.inner.lock();
+                let (block, lost) = pagemap.data().set_block(&mut free, first, pfn, new);
+                drop(free);
+                drop(lost);
+                let index = pfn.wrapping_sub(first) >> HPAGE_PMD_ORDER;
+                Ok((block, first + (index << HPAGE_PMD_ORDER)))
+            }
+            Err(_) => Ok((Arc::new(PageBlock::alloc(order)?, GFP_KERNEL)?, pfn)),
+        }
     }
 
     /// A new device folio of `order` holding the contents of `src(i)` for each page `i` (zeroes
-    /// where `None`), migrated by `mirror`: its backing block (device-private) and the folio
-    /// itself. A source is a system page or a device page of `src_owner` (a device of this
-    /// driver).
+    /// where `None`), migrated by `mirror`, with its backing (device-private). A source is a system
+    /// page or a device page of `src_owner` (a device of this driver).
     pub(crate) fn alloc_copy<'p>(
         &self,
         order: u32,
@@ -534,34 +712,47 @@ impl DeviceMemory {
         src: impl Fn(usize) -> Option<PageRef<'p>>,
         src_owner: &PagemapOwner,
     ) -> Result<LockedDeviceFolio<DmirrorMem>> {
-        if !self.has_order(order) {
-            return Err(ENOMEM);
-        }
-        let spare = match self.kind {
-            MemKind::Private if order == 0 => self.free.inner.lock().spare.pop(),
-            _ => None,
+        let Taken {
+            page,
+            block,
+            base_pfn,
+            shell,
+        } = self.take(order)?;
+        let (backing, base_pfn) = match (self.kind, block) {
+            (MemKind::Coherent(_), _) => (None, page.pfn()),
+            (MemKind::Private, Some(block)) => (Some(block), base_pfn),
+            (MemKind::Private, None) => match self.new_backing(&page, order) {
+                Ok((block, base)) => (Some(block), base),
+                Err(e) => {
+                    self.untake(page, shell);
+                    return Err(e);
+                }
+            },
         };
-        let data = match spare {
-            Some(mut data) => {
-                data.mirror = mirror.clone();
-                data
+        let data = match shell {
+            Some(mut d) => {
+                d.mirror = mirror.clone();
+                d.backing = backing;
+                d.base_pfn = base_pfn;
+                d
             }
             None => {
-                let backing = match self.kind {
-                    MemKind::Private => Some(PageBlock::alloc(order)?),
-                    MemKind::Coherent(_) => None,
+                let data = PageData {
+                    mirror: mirror.clone(),
+                    backing,
+                    base_pfn,
                 };
-                UniqueArc::new(
-                    PageData {
-                        mirror: mirror.clone(),
-                        backing,
-                        base_pfn: 0,
-                    },
-                    GFP_KERNEL,
-                )?
+                match UniqueArc::new(data, GFP_KERNEL) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.untake(page, None);
+                        return Err(e.into());
+                    }
+                }
             }
         };
-        let dpage = self.alloc(order, data)?;
+        // From here on, dropping the folio frees it through `folio_free`.
+        let dpage = page.activate(data.into());
         for_each_contents(&dpage, 1 << order, |i, dst| match src(i) {
             Some(s) => with_page_contents(s, src_owner, |p| dst.copy_from(p)),
             None => dst.fill_zero(),

@@ -582,12 +582,9 @@ impl Dmirror {
         // Map what is now on the device (pages of our pagemaps, private or coherent) in the device
         // page table, from the CPU page tables (`dmirror_migrate_finalize_and_map`): every
         // invalidation, this migration's included, cleared the range.
-        let owner = self.owner();
         self.mirror.snapshot(&mm, r.start, r.end, |g, pfns| {
             for i in 0..pfns.len() {
-                if pfns[i].pgmap_owner_is(owner) {
-                    g.pt_insert(pfns, i)?;
-                }
+                g.pt_insert_own_device(pfns, i)?;
             }
             Ok(())
         })?;

@@ -190,8 +190,10 @@ impl HmmPfn {
         let page = self.raw_page()?.as_ptr();
         // SAFETY: By the type invariants the page is valid while `self` is borrowed.
         if !unsafe { bindings::is_zone_device_page(page) } {
+            // The shared zero page is never mapped writable: a writable entry is not it, and
+            // needs no lookup to tell (a snapshot of written memory has one per page).
             // SAFETY: By the type invariants the page is valid while `self` is borrowed.
-            let zero = unsafe { bindings::is_zero_page(page) };
+            let zero = !self.is_write() && unsafe { bindings::is_zero_page(page) };
             return Some(if zero {
                 PageKind::Zero
             } else {

@@ -857,6 +857,14 @@ pub struct Collected<'a> {
     _pfns: PhantomData<(&'a mut MigratePfns, &'a VmaRef)>,
 }
 
+impl Collected<'_> {
+    /// Whether the migration may have collected system pages (`MIGRATE_VMA_SELECT_SYSTEM`):
+    /// `migrate_vma_setup()` collects none without it.
+    fn selects_system(&self) -> bool {
+        self.args.flags & Select::System as usize != 0
+    }
+}
+
 impl<'a> Collected<'a> {
     /// Number of entries (pages) in the range.
     #[inline]
@@ -1031,6 +1039,10 @@ impl<'a> Collected<'a> {
     /// freed), after `BUG_ON(folio_test_writeback())`. Both tests are stable: the migration holds
     /// the source locked, and writeback starts only under the folio lock.
     fn keep_unmovable_to_system(&mut self) {
+        if !self.selects_system() {
+            // No system page to keep back (and no page to look up per entry to find that out).
+            return;
+        }
         let (src, dst, state) = self.parts();
         let n = src.len();
         let mut i = 0;

@@ -612,6 +612,33 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
         self.pt().store(pfns.vpn(index), page, perm)
     }
 
+    /// Maps the page of entry `index` of `pfns` as [`MirrorGuard::pt_insert()`] does if it is a
+    /// device page of this mirror's owner (what a migration to the device left there), and returns
+    /// whether it did; other entries are left alone. One lookup of the page, not one per test.
+    ///
+    /// Fails with `EINVAL` if `pfns` comes from another mirror or `index` is out of range, and with
+    /// `ENOMEM` if the page table cannot grow.
+    pub fn pt_insert_own_device(&self, pfns: &HmmPfns<'_>, index: usize) -> Result<bool> {
+        let mirror = self.mirror();
+        if !pfns.is_from(mirror.notifier.as_raw()) {
+            return Err(EINVAL);
+        }
+        let pfn = pfns.get(index).ok_or(EINVAL)?;
+        if !pfn.pgmap_owner_is(mirror.owner()) {
+            return Ok(false);
+        }
+        let page = pfn.raw_page().ok_or(EINVAL)?;
+        let perm = if pfn.is_write() {
+            Perm::Write
+        } else {
+            Perm::Read
+        };
+        // INVARIANT: As in `pt_insert()`: a page of this mirror's owner, device-private or not, is
+        // one `pt_insert()` maps too.
+        self.pt().store(pfns.vpn(index), page, perm)?;
+        Ok(true)
+    }
+
     /// Maps every entry of `pfns` as [`MirrorGuard::pt_insert()`] does (`dmirror_do_fault()`).
     ///
     /// Stops at the first error; the entries mapped before it stay mapped.
