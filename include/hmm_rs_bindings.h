@@ -40,6 +40,9 @@ const gfp_t RUST_CONST_HELPER___GFP_THISNODE = __GFP_THISNODE;
 const gfp_t RUST_CONST_HELPER_GFP_TRANSHUGE = GFP_TRANSHUGE;
 const gfp_t RUST_CONST_HELPER___GFP_NORETRY = __GFP_NORETRY;
 
+/* Where the zone number sits in page->flags (page_ext.rs). */
+const unsigned long RUST_CONST_HELPER_ZONES_PGSHIFT = ZONES_PGSHIFT;
+
 /*
  * Layout checks. For the C structures whose fields Rust code reads or
  * writes (ours and the kernel crate's), C's own offsets and sizes, which

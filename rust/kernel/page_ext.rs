@@ -21,6 +21,55 @@
 use crate::bindings;
 use kernel::{page::Page, page::PAGE_SIZE, prelude::*};
 
+/// The memmap as one array, `vmemmap` (x86-64 with `CONFIG_SPARSEMEM_VMEMMAP`): the `struct page`
+/// of pfn `n` is its element `n`.
+#[cfg(all(CONFIG_X86_64, CONFIG_SPARSEMEM_VMEMMAP))]
+#[inline]
+fn vmemmap() -> *mut bindings::page {
+    // SAFETY: `vmemmap_base` is set once, early in boot, and only read after.
+    unsafe { core::ptr::addr_of!(bindings::vmemmap_base).read() as *mut bindings::page }
+}
+
+/// `pfn_to_page()`: the `struct page` of `pfn`, as the C inline function computes it. Where the
+/// memmap is one array that is its element `pfn`, done here rather than through a helper call on
+/// every page; elsewhere the helper. Meaningful only for a pfn that has a `struct page`.
+#[inline]
+pub fn pfn_to_page(pfn: usize) -> *mut bindings::page {
+    #[cfg(all(CONFIG_X86_64, CONFIG_SPARSEMEM_VMEMMAP))]
+    return vmemmap().wrapping_add(pfn);
+    #[cfg(not(all(CONFIG_X86_64, CONFIG_SPARSEMEM_VMEMMAP)))]
+    // SAFETY: `pfn_to_page()` only computes an address.
+    return unsafe { bindings::pfn_to_page(pfn) };
+}
+
+/// `page_to_pfn()`, as [`pfn_to_page`] computes it. Meaningful only for a `struct page` of the
+/// memmap.
+#[inline]
+pub fn page_to_pfn(page: *const bindings::page) -> usize {
+    #[cfg(all(CONFIG_X86_64, CONFIG_SPARSEMEM_VMEMMAP))]
+    return (page as usize).wrapping_sub(vmemmap() as usize)
+        / core::mem::size_of::<bindings::page>();
+    #[cfg(not(all(CONFIG_X86_64, CONFIG_SPARSEMEM_VMEMMAP)))]
+    // SAFETY: `page_to_pfn()` only computes from the address (or the section number in the
+    // page's flags, for a `struct page` the caller has).
+    return unsafe { bindings::page_to_pfn(page.cast_mut()) };
+}
+
+/// `is_zone_device_page()`: whether `page` is a `ZONE_DEVICE` page, read from the zone number in its
+/// flags as the C inline function reads it.
+///
+/// # Safety
+///
+/// `page` must be a valid `struct page`.
+#[inline]
+pub unsafe fn is_zone_device_page(page: *const bindings::page) -> bool {
+    // SAFETY: `page` is valid (function safety requirements). The zone bits never change while the
+    // page exists; a racy read of the other bits does not matter (C reads them plainly too).
+    let flags = unsafe { core::ptr::addr_of!((*page).flags.f).read() };
+    let zone = (flags >> bindings::ZONES_PGSHIFT) & bindings::ZONES_MASK as usize;
+    zone == bindings::zone_type_ZONE_DEVICE as usize
+}
+
 /// `EINVAL` for a page whose contents the CPU cannot reach, or for a byte range
 /// `offset..offset + len` that does not fit in a page.
 fn check(page: &Page, offset: usize, len: usize) -> Result {

@@ -54,6 +54,13 @@ const PFN_REQ_WRITE: c_ulong = bindings::hmm_pfn_flags_HMM_PFN_REQ_WRITE as c_ul
 /// Where the map order sits in an `hmm_pfn` (`HMM_PFN_ORDER_SHIFT`).
 const ORDER_SHIFT: u32 = bindings::hmm_pfn_flags_HMM_PFN_ORDER_SHIFT as u32;
 
+/// `hmm_pfn_to_page()`: the page of an `hmm_pfn` (the bits below its flags and order), as the C
+/// inline function computes it.
+#[inline]
+fn hmm_pfn_to_page(hmm_pfn: c_ulong) -> *mut bindings::page {
+    crate::page_ext::pfn_to_page(hmm_pfn & ((1 << ORDER_SHIFT) - 1))
+}
+
 /// Corrects the pfns `hmm_range_fault()` reports for device-private pages mapped by a PMD.
 ///
 /// In 7.3, `hmm_vma_handle_absent_pmd()` numbers them from the folio's head pfn at the start of the
@@ -74,15 +81,14 @@ fn fix_device_pmd_pfns(range: &bindings::hmm_range, npages: usize) {
         if *p & PFN_VALID == 0 || unsafe { bindings::hmm_pfn_to_map_order(*p) } != PMD_ORDER {
             continue;
         }
-        // SAFETY: `HMM_PFN_VALID` is set, so the pfn has a `struct page`.
-        let page = unsafe { bindings::hmm_pfn_to_page(*p) };
+        let page = hmm_pfn_to_page(*p);
         // SAFETY: The page is mapped (see above), hence valid.
         if !unsafe { bindings::is_device_private_page(page) } {
             continue;
         }
         // SAFETY: The page is mapped (the walk is current), hence valid; a valid page's folio is
         // valid, and starts with its head page.
-        let head = unsafe { bindings::page_to_pfn(bindings::page_folio(page).cast()) };
+        let head = unsafe { crate::page_ext::page_to_pfn(bindings::page_folio(page).cast()) };
         let vpn = (range.start >> PAGE_SHIFT) + i;
         let pfn = head + (vpn & ((1 << PMD_ORDER) - 1));
         *p = (*p & FLAGS) | pfn as c_ulong;
@@ -144,8 +150,7 @@ impl HmmPfn {
         if !self.is_valid() {
             return None;
         }
-        // SAFETY: `HMM_PFN_VALID` is set, so the pfn has a `struct page`.
-        NonNull::new(unsafe { bindings::hmm_pfn_to_page(self.0) })
+        NonNull::new(hmm_pfn_to_page(self.0))
     }
 
     /// The mapped page, if valid and not device-private.
@@ -176,7 +181,7 @@ impl HmmPfn {
             return false;
         };
         // SAFETY: By the type invariants the page is valid while `self` is borrowed.
-        if !unsafe { bindings::is_zone_device_page(page.as_ptr()) } {
+        if !unsafe { crate::page_ext::is_zone_device_page(page.as_ptr()) } {
             return false;
         }
         // SAFETY: The page is a valid ZONE_DEVICE page, so it has a pagemap, which lives as long as
@@ -189,7 +194,7 @@ impl HmmPfn {
     pub fn kind(&self, owner: &PagemapOwner) -> Option<PageKind> {
         let page = self.raw_page()?.as_ptr();
         // SAFETY: By the type invariants the page is valid while `self` is borrowed.
-        if !unsafe { bindings::is_zone_device_page(page) } {
+        if !unsafe { crate::page_ext::is_zone_device_page(page) } {
             // The shared zero page is never mapped writable: a writable entry is not it, and
             // needs no lookup to tell (a snapshot of written memory has one per page).
             // SAFETY: By the type invariants the page is valid while `self` is borrowed.

@@ -357,8 +357,8 @@ impl<T: DevicePagemapOps> OpsTable<T> {
         // head page.
         let (hpfn, tpfn, order) = unsafe {
             (
-                bindings::page_to_pfn(head),
-                bindings::page_to_pfn(tail),
+                crate::page_ext::page_to_pfn(head),
+                crate::page_ext::page_to_pfn(tail),
                 bindings::folio_order(bindings::page_folio(tail)),
             )
         };

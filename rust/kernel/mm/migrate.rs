@@ -292,8 +292,7 @@ unsafe impl MigrateDestination for LockedSystemFolio {
     }
 
     fn into_migrate_pfn(self) -> usize {
-        // SAFETY: `page` is a valid page (type invariant).
-        let pfn = unsafe { bindings::page_to_pfn(self.page.as_ptr()) };
+        let pfn = crate::page_ext::page_to_pfn(self.page.as_ptr());
         core::mem::forget(self);
         migrate_pfn_of(pfn)
     }
@@ -741,7 +740,7 @@ impl<'m> Entry<'m> {
         }
         // SAFETY: Pure pfn arithmetic on a valid entry, then page `i` of a compound source, a folio
         // of `nr_pages()` pages whose `struct page`s are contiguous in the memmap (`folio_page()`).
-        let page = unsafe { bindings::migrate_pfn_to_page(self.src).add(i) };
+        let page = unsafe { crate::mm::migrate::migrate_pfn_to_page(self.src).add(i) };
         // SAFETY: A valid source entry names a folio that `migrate_vma_setup()` locked and holds a
         // reference to until `finalize`, which cannot run while `'m` borrows the migration.
         NonNull::new(page).map(|p| unsafe { PageRef::from_raw(p) })
@@ -824,8 +823,7 @@ fn keep_back(
 
 /// Drops a destination that never reached a migration: unlock and put.
 fn release_mpfn(mpfn: usize) {
-    // SAFETY: Pure pfn arithmetic.
-    let page = unsafe { bindings::migrate_pfn_to_page(mpfn) };
+    let page = crate::mm::migrate::migrate_pfn_to_page(mpfn);
     if !page.is_null() {
         // SAFETY: The `MigrateDestination` contract gave us the lock and a reference to this page.
         unsafe {
@@ -959,14 +957,13 @@ impl<'a> Collected<'a> {
         let mut i = 0;
         while i < n {
             let len = entry_pages(src[i]).min(n - i);
-            // SAFETY: Pure pfn arithmetic.
-            let page = unsafe { bindings::migrate_pfn_to_page(src[i]) };
+            let page = crate::mm::migrate::migrate_pfn_to_page(src[i]);
             // SAFETY: A valid collected entry names a page the migration holds locked and
             // referenced until `finalize`; `is_zone_device_page()` and `page_to_nid()` read its
             // flags.
             let on_node = src[i] & PFN_MIGRATE != 0
                 && !page.is_null()
-                && unsafe { !bindings::is_zone_device_page(page) }
+                && unsafe { !crate::page_ext::is_zone_device_page(page) }
                 && unsafe { bindings::page_to_nid(page) } == node.0;
             if on_node {
                 keep_back(src, dst, state, i, len, ST_ON_NODE);
@@ -1048,19 +1045,17 @@ impl<'a> Collected<'a> {
         let mut i = 0;
         while i < n {
             let len = entry_pages(src[i]).min(n - i);
-            // SAFETY: Pure pfn arithmetic.
-            let page = unsafe { bindings::migrate_pfn_to_page(src[i]) };
+            let page = crate::mm::migrate::migrate_pfn_to_page(src[i]);
             let to_system = dst[i..i + len].iter().any(|&d| {
-                // SAFETY: Pure pfn arithmetic.
-                let dpage = unsafe { bindings::migrate_pfn_to_page(d) };
+                let dpage = crate::mm::migrate::migrate_pfn_to_page(d);
                 // SAFETY: A destination is a locked, referenced page (`MigrateDestination`).
-                !dpage.is_null() && !unsafe { bindings::is_zone_device_page(dpage) }
+                !dpage.is_null() && !unsafe { crate::page_ext::is_zone_device_page(dpage) }
             });
             // SAFETY: A valid collected entry names a page the migration holds locked and
             // referenced until `finalize`.
             let system_src = src[i] & PFN_MIGRATE != 0
                 && !page.is_null()
-                && !unsafe { bindings::is_zone_device_page(page) };
+                && !unsafe { crate::page_ext::is_zone_device_page(page) };
             let kept = if to_system && system_src {
                 // SAFETY: As above: the page is valid, and so is its folio.
                 let folio = unsafe { bindings::page_folio(page) };
@@ -1334,8 +1329,7 @@ impl<'m> MigratedEntry<'m> {
         let Some(PageRef::Device(_)) = self.dst_page() else {
             return false;
         };
-        // SAFETY: Pure pfn arithmetic.
-        let page = unsafe { bindings::migrate_pfn_to_page(self.src) };
+        let page = crate::mm::migrate::migrate_pfn_to_page(self.src);
         if page.is_null() {
             return false;
         }
@@ -1381,8 +1375,7 @@ impl<'m> MigratedEntry<'m> {
     /// The destination page, if any; it stays locked and referenced until `finalize`. A device page
     /// comes as [`PageRef::Device`].
     pub fn dst_page(&self) -> Option<PageRef<'m>> {
-        // SAFETY: Pure pfn arithmetic.
-        let page = unsafe { bindings::migrate_pfn_to_page(self.dst) };
+        let page = crate::mm::migrate::migrate_pfn_to_page(self.dst);
         // SAFETY: The destination is locked and referenced until `migrate_vma_finalize()`, which
         // cannot run during `'m`.
         NonNull::new(page).map(|p| unsafe { PageRef::from_raw(p) })
@@ -1469,6 +1462,16 @@ impl Drop for Migrated<'_> {
         // SAFETY: By the type invariants, `pages` ran and `finalize` has not.
         unsafe { bindings::migrate_vma_finalize(&mut self.args) };
     }
+}
+
+/// `migrate_pfn_to_page()`: the page a migration entry names, null if it names none; the C inline
+/// function's arithmetic, without a helper call per entry.
+#[inline]
+pub(crate) fn migrate_pfn_to_page(mpfn: usize) -> *mut bindings::page {
+    if mpfn & PFN_VALID == 0 {
+        return core::ptr::null_mut();
+    }
+    crate::page_ext::pfn_to_page(mpfn >> bindings::MIGRATE_PFN_SHIFT)
 }
 
 /// `migrate_pfn()`: the entry encoding of a valid page frame number. The same arithmetic as the C
@@ -1619,6 +1622,37 @@ mod tests {
         assert!(Reason::Busy.retry_can_help());
         assert!(!Reason::Pinned.retry_can_help());
         assert!(!Reason::NotPresent.retry_can_help());
+    }
+
+    #[test]
+    fn memmap_arithmetic_is_the_c_one() -> Result {
+        let page = kernel::page::Page::alloc_page(GFP_KERNEL)?;
+        let raw = page.as_ptr();
+        // SAFETY: `raw` is a valid page; these only compute from it or read its flags.
+        let (pfn, zone_device) = unsafe {
+            (
+                bindings::page_to_pfn(raw),
+                bindings::is_zone_device_page(raw),
+            )
+        };
+        assert_eq!(crate::page_ext::page_to_pfn(raw), pfn);
+        // SAFETY: `pfn` has a `struct page`; `pfn_to_page()` only computes its address.
+        assert_eq!(crate::page_ext::pfn_to_page(pfn), unsafe {
+            bindings::pfn_to_page(pfn)
+        });
+        // SAFETY: `raw` is a valid page.
+        assert_eq!(
+            unsafe { crate::page_ext::is_zone_device_page(raw) },
+            zone_device
+        );
+        assert!(!zone_device);
+        let mpfn = migrate_pfn_of(pfn);
+        // SAFETY: `migrate_pfn_to_page()` only decodes the entry.
+        assert_eq!(migrate_pfn_to_page(mpfn), unsafe {
+            bindings::migrate_pfn_to_page(mpfn)
+        });
+        assert!(migrate_pfn_to_page(mpfn & !PFN_VALID).is_null());
+        Ok(())
     }
 
     #[test]

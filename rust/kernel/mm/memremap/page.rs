@@ -52,8 +52,7 @@ unsafe impl<T: DevicePagemapOps> Sync for FreeDeviceFolio<T> {}
 impl<T: DevicePagemapOps> FreeDeviceFolio<T> {
     /// The page's pfn.
     pub fn pfn(&self) -> usize {
-        // SAFETY: The page is valid (type invariant).
-        unsafe { bindings::page_to_pfn(self.page.as_ptr()) }
+        crate::page_ext::page_to_pfn(self.page.as_ptr())
     }
 
     /// The order of the block of pages (0: a single page).
@@ -138,9 +137,7 @@ impl<T: DevicePagemapOps> Iterator for SplitPages<T> {
         if self.next >= self.end {
             return None;
         }
-        // SAFETY: `next` is a pfn of the pagemap, which our references keep registered (type
-        // invariant).
-        let page = NonNull::new(unsafe { bindings::pfn_to_page(self.next) })?;
+        let page = NonNull::new(crate::page_ext::pfn_to_page(self.next))?;
         self.next += 1;
         // INVARIANT: The page and its reference pass from the iterator to the token.
         Some(FreeDeviceFolio {
@@ -335,8 +332,7 @@ impl AnyDevicePage {
     /// The page's pfn.
     #[inline]
     pub fn pfn(&self) -> usize {
-        // SAFETY: The page is valid (type invariant).
-        unsafe { bindings::page_to_pfn(self.as_raw()) }
+        crate::page_ext::page_to_pfn(self.as_raw())
     }
 
     /// Whether the page is device-private (else device-coherent).
@@ -417,7 +413,7 @@ impl<'a> PageRef<'a> {
         // SAFETY: `page` is valid (function safety requirements). Most pages are not `ZONE_DEVICE`
         // ones: one test for them.
         let device = unsafe {
-            bindings::is_zone_device_page(raw)
+            crate::page_ext::is_zone_device_page(raw)
                 && (bindings::is_device_private_page(raw) || bindings::is_device_coherent_page(raw))
         };
         if device {

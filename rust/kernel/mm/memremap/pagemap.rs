@@ -481,9 +481,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
             } else {
                 0
             };
-            // SAFETY: `pfn` is in the pagemap, whose memmap exists while it is registered
-            // (`&self`).
-            let page = NonNull::new(unsafe { bindings::pfn_to_page(pfn) })?;
+            let page = NonNull::new(crate::page_ext::pfn_to_page(pfn))?;
             pfn += nr_pages(order);
             // SAFETY: The `percpu_ref` is live: it is killed only when the pagemap is dropped.
             unsafe { bindings::percpu_ref_get_many(self.percpu_ref(), nr_pages(order)) };
@@ -616,8 +614,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         if s & bindings::MIGRATE_PFN_MIGRATE as usize == 0 {
             return 0;
         }
-        // SAFETY: `migrate_pfn_to_page()` decodes the entry.
-        let Some(spage) = NonNull::new(unsafe { bindings::migrate_pfn_to_page(s) }) else {
+        let Some(spage) = NonNull::new(crate::mm::migrate::migrate_pfn_to_page(s)) else {
             return 0;
         };
         // A page between `zone_device_page_init()` (reference) and the end of `activate()` (data)
@@ -658,8 +655,7 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         };
         // SAFETY: We own the new folio; nobody else can see it.
         unsafe { bindings::lock_page(dpage.as_ptr()) };
-        // SAFETY: `dpage` is a valid page.
-        let dpfn = unsafe { bindings::page_to_pfn(dpage.as_ptr()) };
+        let dpfn = crate::page_ext::page_to_pfn(dpage.as_ptr());
         for i in 0..nr_pages(order) {
             // SAFETY: Page `i` of the two folios, both of `order` pages and contiguous in the
             // memmap; both stay locked and referenced until `migrate_device_finalize()`, after
