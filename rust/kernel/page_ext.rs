@@ -77,6 +77,11 @@ fn check(page: &Page, offset: usize, len: usize) -> Result {
     if unsafe { bindings::is_device_private_page(page.as_ptr()) } {
         return Err(EINVAL);
     }
+    in_page(offset, len)
+}
+
+/// `EINVAL` for a byte range `offset..offset + len` that does not fit in a page.
+fn in_page(offset: usize, len: usize) -> Result {
     match offset.checked_add(len) {
         Some(end) if end <= PAGE_SIZE => Ok(()),
         _ => Err(EINVAL),
@@ -146,6 +151,75 @@ impl PageExt for Page {
     }
 }
 
+/// A page whose contents the CPU reaches through its kernel mapping: not a device-private page.
+/// [`PageExt`]'s accessors without its test for one, which is a helper call on every copy: the
+/// pages the allocator gives out, and system or device-coherent pages told apart from
+/// device-private ones already, come as `CpuPage`s.
+///
+/// # Invariants
+///
+/// The page is not a device-private page.
+pub struct CpuPage<'a>(kernel::page::BorrowedPage<'a>);
+
+impl<'a> CpuPage<'a> {
+    /// `page`, if it is not device-private.
+    pub fn new(page: kernel::page::BorrowedPage<'a>) -> Option<Self> {
+        // SAFETY: `page` is a valid page (type invariant of `Page`).
+        if unsafe { bindings::is_device_private_page(page.as_ptr()) } {
+            return None;
+        }
+        // INVARIANT: Tested just above.
+        Some(Self(page))
+    }
+
+    /// # Safety
+    ///
+    /// `page` must not be a device-private page.
+    pub unsafe fn new_unchecked(page: kernel::page::BorrowedPage<'a>) -> Self {
+        // INVARIANT: By the function safety requirements.
+        Self(page)
+    }
+
+    /// [`PageExt::read()`]: `EINVAL` only if the bytes are not all in the page.
+    pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result {
+        in_page(offset, dst.len())?;
+        // SAFETY: As in `PageExt::read()`: the bytes are in the page, which has a kernel mapping
+        // (type invariant).
+        unsafe {
+            bindings::memcpy_from_page(dst.as_mut_ptr().cast(), self.as_ptr(), offset, dst.len())
+        };
+        Ok(())
+    }
+
+    /// [`PageExt::write()`]: `EINVAL` only if the bytes are not all in the page.
+    pub fn write(&self, offset: usize, src: &[u8]) -> Result {
+        in_page(offset, src.len())?;
+        // SAFETY: As in `PageExt::write()`; the page has a kernel mapping (type invariant).
+        unsafe { bindings::memcpy_to_page(self.as_ptr(), offset, src.as_ptr().cast(), src.len()) };
+        Ok(())
+    }
+
+    /// [`PageExt::fill_zero()`], which cannot fail here.
+    pub fn fill_zero(&self) {
+        // SAFETY: As in `PageExt::fill_zero()`; the page has a kernel mapping (type invariant).
+        unsafe { bindings::memzero_page(self.as_ptr(), 0, PAGE_SIZE) };
+    }
+
+    /// [`PageExt::copy_from()`], which cannot fail here.
+    pub fn copy_from(&self, src: &CpuPage<'_>) {
+        // SAFETY: As in `PageExt::copy_from()`; both pages have a kernel mapping (type invariant).
+        unsafe { bindings::copy_highpage(self.as_ptr(), src.as_ptr()) };
+    }
+}
+
+impl core::ops::Deref for CpuPage<'_> {
+    type Target = Page;
+
+    fn deref(&self) -> &Page {
+        &self.0
+    }
+}
+
 /// A physically contiguous block of `1 << order` order-0 system pages, allocated and freed together
 /// (`alloc_pages()` without `__GFP_COMP`).
 ///
@@ -209,7 +283,7 @@ impl PageBlock {
     }
 
     /// Page `i` of the block; `None` past its end.
-    pub fn page(&self, i: usize) -> Option<kernel::page::BorrowedPage<'_>> {
+    pub fn page(&self, i: usize) -> Option<CpuPage<'_>> {
         if i >= self.nr_pages() {
             return None;
         }
@@ -218,7 +292,9 @@ impl PageBlock {
         let page = unsafe { self.first.as_ptr().add(i) };
         // SAFETY: The page is owned by the block and stays allocated while `self` is borrowed (type
         // invariant); `BorrowedPage` does not free it.
-        Some(unsafe { kernel::page::BorrowedPage::from_raw(core::ptr::NonNull::new(page)?) })
+        let page = unsafe { kernel::page::BorrowedPage::from_raw(core::ptr::NonNull::new(page)?) };
+        // SAFETY: The page allocator hands out system pages, never device-private ones.
+        Some(unsafe { CpuPage::new_unchecked(page) })
     }
 }
 

@@ -22,7 +22,7 @@ use crate::{
         },
         migrate::{Collected, LockedSystemFolio, MigratePfns, MigrateVma, Select, HPAGE_PMD_ORDER},
     },
-    page_ext::{PageBlock, PageExt},
+    page_ext::{CpuPage, PageBlock, PageExt},
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
@@ -74,7 +74,7 @@ pub(crate) struct PageData {
 pub(crate) fn with_page_contents<R>(
     page: PageRef<'_>,
     owner: &PagemapOwner,
-    f: impl FnOnce(&Page) -> Result<R>,
+    f: impl FnOnce(&CpuPage<'_>) -> Result<R>,
 ) -> Result<R> {
     if let Some(dpage) = page.device().and_then(|d| d.downcast::<DmirrorMem>(owner)) {
         return with_contents(dpage, f);
@@ -87,7 +87,7 @@ pub(crate) fn with_page_contents<R>(
 /// page itself if device-coherent.
 pub(crate) fn with_contents<R>(
     dpage: &DevicePage<DmirrorMem>,
-    f: impl FnOnce(&Page) -> Result<R>,
+    f: impl FnOnce(&CpuPage<'_>) -> Result<R>,
 ) -> Result<R> {
     let data = dpage.data();
     if let Some(backing) = data.backing.as_ref() {
@@ -106,7 +106,7 @@ pub(crate) fn with_contents<R>(
 fn for_each_contents(
     head: &DevicePage<DmirrorMem>,
     n: usize,
-    mut f: impl FnMut(usize, &Page) -> Result,
+    mut f: impl FnMut(usize, &CpuPage<'_>) -> Result,
 ) -> Result {
     let data = head.data();
     if let Some(backing) = data.backing.as_ref() {
@@ -443,8 +443,8 @@ pub(crate) fn copy_back(
         if e.is_compound() && !fail {
             if let Ok(dst) = LockedSystemFolio::alloc_folio_for_vma(vma, e.addr(), e.order()) {
                 for_each_contents(dpage, n, |i, src| {
-                    let sub = dst.subpage(i).ok_or(EINVAL)?;
-                    sub.copy_from(src)
+                    dst.subpage(i).ok_or(EINVAL)?.copy_from(src);
+                    Ok(())
                 })?;
                 return e.set_dst(dst);
             }
@@ -454,7 +454,7 @@ pub(crate) fn copy_back(
         let addr = e.addr();
         let copied = for_each_contents(dpage, n, |i, src| {
             let dst = LockedSystemFolio::alloc_for_vma(vma, addr + i * PAGE_SIZE)?;
-            dst.page().copy_from(src)?;
+            dst.page().copy_from(src);
             e.set_dst_at(i, dst)
         });
         match copied {
@@ -753,9 +753,15 @@ impl DeviceMemory {
         };
         // From here on, dropping the folio frees it through `folio_free`.
         let dpage = page.activate(data.into());
-        for_each_contents(&dpage, 1 << order, |i, dst| match src(i) {
-            Some(s) => with_page_contents(s, src_owner, |p| dst.copy_from(p)),
-            None => dst.fill_zero(),
+        for_each_contents(&dpage, 1 << order, |i, dst| {
+            match src(i) {
+                Some(s) => with_page_contents(s, src_owner, |p| {
+                    dst.copy_from(p);
+                    Ok(())
+                })?,
+                None => dst.fill_zero(),
+            }
+            Ok(())
         })?;
         Ok(dpage)
     }

@@ -24,7 +24,6 @@ use crate::{
         memremap::PagemapOwner,
         migrate::{Collected, MigratePfns, MigrateVma, MmapWriteGuard, Select, SelectFlags},
     },
-    page_ext::PageExt,
     task_ext::TaskExt,
 };
 use core::sync::atomic::{AtomicU64, Ordering};

@@ -23,12 +23,12 @@ use crate::{
             Reason, Select, SelectFlags, HPAGE_PMD_ORDER,
         },
     },
-    page_ext::PageExt,
+    page_ext::CpuPage,
 };
 use kernel::{
     alloc::{flags::GFP_KERNEL, KVec},
     mm::{MmWithUser, MmapReadGuard},
-    page::{Page, PAGE_SHIFT, PAGE_SIZE},
+    page::{PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     uaccess::{UserPtr, UserSlice},
 };
@@ -202,9 +202,12 @@ fn reason_code(reason: Reason) -> u32 {
 
 /// Copies the contents of page `i` of `e`'s source (a system page, or a device page of `owner`) to
 /// `dst`.
-fn copy_page(e: &Entry<'_>, i: usize, owner: &PagemapOwner, dst: &Page) -> Result {
+fn copy_page(e: &Entry<'_>, i: usize, owner: &PagemapOwner, dst: &CpuPage<'_>) -> Result {
     let src = e.src_subpage(i).ok_or(EINVAL)?;
-    devmem::with_page_contents(src, owner, |src| dst.copy_from(src))
+    devmem::with_page_contents(src, owner, |src| {
+        dst.copy_from(src);
+        Ok(())
+    })
 }
 
 /// The status byte of a page: `None` if it moved, else why not; `whole` if it was part of a huge

@@ -30,6 +30,7 @@ use crate::{
             DeviceFault, DevicePage, DevicePagemapOps, LockedDeviceFolio, PageRef, PagemapOwner,
         },
     },
+    page_ext::CpuPage,
 };
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
@@ -256,13 +257,15 @@ impl LockedSystemFolio {
     }
 
     /// Borrows the (head) page, e.g. to copy data into it.
-    pub fn page(&self) -> BorrowedPage<'_> {
+    pub fn page(&self) -> CpuPage<'_> {
         // SAFETY: The page stays valid while `self` holds its reference.
-        unsafe { BorrowedPage::from_raw(self.page) }
+        let page = unsafe { BorrowedPage::from_raw(self.page) };
+        // SAFETY: The page allocator hands out system pages, never device-private ones.
+        unsafe { CpuPage::new_unchecked(page) }
     }
 
     /// Page `i` of the folio; `None` past its end.
-    pub fn subpage(&self, i: usize) -> Option<BorrowedPage<'_>> {
+    pub fn subpage(&self, i: usize) -> Option<CpuPage<'_>> {
         if i >= 1 << self.order {
             return None;
         }
@@ -270,7 +273,9 @@ impl LockedSystemFolio {
         // the folio.
         let page = unsafe { self.page.as_ptr().add(i) };
         // SAFETY: Page `i` of our folio, valid while `self` holds the folio.
-        Some(unsafe { BorrowedPage::from_raw(NonNull::new(page)?) })
+        let page = unsafe { BorrowedPage::from_raw(NonNull::new(page)?) };
+        // SAFETY: A page of a folio from the page allocator: a system page.
+        Some(unsafe { CpuPage::new_unchecked(page) })
     }
 }
 

@@ -10,7 +10,7 @@ use super::{
     DevicePagemapOps,
     PagemapOwner,
 };
-use crate::bindings;
+use crate::{bindings, page_ext::CpuPage};
 use core::{
     any::TypeId,
     marker::PhantomData,
@@ -351,13 +351,15 @@ impl AnyDevicePage {
     }
 
     /// The page itself, if the CPU can access it (device-coherent memory).
-    pub fn cpu_page(&self) -> Option<BorrowedPage<'_>> {
+    pub fn cpu_page(&self) -> Option<CpuPage<'_>> {
         if self.is_private() {
             return None;
         }
         // SAFETY: The page is valid while `self` is borrowed (type invariant), and a
         // device-coherent page is mapped in the kernel's linear map like system memory.
-        Some(unsafe { BorrowedPage::from_raw(NonNull::from(&self.0).cast()) })
+        let page = unsafe { BorrowedPage::from_raw(NonNull::from(&self.0).cast()) };
+        // SAFETY: Not device-private (tested above).
+        Some(unsafe { CpuPage::new_unchecked(page) })
     }
 
     /// The page as a page of a [`DevicePagemap<T>`] registered with `owner`.
@@ -430,11 +432,13 @@ impl<'a> PageRef<'a> {
 
     /// The page, if the CPU can access its contents: a system page or a device-coherent one. `None`
     /// for a device-private page.
-    pub fn cpu_page(&self) -> Option<BorrowedPage<'a>> {
+    pub fn cpu_page(&self) -> Option<CpuPage<'a>> {
         match self {
             Self::System(page) => {
                 // SAFETY: The same page, valid for `'a`.
-                Some(unsafe { BorrowedPage::from_raw(NonNull::new(page.as_ptr())?) })
+                let page = unsafe { BorrowedPage::from_raw(NonNull::new(page.as_ptr())?) };
+                // SAFETY: `from_raw()` makes a device-private page a `Device` one.
+                Some(unsafe { CpuPage::new_unchecked(page) })
             }
             Self::Device(page) => page.cpu_page(),
         }
