@@ -1646,10 +1646,8 @@ mod tests {
             bindings::pfn_to_page(pfn)
         });
         // SAFETY: `raw` is a valid page.
-        assert_eq!(
-            unsafe { crate::page_ext::is_zone_device_page(raw) },
-            zone_device
-        );
+        let rust_zone_device = unsafe { crate::page_ext::is_zone_device_page(raw) };
+        assert_eq!(rust_zone_device, zone_device);
         assert!(!zone_device);
         let mpfn = migrate_pfn_of(pfn);
         // SAFETY: `migrate_pfn_to_page()` only decodes the entry.
