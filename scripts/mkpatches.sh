@@ -366,7 +366,7 @@ step_rust_helpers() {
 
 # The lines of include/hmm_rs_bindings.h, by what they become in tree
 # (TAG<tab>line): inc (an #include for bindings_helper.h), uapi (the
-# driver's headers), gfp and ioctl (const helpers), geom (the page table
+# driver's headers), gfp, mm and ioctl (const helpers), geom (the page table
 # constants, renamed) and layout (the layout checks: not in tree).
 # Anything else stops the script: this function must learn about it.
 bindings_lines() {
@@ -384,6 +384,7 @@ bindings_lines() {
 		if (l ~ /^#include <linux\/[^>]+>$/) tag = "inc"
 		else if (l ~ /^#include "/) tag = "uapi"
 		else if (l ~ /^const gfp_t RUST_CONST_HELPER_/) tag = "gfp"
+		else if (l ~ /^const unsigned long RUST_CONST_HELPER_ZONES_PGSHIFT /) tag = "mm"
 		else if (l ~ /^const unsigned int RUST_CONST_HELPER_(HMM_DMIRROR_|HMM_RS_MIGRATE )/) tag = "ioctl"
 		else if (l ~ /^const unsigned int RUST_CONST_HELPER_HMM_RS_(PMD_SHIFT|PUD_SHIFT|HPAGE_PMD_ORDER) /) tag = "geom"
 		else if (l ~ /^#define HMM_RS_(OFF|SIZE)\(/) { tag = "layout"; cont = (l ~ /\\$/) }
@@ -416,6 +417,10 @@ step_rust_bindings() {
 			die "include/hmm_rs_bindings.h has no ${r%%:*} any more"
 		block+=${block:+$'\n'}"const unsigned int RUST_CONST_HELPER_${r#*:} = ${r#*:};"
 	done
+	kedit rust/bindings/bindings_helper.h insert_after \
+		'const size_t RUST_CONST_HELPER_PAGE_SIZE = PAGE_SIZE;' "$block"
+	block=$(tagged mm <<< "$lines")
+	[ -n "$block" ] || die "no ZONES_PGSHIFT const helper in include/hmm_rs_bindings.h"
 	kedit rust/bindings/bindings_helper.h insert_after \
 		'const size_t RUST_CONST_HELPER_PAGE_SIZE = PAGE_SIZE;' "$block"
 	block=

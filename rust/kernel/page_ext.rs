@@ -55,8 +55,8 @@ pub fn page_to_pfn(page: *const bindings::page) -> usize {
     return unsafe { bindings::page_to_pfn(page.cast_mut()) };
 }
 
-/// `is_zone_device_page()`: whether `page` is a `ZONE_DEVICE` page, read from the zone number in its
-/// flags as the C inline function reads it.
+/// `is_zone_device_page()`: whether `page` is a `ZONE_DEVICE` page, read from the zone number in
+/// its flags as the C inline function reads it.
 ///
 /// # Safety
 ///

@@ -126,8 +126,8 @@ impl<'a> PtEntry<'a> {
     }
 }
 
-/// `XAS_RESTART`: the `xa_node` of an `xa_state` whose walk has not started (a special pointer value
-/// the bindings cannot carry).
+/// `XAS_RESTART`: the `xa_node` of an `xa_state` whose walk has not started (a special pointer
+/// value the bindings cannot carry).
 const XAS_RESTART: *mut bindings::xa_node = core::ptr::without_provenance_mut(3);
 
 /// The device page table: an XArray from virtual page number to tagged `struct page *`.

@@ -614,7 +614,8 @@ impl<T: DevicePagemapOps> DevicePagemap<T> {
         if s & bindings::MIGRATE_PFN_MIGRATE as usize == 0 {
             return 0;
         }
-        let Some(spage) = NonNull::new(crate::mm::migrate::migrate_pfn_to_page(s)) else {
+        // SAFETY: `migrate_pfn_to_page()` decodes the entry.
+        let Some(spage) = NonNull::new(unsafe { bindings::migrate_pfn_to_page(s) }) else {
             return 0;
         };
         // A page between `zone_device_page_init()` (reference) and the end of `activate()` (data)
