@@ -48,12 +48,32 @@
  *   moment, MADV_DONTNEED skips it, and the zapped data stays. Those two
  *   variants skip unless HMM_RS_KERNEL_BUGS is set (patches/README).
  *
+ * thp_fork_zap.*: the same bug from another mm. A 2 MiB device THP is
+ *   shared with a fork child (fork() copies the device PMD); the parent
+ *   brings it back by MIGRATE_TO_SYS while the child zaps its own PMD by
+ *   MADV_DONTNEED (over and over until the call returns), munmap() or
+ *   exit, the moment its pagemap entry changes (to the migration entry
+ *   that the parent's migration puts in every mm that maps the THP): no
+ *   splat, the child lives, every page of the parent is back in system
+ *   memory (pagemap and SNAPSHOT), and the parent, which zapped nothing,
+ *   reads every byte of its pattern. MIGRATE_TO_SYS may move a device
+ *   THP back whole (one PMD migration entry per mapping) only if no other
+ *   mm maps it (anon_unshared() in rust/kernel/mm/migrate.rs): the
+ *   child's zap of a PMD migration entry puts a reference it does not
+ *   hold and frees the THP under the migration. Shared, it must be split,
+ *   and PTE migration entries hold none. With anon_unshared() always
+ *   true, every variant failed: on dbabf22 within 11 rounds (the parent's
+ *   PMD stayed a migration entry of the freed THP, "BUG: Bad rss-counter
+ *   state" at its exit), on 64d7022 with a NULL pointer Oops in
+ *   copy_back().
+ *
  * concurrent_write: two open files WRITE the same pages at once: no crash,
  *   and every byte afterwards is one of the two patterns. It guards against
  *   a crash only: 393cc7e passed it too.
  *
  * Time budgets, in seconds, from the environment: HMM_RS_RACE_SECS (10, each
- * exclusive_race variant), HMM_RS_RELEASE_SECS (15), HMM_RS_WRITE_SECS (3);
+ * exclusive_race, thp_zap_race and thp_fork_zap variant),
+ * HMM_RS_RELEASE_SECS (15), HMM_RS_WRITE_SECS (3);
  * HMM_RS_KILL_WAIT_SECS (20): how long a killed child may take before it
  * counts as stuck in the kernel; HMM_RS_STUCK_SECS (30): how long past its
  * budget release_race waits before it reports a stuck thread. And
@@ -748,6 +768,311 @@ TEST_F_TIMEOUT(thp_zap_race, vs_dontneed, 120)
 	     bad_pages);
 	ASSERT_EQ(0, device_works());
 	EXPECT_EQ(0, setup_errors);
+	ASSERT_EQ(0, bad_pages);
+}
+
+/* ---- thp_fork_zap ------------------------------------------------------ */
+
+FIXTURE(thp_fork_zap) {
+	int fd;
+	int pagemap;
+	long ps;
+	size_t len;
+	char *map;
+	char *buf;
+	char *out;
+	unsigned char *expect;
+	/* Shared with each round's child. */
+	struct tfz_shared {
+		int ready, go, done;
+		/* The child's pagemap entry of buf: at fork, and at its zap. */
+		uint64_t before, seen;
+		/* MADV_DONTNEED calls made before the parent's call returned. */
+		long zaps_in_call;
+	} *sh;
+};
+
+enum tfz_zap { TFZ_DONTNEED, TFZ_MUNMAP, TFZ_EXIT };
+
+FIXTURE_VARIANT(thp_fork_zap) {
+	/* How the fork child zaps its PMD of the shared device THP. */
+	enum tfz_zap zap;
+	const char *what;
+};
+
+FIXTURE_VARIANT_ADD(thp_fork_zap, dontneed) {
+	.zap = TFZ_DONTNEED, .what = "MADV_DONTNEED",
+};
+
+FIXTURE_VARIANT_ADD(thp_fork_zap, munmap) {
+	.zap = TFZ_MUNMAP, .what = "munmap()",
+};
+
+FIXTURE_VARIANT_ADD(thp_fork_zap, exit) {
+	.zap = TFZ_EXIT, .what = "exit",
+};
+
+FIXTURE_SETUP(thp_fork_zap)
+{
+	self->ps = sysconf(_SC_PAGESIZE);
+	self->len = 2UL << 20;
+	self->fd = open(DEVICE, O_RDWR);
+	ASSERT_GE(self->fd, 0);
+	self->map = mmap(NULL, 2 * self->len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, self->map);
+	self->buf = (char *)(((uintptr_t)self->map + self->len - 1) &
+			     ~(self->len - 1));
+	ASSERT_EQ(0, madvise(self->buf, self->len, MADV_HUGEPAGE));
+	self->out = malloc(self->len);
+	ASSERT_NE(NULL, self->out);
+	self->expect = malloc(self->len);
+	ASSERT_NE(NULL, self->expect);
+	self->sh = mmap(NULL, sizeof(*self->sh), PROT_READ | PROT_WRITE,
+			MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, self->sh);
+	self->pagemap = open("/proc/self/pagemap", O_RDONLY);
+	ASSERT_GE(self->pagemap, 0);
+}
+
+FIXTURE_TEARDOWN(thp_fork_zap)
+{
+	close(self->pagemap);
+	munmap(self->sh, sizeof(*self->sh));
+	free(self->expect);
+	free(self->out);
+	munmap(self->map, 2 * self->len);
+	close(self->fd);
+}
+
+/* /proc/PID/pagemap (fs/proc/task_mmu.c): a swap entry, its type. */
+#define PM_SWAP (1ULL << 62)
+#define PM_PRESENT (1ULL << 63)
+#define PM_SWAP_TYPE(e) ((e) & 0x1f)
+
+/* The pagemap entries of @n pages at @addr into @e; 0 or -1. */
+static int pagemap_entries(int fd, const void *addr, uint64_t *e, size_t n)
+{
+	off_t off = (uintptr_t)addr / sysconf(_SC_PAGESIZE) * sizeof(*e);
+	size_t len = n * sizeof(*e);
+
+	return fd >= 0 && pread(fd, e, len, off) == (ssize_t)len ? 0 : -1;
+}
+
+static uint64_t pagemap_entry(int fd, const void *addr)
+{
+	uint64_t e = 0;
+
+	pagemap_entries(fd, addr, &e, 1);
+	return e;
+}
+
+/*
+ * Whether @seen, the child's entry when it zapped, is a migration entry:
+ * a swap entry of another type than the device-private entry it had. As
+ * root, pagemap shows the type; otherwise both read as 0.
+ */
+static int tfz_migration_entry(uint64_t before, uint64_t seen)
+{
+	return (before & PM_SWAP) && (seen & PM_SWAP) &&
+	       PM_SWAP_TYPE(seen) != PM_SWAP_TYPE(before);
+}
+
+/*
+ * The fork child: it maps the device THP by a PMD of its own. Once the
+ * parent starts MIGRATE_TO_SYS, it watches its own pagemap entry of the
+ * THP and zaps the moment the entry changes (a migration entry that the
+ * parent's migration put there, if that migration unmaps this mm too),
+ * or when the call is over; MADV_DONTNEED goes on until it is.
+ */
+static void tfz_child(enum tfz_zap zap, struct tfz_shared *sh, char *buf,
+		      size_t len)
+{
+	int pm = open("/proc/self/pagemap", O_RDONLY);
+	double end;
+	uint64_t e;
+
+	sh->before = pagemap_entry(pm, buf);
+	STORE(sh->ready, 1);
+	end = now() + 10;
+	while (!LOAD(sh->go) && now() < end)
+		;
+	end = now() + 5;
+	do {
+		e = pagemap_entry(pm, buf);
+	} while (e == sh->before && !LOAD(sh->done) && now() < end);
+	sh->seen = e;
+	switch (zap) {
+	case TFZ_EXIT:
+		_exit(0);
+	case TFZ_MUNMAP:
+		munmap(buf, len);
+		break;
+	case TFZ_DONTNEED:
+		do {
+			madvise(buf, len, MADV_DONTNEED);
+			if (!LOAD(sh->done))
+				INC(sh->zaps_in_call, 1);
+		} while (!LOAD(sh->done) && now() < end);
+		break;
+	}
+	_exit(0);
+}
+
+TEST_F_TIMEOUT(thp_fork_zap, migrate_to_sys, 120)
+{
+	double budget = clamp_budget("HMM_RS_RACE_SECS",
+				     env_num("HMM_RS_RACE_SECS", 10), 90);
+	unsigned long npages = self->len / self->ps, p;
+	long rounds = 0, pmd_rounds = 0, hits = 0, unchanged = 0, zaps = 0;
+	long whole = 0, on_device = 0, errors = 0, died = 0, bad_pages = 0;
+	long stuck = 0, stale = 0;
+	struct tfz_shared *sh = self->sh;
+	uint64_t *pme = malloc(npages * sizeof(*pme));
+	double start, t;
+	char how[64];
+	int status, ret;
+	size_t i;
+	pid_t pid;
+
+	ASSERT_NE(NULL, pme);
+	start = now();
+	while (now() - start < budget) {
+		int pmd = 1, back_whole = 1, left = 0, absent = 0;
+		long round = rounds++;
+
+		/* A fresh THP, on the device, mapped by a device PMD. */
+		madvise(self->buf, self->len, MADV_DONTNEED);
+		for (i = 0; i < self->len; i++)
+			self->expect[i] = (round * 31 + (i >> 12) * 7 + i) %
+					  251 + 1;
+		memcpy(self->buf, self->expect, self->len);
+		ret = hmm_rs_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV,
+				 (uintptr_t)self->buf, self->out, npages, NULL);
+		if (!ret)
+			ret = hmm_rs_cmd(self->fd, HMM_DMIRROR_SNAPSHOT,
+					 (uintptr_t)self->buf, self->out,
+					 npages, NULL);
+		if (ret) {
+			if (errors++ < 5)
+				note("round %ld: to the device: %s\n", round,
+				     errname(-ret));
+			continue;
+		}
+		for (p = 0; p < npages; p++)
+			if (!(self->out[p] & HMM_DMIRROR_PROT_PMD))
+				pmd = 0;
+		pmd_rounds += pmd;
+
+		/* The child shares the THP: fork() copies the device PMD. */
+		memset(sh, 0, sizeof(*sh));
+		fflush(stdout);
+		fflush(stderr);
+		pid = fork();
+		ASSERT_GE(pid, 0);
+		if (pid == 0)
+			tfz_child(variant->zap, sh, self->buf, self->len);
+		t = now() + 10;
+		while (!LOAD(sh->ready) && now() < t)
+			usleep(100);
+		STORE(sh->go, 1);
+		ret = hmm_rs_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS,
+				 (uintptr_t)self->buf, NULL, npages, NULL);
+		STORE(sh->done, 1);
+		if (!wait_child(pid, &status, 20)) {
+			note("round %ld: the child is not done 20 s after the migration: stuck\n",
+			     round);
+			kill(pid, SIGKILL);
+			wait_child(pid, &status, 5);
+			stuck++;
+		} else if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+			describe_status(status, how, sizeof(how));
+			if (died++ < 5)
+				note("round %ld: the child: %s\n", round, how);
+		}
+		hits += tfz_migration_entry(sh->before, sh->seen);
+		unchanged += sh->seen == sh->before;
+		zaps += sh->zaps_in_call;
+		if (ret) {
+			if (errors++ < 5)
+				note("round %ld: MIGRATE_TO_SYS: %s\n", round,
+				     errname(-ret));
+			continue;
+		}
+
+		/* Back in system memory, whole or split. */
+		ret = hmm_rs_cmd(self->fd, HMM_DMIRROR_SNAPSHOT,
+				 (uintptr_t)self->buf, self->out, npages, NULL);
+		if (ret) {
+			if (errors++ < 5)
+				note("round %ld: SNAPSHOT: %s\n", round,
+				     errname(-ret));
+			continue;
+		}
+		for (p = 0; p < npages; p++) {
+			if (!(self->out[p] & HMM_DMIRROR_PROT_PMD))
+				back_whole = 0;
+			if ((self->out[p] & 0xf0) ==
+			    HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL)
+				left++;
+		}
+		whole += back_whole && !left;
+		if (left && on_device++ < 5)
+			note("round %ld: %d pages still on the device after MIGRATE_TO_SYS\n",
+			     round, left);
+
+		/*
+		 * Pages neither present nor on the device: a migration entry
+		 * that the migration never took back (the THP was freed under
+		 * it). Touching them would wait for that migration forever.
+		 */
+		if (pagemap_entries(self->pagemap, self->buf, pme, npages)) {
+			if (errors++ < 5)
+				note("round %ld: pagemap unreadable\n", round);
+			continue;
+		}
+		for (p = 0; p < npages; p++)
+			absent += !(pme[p] & PM_PRESENT);
+		if (absent > left) {
+			note("round %ld: after MIGRATE_TO_SYS, %d pages neither present nor on the device; page 0: pagemap 0x%016llx (swap type %llu): a migration entry left behind\n",
+			     round, absent - left,
+			     (unsigned long long)pme[0],
+			     (unsigned long long)PM_SWAP_TYPE(pme[0]));
+			stale++;
+			break;
+		}
+
+		/* The parent never zapped: every byte is still its own. */
+		for (p = 0; p < npages; p++) {
+			size_t off = p * self->ps;
+
+			if (!memcmp(self->buf + off, self->expect + off,
+				    self->ps))
+				continue;
+			for (i = off; self->buf[i] == (char)self->expect[i]; i++)
+				;
+			if (bad_pages++ < 5)
+				note("round %ld: page %lu, byte %zu: 0x%02x, expected 0x%02x\n",
+				     round, p, i - off,
+				     (unsigned char)self->buf[i],
+				     self->expect[i]);
+		}
+	}
+	t = now() - start;
+
+	note("MIGRATE_TO_SYS vs the fork child's %s: %ld rounds in %.1f s, %ld with the THP mapped by a device PMD\n",
+	     variant->what, rounds, t, pmd_rounds);
+	note("the child zapped on seeing a migration entry in %ld rounds (unchanged until the call returned: %ld); MADV_DONTNEED calls during the call: %ld\n",
+	     hits, unchanged, zaps);
+	note("back in system memory whole %ld times; left on the device %ld times; errors %ld; children died %ld, stuck %ld; wrong pages %ld\n",
+	     whole, on_device, errors, died, stuck, bad_pages);
+	free(pme);
+	ASSERT_EQ(0, stale);
+	ASSERT_EQ(0, device_works());
+	EXPECT_EQ(0, errors);
+	EXPECT_EQ(0, died);
+	EXPECT_EQ(0, stuck);
+	EXPECT_EQ(0, on_device);
 	ASSERT_EQ(0, bad_pages);
 }
 
