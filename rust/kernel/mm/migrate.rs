@@ -491,18 +491,7 @@ impl MigrateVma {
         // lock itself, not a per-VMA lock.
         let vma = mmap.vma_lookup(start).ok_or(EINVAL)?;
         // SAFETY: No fault page; not exclusive.
-        unsafe {
-            Self::setup_raw(
-                vma,
-                start,
-                end,
-                select,
-                owner,
-                pfns,
-                core::ptr::null_mut(),
-                false,
-            )
-        }
+        unsafe { Self::setup_raw(vma, (start, end), select, owner, pfns, None, false) }
     }
 
     /// [`MigrateVma::setup`] with the mmap lock held for writing, in which [`Select::Compound`]
@@ -536,18 +525,7 @@ impl MigrateVma {
             };
         // SAFETY: No fault page; the mmap lock is held for writing and the VMA write-locked for
         // `'a` if `exclusive`, and its anonymous memory is mapped in no other mm.
-        unsafe {
-            Self::setup_raw(
-                vma,
-                start,
-                end,
-                select,
-                owner,
-                pfns,
-                core::ptr::null_mut(),
-                exclusive,
-            )
-        }
+        unsafe { Self::setup_raw(vma, (start, end), select, owner, pfns, None, exclusive) }
     }
 
     /// [`MigrateVma::setup`] from a `migrate_to_ram` callback: migrates `[start, end)` of the
@@ -575,12 +553,11 @@ impl MigrateVma {
         unsafe {
             Self::setup_raw(
                 fault.vma(),
-                start,
-                end,
+                (start, end),
                 select,
                 Some(owner),
                 pfns,
-                fault.fault_page(),
+                NonNull::new(fault.fault_page()),
                 false,
             )
         }
@@ -588,18 +565,16 @@ impl MigrateVma {
 
     /// # Safety
     ///
-    /// `fault_page` is null or as in [`MigrateVma::setup_from_fault`]. If `exclusive`, the mmap
+    /// `fault_page` is `None` or as in [`MigrateVma::setup_from_fault`]. If `exclusive`, the mmap
     /// lock is held for writing and the VMA write-locked for `'a`, and no other mm maps a folio of
     /// the VMA's anonymous memory ([`anon_unshared`]).
-    #[allow(clippy::too_many_arguments)]
     unsafe fn setup_raw<'a>(
         vma: &'a VmaRef,
-        start: usize,
-        end: usize,
+        (start, end): (usize, usize),
         select: SelectFlags,
         owner: Option<&'a PagemapOwner>,
         pfns: &'a mut MigratePfns,
-        fault_page: *mut bindings::page,
+        fault_page: Option<NonNull<bindings::page>>,
         exclusive: bool,
     ) -> Result<Collected<'a>> {
         if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 || start >= end {
@@ -617,7 +592,7 @@ impl MigrateVma {
         if wants_device && owner.is_none() {
             return Err(EINVAL);
         }
-        let select = if select.contains(Select::DevicePrivate) && fault_page.is_null() && !exclusive
+        let select = if select.contains(Select::DevicePrivate) && fault_page.is_none() && !exclusive
         {
             // See `Select::Compound`: no migration entry holds a reference, and `zap_pte_range()`
             // puts none for a PTE one, but `zap_huge_pmd()` in 7.3 wrongly puts one for a PMD one
@@ -641,7 +616,7 @@ impl MigrateVma {
             end,
             pgmap_owner: owner.map_or(core::ptr::null_mut(), |o| o.as_raw()),
             flags: u32::from(select) as usize,
-            fault_page,
+            fault_page: fault_page.map_or(core::ptr::null_mut(), NonNull::as_ptr),
             ..Default::default()
         };
         // SAFETY: `args` is fully initialised: the VMA is valid and the mmap lock of its mm is held
