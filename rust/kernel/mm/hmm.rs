@@ -77,8 +77,7 @@ fn fix_device_pmd_pfns(range: &bindings::hmm_range, npages: usize) {
     // SAFETY: The fault filled `npages` entries of `hmm_pfns`, which nothing else accesses now.
     let pfns = unsafe { core::slice::from_raw_parts_mut(range.hmm_pfns, npages) };
     for (i, p) in pfns.iter_mut().enumerate() {
-        // SAFETY: `hmm_pfn_to_map_order()` only does arithmetic on its argument.
-        if *p & PFN_VALID == 0 || unsafe { bindings::hmm_pfn_to_map_order(*p) } != PMD_ORDER {
+        if *p & PFN_VALID == 0 || HmmPfn(*p).map_order() != PMD_ORDER {
             continue;
         }
         let page = hmm_pfn_to_page(*p);
