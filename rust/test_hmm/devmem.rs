@@ -312,10 +312,19 @@ impl FreeInner {
         }
     }
 
-    /// Puts back a page [`FreeInner::take`] handed out and that never went into use.
-    fn untake(&mut self, page: FreeDeviceFolio<DmirrorMem>) {
+    /// Puts back a page [`FreeInner::take`] handed out and that never went into use, unless its
+    /// chunk is being removed: then it is returned, to be dropped outside the lock.
+    fn untake(
+        &mut self,
+        page: FreeDeviceFolio<DmirrorMem>,
+        removing: bool,
+    ) -> Option<FreeDeviceFolio<DmirrorMem>> {
         self.calloc -= 1 << page.order();
+        if removing {
+            return Some(page);
+        }
         self.put(page);
+        None
     }
 
     /// Takes an idle block of `order` (0 or `HPAGE_PMD_ORDER`); a single page is split off a block
@@ -674,9 +683,12 @@ impl DeviceMemory {
         let mut free = self.free.inner.lock();
         let block = pagemap.data().put_block(&mut free, first, pfn, order);
         let lost = shell.and_then(|d| free.shells.push_within_capacity(d).err());
-        free.untake(page);
+        // As in `folio_free`: tested under the free-list lock, so that a page of a chunk being
+        // removed never goes back on the list.
+        let removing = pagemap.is_removing();
+        let page = free.untake(page, removing);
         drop(free);
-        drop((block, lost));
+        drop((block, lost, page));
     }
 
     /// The backing of `page` (of `order`), whose block has none yet: a new block for it, allocated
