@@ -130,6 +130,9 @@ impl<'a> PtEntry<'a> {
 /// value the bindings cannot carry).
 const XAS_RESTART: *mut bindings::xa_node = core::ptr::without_provenance_mut(3);
 
+/// How many entries [`PageTable::clear`] removes under one hold of the XArray lock.
+const CLEAR_BATCH: usize = 4096;
+
 /// The device page table: an XArray from virtual page number to tagged `struct page *`.
 ///
 /// Entries hold no reference on their page; the mirror's invalidate callback removes them before
@@ -193,13 +196,24 @@ impl PageTable {
             xa_node: XAS_RESTART,
             ..Default::default()
         };
+        let mut batch = 0;
         // SAFETY: By the type invariants `xa` is initialised. `xas_find()` and `xas_store()` need
-        // its lock, held from here to `xa_unlock()`; storing `NULL` never allocates. Entries hold
-        // no reference on their page, so there is nothing to release.
+        // its lock, held around every call to them (`xas_pause()` lets the walk resume after the
+        // lock was dropped); storing `NULL` never allocates. Entries hold no reference on their
+        // page, so there is nothing to release.
         unsafe {
             bindings::xa_lock(xa);
             while !bindings::xas_find(&mut xas, last).is_null() {
                 bindings::xas_store(&mut xas, core::ptr::null_mut());
+                batch += 1;
+                // The range can be the whole address space: the spinlock (and preemption) is let
+                // go now and then, as when each entry was erased on its own.
+                if batch == CLEAR_BATCH {
+                    batch = 0;
+                    bindings::xas_pause(&mut xas);
+                    bindings::xa_unlock(xa);
+                    bindings::xa_lock(xa);
+                }
             }
             bindings::xa_unlock(xa);
         }
