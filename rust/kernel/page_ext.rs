@@ -63,9 +63,10 @@ pub fn page_to_pfn(page: *const bindings::page) -> usize {
 /// `page` must be a valid `struct page`.
 #[inline]
 pub unsafe fn is_zone_device_page(page: *const bindings::page) -> bool {
-    // SAFETY: `page` is valid (function safety requirements). The zone bits never change while the
-    // page exists; a racy read of the other bits does not matter (C reads them plainly too).
-    let flags = unsafe { core::ptr::addr_of!((*page).flags.f).read() };
+    // SAFETY: `page` is valid (function safety requirements). Other bits of the word change
+    // under atomic bit operations meanwhile: a volatile read (`READ_ONCE()`) is not a data race;
+    // the zone bits never change while the page exists.
+    let flags = unsafe { core::ptr::addr_of!((*page).flags.f).read_volatile() };
     let zone = (flags >> bindings::ZONES_PGSHIFT) & bindings::ZONES_MASK as usize;
     zone == bindings::zone_type_ZONE_DEVICE as usize
 }

@@ -440,8 +440,9 @@ fn anon_unshared(_mmap: &MmapWriteGuard<'_>, vma: &VmaRef) -> bool {
         return true;
     }
     // SAFETY: The VMA holds its `anon_vma`. `root` never changes; `num_children` grows only in a
-    // fork of this mm, which the mmap write lock excludes, so a stale value is a larger one.
-    unsafe { (*av).root == av && (*av).num_children <= 1 }
+    // fork of this mm, which the mmap write lock excludes, and another mm's exit may lower it
+    // meanwhile (read with `READ_ONCE()`, a volatile read: a stale value is a larger one).
+    unsafe { (*av).root == av && core::ptr::addr_of!((*av).num_children).read_volatile() <= 1 }
 }
 
 /// The entry point: [`MigrateVma::setup`].
