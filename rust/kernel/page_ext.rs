@@ -181,6 +181,17 @@ impl<'a> CpuPage<'a> {
         Self(page)
     }
 
+    /// Another handle on the same page, for the same lifetime.
+    pub fn reborrow(&self) -> CpuPage<'a> {
+        // SAFETY: `Page::as_ptr()` is never null (type invariant of `Page`).
+        let page = unsafe { core::ptr::NonNull::new_unchecked(self.0.as_ptr()) };
+        // SAFETY: The page is valid for `'a` (it is borrowed for `'a`), and a second
+        // `BorrowedPage` does not free it either.
+        let page = unsafe { kernel::page::BorrowedPage::from_raw(page) };
+        // INVARIANT: The same page, so not a device-private one.
+        Self(page)
+    }
+
     /// [`PageExt::read()`]: `EINVAL` only if the bytes are not all in the page.
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result {
         in_page(offset, dst.len())?;

@@ -397,8 +397,8 @@ impl AnyDevicePage {
 /// are the driver's business.
 pub enum PageRef<'a> {
     /// A page of system memory (or of another `ZONE_DEVICE` type whose contents are in the kernel's
-    /// linear map).
-    System(BorrowedPage<'a>),
+    /// linear map). Never a device-private page: that is what makes it a [`CpuPage`].
+    System(CpuPage<'a>),
     /// A device-private or device-coherent page.
     Device(&'a AnyDevicePage),
 }
@@ -426,7 +426,9 @@ impl<'a> PageRef<'a> {
         } else {
             // SAFETY: The page is valid and stays so for `'a` (function safety requirements);
             // `BorrowedPage` does not free it.
-            Self::System(unsafe { BorrowedPage::from_raw(page) })
+            let page = unsafe { BorrowedPage::from_raw(page) };
+            // SAFETY: A device-private page is a `Device` one (tested above).
+            Self::System(unsafe { CpuPage::new_unchecked(page) })
         }
     }
 
@@ -434,12 +436,7 @@ impl<'a> PageRef<'a> {
     /// for a device-private page.
     pub fn cpu_page(&self) -> Option<CpuPage<'a>> {
         match self {
-            Self::System(page) => {
-                // SAFETY: The same page, valid for `'a`.
-                let page = unsafe { BorrowedPage::from_raw(NonNull::new(page.as_ptr())?) };
-                // SAFETY: `from_raw()` makes a device-private page a `Device` one.
-                Some(unsafe { CpuPage::new_unchecked(page) })
-            }
+            Self::System(page) => Some(page.reborrow()),
             Self::Device(page) => page.cpu_page(),
         }
     }
