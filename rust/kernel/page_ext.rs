@@ -274,13 +274,15 @@ impl PageBlock {
         Ok(Self { first, order })
     }
 
-    /// Allocates a block of `1 << order` pages with `GFP_HIGHUSER` if one is free without trying
-    /// hard (`__GFP_NORETRY | __GFP_NOWARN`): for a caller that has a fallback.
+    /// Allocates a block of `1 << order` pages with `GFP_HIGHUSER` if one is free now: no direct
+    /// reclaim or compaction (kswapd is woken), no warning. For a caller that has a fallback and
+    /// may ask again soon: a failure costs a look at the free lists, not a round of reclaim.
     pub fn try_alloc(order: u32) -> Result<Self> {
         if order > bindings::MAX_PAGE_ORDER {
             return Err(EINVAL);
         }
-        let gfp = bindings::GFP_HIGHUSER | bindings::__GFP_NORETRY | bindings::__GFP_NOWARN;
+        let gfp =
+            (bindings::GFP_HIGHUSER & !bindings::__GFP_DIRECT_RECLAIM) | bindings::__GFP_NOWARN;
         // SAFETY: As in `alloc()`.
         let first = unsafe { bindings::alloc_pages(gfp, order) };
         let first = core::ptr::NonNull::new(first).ok_or(ENOMEM)?;
