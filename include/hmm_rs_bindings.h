@@ -53,6 +53,7 @@ const unsigned long RUST_CONST_HELPER_ZONES_PGSHIFT = ZONES_PGSHIFT;
  */
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
+#include <linux/rmap.h>
 #include <linux/sched.h>
 
 #define HMM_RS_OFF(t, f) \
@@ -66,10 +67,19 @@ HMM_RS_OFF(task_struct, group_leader);
 HMM_RS_SIZE(vm_area_struct);
 HMM_RS_OFF(vm_area_struct, vm_mm);
 HMM_RS_OFF(vm_area_struct, vm_flags);
+HMM_RS_OFF(vm_area_struct, anon_vma);
+HMM_RS_SIZE(anon_vma);
+HMM_RS_OFF(anon_vma, root);
+HMM_RS_OFF(anon_vma, num_children);
 HMM_RS_SIZE(vm_fault);
 HMM_RS_OFF(vm_fault, vma);
 HMM_RS_OFF(vm_fault, page);
 HMM_RS_SIZE(page);
+HMM_RS_OFF(page, flags);
+HMM_RS_SIZE(xa_state);
+HMM_RS_OFF(xa_state, xa);
+HMM_RS_OFF(xa_state, xa_index);
+HMM_RS_OFF(xa_state, xa_node);
 HMM_RS_OFF(file, private_data);
 HMM_RS_SIZE(miscdevice);
 HMM_RS_OFF(miscdevice, fops);
