@@ -526,12 +526,13 @@ impl Dmirror {
         prot as u8
     }
 
-    /// Migrates `[start, end)` in chunks of at most [`MIGRATE_PAGES`] within one VMA each, under
-    /// the mmap lock: `copy` gives the collected entries their destinations. Returns the number of
-    /// pages that moved.
+    /// Migrates `[start, end)` in chunks of at most [`MIGRATE_PAGES`] within one VMA each, each
+    /// under the mmap lock: `copy` gives the collected entries their destinations. Returns the
+    /// number of pages that moved.
     ///
     /// A selection of device-private pages runs with the mmap lock held for writing
-    /// ([`MigrateVma::setup_exclusive`]), so that their huge pages can move whole.
+    /// ([`MigrateVma::setup_exclusive`]), so that their huge pages can move whole. The lock is
+    /// taken per chunk, so that the rest of the process faults and maps while a long range moves.
     fn migrate_range(
         &self,
         mm: &MmWithUser,
@@ -540,15 +541,16 @@ impl Dmirror {
         mut copy: impl FnMut(&mut Collected<'_>) -> Result,
     ) -> Result<u64> {
         let mut pfns = MigratePfns::new(MIGRATE_PAGES)?;
-        let guard = if select.contains(Select::DevicePrivate) {
-            MmapGuard::Write(MmapWriteGuard::lock(mm)?)
-        } else {
-            MmapGuard::Read(mm.mmap_read_lock())
-        };
+        let exclusive = select.contains(Select::DevicePrivate);
         let mut moved = 0;
         let mut addr = r.start;
         while addr < r.end {
             check_killed()?;
+            let guard = if exclusive {
+                MmapGuard::Write(MmapWriteGuard::lock(mm)?)
+            } else {
+                MmapGuard::Read(mm.mmap_read_lock())
+            };
             let vma = guard.vma_lookup(addr).ok_or(EINVAL)?;
             if vma.flags() & kernel::mm::virt::flags::READ == 0 {
                 return Err(EINVAL);
