@@ -284,8 +284,8 @@ impl Dmirror {
     ) -> Result<core::result::Result<(), usize>> {
         let g = self.mirror.lock();
         let mut a = addr;
-        while a < end {
-            let Some(e) = g.pt_get(a >> PAGE_SHIFT) else {
+        for e in g.pt_run(addr >> PAGE_SHIFT..end >> PAGE_SHIFT) {
+            let Some(e) = e else {
                 return Ok(Err(a));
             };
             let off = a - addr;
@@ -304,8 +304,8 @@ impl Dmirror {
     ) -> Result<core::result::Result<(), usize>> {
         let g = self.mirror.lock();
         let mut a = addr;
-        while a < end {
-            match g.pt_get(a >> PAGE_SHIFT) {
+        for e in g.pt_run(addr >> PAGE_SHIFT..end >> PAGE_SHIFT) {
+            match e {
                 Some(e) if e.perm() == Perm::Write => {
                     let off = a - addr;
                     write_entry(self.owner(), &e, &buf[off..off + PAGE_SIZE])?;
@@ -583,12 +583,8 @@ impl Dmirror {
         // Map what is now on the device (pages of our pagemaps, private or coherent) in the device
         // page table, from the CPU page tables (`dmirror_migrate_finalize_and_map`): every
         // invalidation, this migration's included, cleared the range.
-        self.mirror.snapshot(&mm, r.start, r.end, |g, pfns| {
-            for i in 0..pfns.len() {
-                g.pt_insert_own_device(pfns, i)?;
-            }
-            Ok(())
-        })?;
+        self.mirror
+            .snapshot(&mm, r.start, r.end, |g, pfns| g.pt_insert_own_device(pfns))?;
         // Return what the device now holds, for verification.
         self.copy_out_pt(r, c)
     }

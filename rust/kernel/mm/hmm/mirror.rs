@@ -26,6 +26,7 @@ use crate::{
     },
 };
 use core::{
+    cell::Cell,
     marker::PhantomData,
     ops::{Deref, Range as Span},
     ptr::NonNull,
@@ -126,12 +127,84 @@ impl<'a> PtEntry<'a> {
     }
 }
 
+/// The entries of consecutive virtual page numbers, from [`MirrorGuard::pt_run()`], `None` where
+/// there is none: one walk down the device page table and then a step per entry (`xas_load()`,
+/// then `xas_next()`), where [`MirrorGuard::pt_get()`] looks each up from the root.
+///
+/// # Invariants
+///
+/// - The mirror lock is held for `'a`, so only this thread changes `pt`, through the guard.
+/// - `xas` walks the XArray of `pt`. If `started` and `pt.gen == gen`, the XArray has not changed
+///   since `xas` last moved, so `xas` is where it left it: at index `next - 1`.
+pub struct PtRun<'a> {
+    pt: &'a PageTable,
+    xas: bindings::xa_state,
+    gen: u64,
+    started: bool,
+    next: usize,
+    end: usize,
+}
+
+impl<'a> Iterator for PtRun<'a> {
+    type Item = Option<PtEntry<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.end {
+            return None;
+        }
+        let gen = self.pt.gen.get();
+        let rcu = kernel::sync::rcu::read_lock();
+        let entry = if self.started && gen == self.gen {
+            // SAFETY: `xas` walks an unchanged XArray and is at index `next - 1` (type invariants);
+            // `__xas_next()` moves it to `next` under the RCU read lock, as it must be called.
+            unsafe { bindings::__xas_next(&mut self.xas) }
+        } else {
+            self.xas.xa_index = self.next;
+            self.xas.xa_node = XAS_RESTART;
+            self.gen = gen;
+            self.started = true;
+            // SAFETY: `xas` is a walk of `pt`'s initialised XArray (type invariants) that starts
+            // again from the root at `next`; `xas_load()` is called under the RCU read lock.
+            unsafe { bindings::xas_load(&mut self.xas) }
+        };
+        drop(rcu);
+        // INVARIANT: `xas` is at index `next`, `gen` is the current one.
+        self.next += 1;
+        // `xa_untag_pointer()` and `xa_pointer_tag()`, as in `PageTable::load()`.
+        let entry = entry as usize;
+        let page = NonNull::new((entry & !TAG_MASK) as *mut bindings::page);
+        // INVARIANT: As in `MirrorGuard::pt_get()`: the page is mapped at the address while the
+        // lock, held for `'a`, is held.
+        Some(page.map(|page| PtEntry {
+            page,
+            perm: Perm::from_tag(entry & TAG_MASK),
+            _guard: PhantomData,
+        }))
+    }
+}
+
 /// `XAS_RESTART`: the `xa_node` of an `xa_state` whose walk has not started (a special pointer
 /// value the bindings cannot carry).
 const XAS_RESTART: *mut bindings::xa_node = core::ptr::without_provenance_mut(3);
 
-/// How many entries [`PageTable::clear`] removes under one hold of the XArray lock.
+/// How many entries [`PageTable::clear`] and [`PageTable::store_run`] visit under one hold of the
+/// XArray lock.
 const CLEAR_BATCH: usize = 4096;
+
+/// How the device page table allocates its nodes. The caller holds the mirror lock, which the
+/// invalidate callback takes: an allocation that entered reclaim (which may invalidate this mm)
+/// could deadlock, so the allocation must not sleep. `lib/test_hmm.c` uses `GFP_ATOMIC`; the
+/// entries are as many as the pages user space had faulted, so they must not drain the atomic
+/// reserves either, and are charged to the user's memory cgroup. Failing is `ENOMEM`
+/// (`GFP_NOWAIT` does not warn).
+const STORE_GFP: bindings::gfp_t = bindings::GFP_NOWAIT | bindings::__GFP_ACCOUNT;
+
+/// `xas_error()`: whether the walk stopped on an error (its `xa_node` is an error entry).
+fn xas_is_error(xas: &bindings::xa_state) -> bool {
+    // `xa_is_err()`: an internal entry (low bits `10`) from `xa_mk_internal(-MAX_ERRNO)` on.
+    let node = xas.xa_node as usize;
+    node & 3 == 2 && node >= ((-(bindings::MAX_ERRNO as isize) << 2) | 2) as usize
+}
 
 /// The device page table: an XArray from virtual page number to tagged `struct page *`.
 ///
@@ -140,12 +213,15 @@ const CLEAR_BATCH: usize = 4096;
 ///
 /// # Invariants
 ///
-/// `xa` is an initialised XArray whose entries are `struct page` pointers tagged with a [`Perm`]
-/// tag.
+/// - `xa` is an initialised XArray whose entries are `struct page` pointers tagged with a [`Perm`]
+///   tag.
+/// - `gen` changes whenever the XArray does (every store and erase goes through this type), so
+///   that a [`PtRun`] that saw the same `gen` may go on from where its `xa_state` points.
 #[pin_data(PinnedDrop)]
 struct PageTable {
     #[pin]
     xa: Opaque<bindings::xarray>,
+    gen: Cell<u64>,
 }
 
 // SAFETY: The XArray serialises its updates with its own lock and may be used from any thread; its
@@ -158,7 +234,23 @@ impl PageTable {
         pin_init!(Self {
             // SAFETY: `slot` is valid for writes and pinned; `xa_init_flags()` initialises it.
             xa <- Opaque::ffi_init(|slot| unsafe { bindings::xa_init_flags(slot, 0) }),
+            gen: Cell::new(0),
         })
+    }
+
+    /// `XA_STATE(xas, xa, index)`: a walk from `index` that has not started (`XAS_RESTART`).
+    fn xas(&self, index: usize) -> bindings::xa_state {
+        bindings::xa_state {
+            xa: self.xa.get(),
+            xa_index: index,
+            xa_node: XAS_RESTART,
+            ..Default::default()
+        }
+    }
+
+    /// Records a change of the XArray (type invariant).
+    fn changed(&self) {
+        self.gen.set(self.gen.get().wrapping_add(1));
     }
 
     fn load(&self, vpn: usize) -> Option<(NonNull<bindings::page>, Perm)> {
@@ -172,16 +264,82 @@ impl PageTable {
     fn store(&self, vpn: usize, page: NonNull<bindings::page>, perm: Perm) -> Result {
         // `xa_tag_pointer()`: a `struct page` is at least word aligned, so the tag bits are free.
         let entry = (page.as_ptr() as usize | perm.tag()) as *mut c_void;
-        // The caller holds the mirror lock, which the invalidate callback takes: an allocation that
-        // entered reclaim (which may invalidate this mm) could deadlock, so the allocation must not
-        // sleep. `lib/test_hmm.c` uses `GFP_ATOMIC`; the entries are as many as the pages user
-        // space had faulted, so they must not drain the atomic reserves either, and are charged to
-        // the user's memory cgroup. Failing is `ENOMEM` (`GFP_NOWAIT` does not warn).
-        let gfp = bindings::GFP_NOWAIT | bindings::__GFP_ACCOUNT;
+        self.changed();
         // SAFETY: By the type invariants `xa` is initialised.
-        let old = unsafe { bindings::xa_store(self.xa.get(), vpn, entry, gfp) };
+        let old = unsafe { bindings::xa_store(self.xa.get(), vpn, entry, STORE_GFP) };
         // SAFETY: `xa_err()` only inspects the value of the pointer.
         to_result(unsafe { bindings::xa_err(old) })
+    }
+
+    /// Stores `entry(i)` at `first + i` for each `i` in `0..n` where it is `Some`, in one walk
+    /// under the XArray lock (`xas_store()`, then `xas_next()`), not one lookup from the root and
+    /// one lock round trip per entry. Stops at the first error, `entry`'s or `ENOMEM`; the
+    /// entries stored before it stay.
+    fn store_run(
+        &self,
+        first: usize,
+        n: usize,
+        mut entry: impl FnMut(usize) -> Result<Option<(NonNull<bindings::page>, Perm)>>,
+    ) -> Result {
+        let xa = self.xa.get();
+        let mut xas = self.xas(first);
+        // The index `xas` was left at by the last store, if the walk can go on from there.
+        let mut at = None;
+        let mut ret = Ok(());
+        self.changed();
+        // SAFETY: By the type invariants `xa` is initialised. `xas_store()`, `__xas_next()` and
+        // `xas_nomem()` need the XArray lock, held around every call to them. `__xas_next()` moves
+        // on by one index from where a store left the walk, and only then (`at`); a walk that has
+        // not stored yet, skipped an index or dropped the lock starts again from the root at its
+        // index. `xas_nomem()` allocates with `STORE_GFP`, which does not sleep, and once no error
+        // is left frees what it allocated and the walk did not use.
+        unsafe {
+            bindings::xa_lock(xa);
+            for i in 0..n {
+                if i > 0 && i % CLEAR_BATCH == 0 {
+                    // As in `clear()`: the spinlock is let go now and then.
+                    bindings::xa_unlock(xa);
+                    bindings::xa_lock(xa);
+                    at = None;
+                }
+                let (page, perm) = match entry(i) {
+                    Ok(Some(e)) => e,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        ret = Err(e);
+                        break;
+                    }
+                };
+                let index = first + i;
+                if i > 0 && at == Some(index - 1) {
+                    bindings::__xas_next(&mut xas);
+                } else {
+                    // `xas_set()`.
+                    xas.xa_index = index;
+                    xas.xa_node = XAS_RESTART;
+                }
+                // `xa_tag_pointer()`, as in `store()`.
+                let entry = (page.as_ptr() as usize | perm.tag()) as *mut c_void;
+                loop {
+                    bindings::xas_store(&mut xas, entry);
+                    if !xas_is_error(&xas) || !bindings::xas_nomem(&mut xas, STORE_GFP) {
+                        break;
+                    }
+                }
+                if xas_is_error(&xas) {
+                    ret = Err(ENOMEM);
+                    break;
+                }
+                at = Some(index);
+            }
+            // Without an error left, frees a node `xas_nomem()` allocated that the walk did not
+            // use (`xas_destroy()`); with one, it failed to allocate and holds none.
+            if !xas_is_error(&xas) {
+                bindings::xas_nomem(&mut xas, STORE_GFP);
+            }
+            bindings::xa_unlock(xa);
+        }
+        ret
     }
 
     /// Removes the entries of the virtual page numbers `first..=last`, in one walk under the XArray
@@ -189,13 +347,8 @@ impl PageTable {
     /// migration back of a THP clears 512 of them.
     fn clear(&self, first: usize, last: usize) {
         let xa = self.xa.get();
-        // `XA_STATE(xas, xa, first)`: a walk from `first` that has not started (`XAS_RESTART`).
-        let mut xas = bindings::xa_state {
-            xa,
-            xa_index: first,
-            xa_node: XAS_RESTART,
-            ..Default::default()
-        };
+        let mut xas = self.xas(first);
+        self.changed();
         let mut batch = 0;
         // SAFETY: By the type invariants `xa` is initialised. `xas_find()` and `xas_store()` need
         // its lock, held around every call to them (`xas_pause()` lets the walk resume after the
@@ -548,6 +701,23 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
         })
     }
 
+    /// The entries of the virtual page numbers `vpns`, in order, `None` where there is none.
+    ///
+    /// One walk of the device page table: a loop over consecutive entries costs a step per entry,
+    /// where [`MirrorGuard::pt_get()`] costs a lookup from the root.
+    pub fn pt_run(&self, vpns: Span<usize>) -> PtRun<'_> {
+        let pt = self.pt();
+        // INVARIANT: Not started; the guard is held for the borrow of `self`.
+        PtRun {
+            pt,
+            xas: pt.xas(vpns.start),
+            gen: 0,
+            started: false,
+            next: vpns.start,
+            end: vpns.end,
+        }
+    }
+
     /// The first entry whose virtual page number is in `vpns`, with that number.
     ///
     /// Costs what the entries cost, not the size of `vpns`: a loop over a huge range can visit the
@@ -594,6 +764,41 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
         }
     }
 
+    /// What [`MirrorGuard::pt_insert()`] maps for entry `index` of `pfns` (known to come from
+    /// this mirror), or `None` if `own_device` and it is not a device page of this mirror's owner.
+    fn insert_entry(
+        &self,
+        pfns: &HmmPfns<'_>,
+        index: usize,
+        own_device: bool,
+    ) -> Result<Option<(NonNull<bindings::page>, Perm)>> {
+        let mirror = self.mirror();
+        let pfn = pfns.get(index).ok_or(EINVAL)?;
+        let page = if own_device {
+            if !pfn.pgmap_owner_is(mirror.owner()) {
+                return Ok(None);
+            }
+            pfn.raw_page().ok_or(EINVAL)?
+        } else {
+            match pfn.mapped_page() {
+                Some(page) => page,
+                None if pfn.pgmap_owner_is(mirror.owner()) => pfn.raw_page().ok_or(EINVAL)?,
+                None => return Err(EINVAL),
+            }
+        };
+        let perm = if pfn.is_write() {
+            Perm::Write
+        } else {
+            Perm::Read
+        };
+        // INVARIANT: `pfns` was handed out for this mirror's notifier (checked by the callers),
+        // with its lock held after a successful `mmu_interval_read_retry()`, so the page is still
+        // mapped at the entry's address; any later invalidation must take the lock held by `self`
+        // to clear the entry. A device page of this mirror's owner, private or not, is one
+        // `pt_insert()` maps too.
+        Ok(Some((page, perm)))
+    }
+
     /// Maps the page of entry `index` of `pfns` at its address, for writing if the entry is
     /// writable and for reading otherwise.
     ///
@@ -605,62 +810,41 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
     /// entry has no page, or if it names another owner's device-private page; and with `ENOMEM` if
     /// the page table cannot grow.
     pub fn pt_insert(&self, pfns: &HmmPfns<'_>, index: usize) -> Result {
-        let mirror = self.mirror();
-        if !pfns.is_from(mirror.notifier.as_raw()) {
+        if !pfns.is_from(self.mirror().notifier.as_raw()) {
             return Err(EINVAL);
         }
-        let pfn = pfns.get(index).ok_or(EINVAL)?;
-        let page = match pfn.mapped_page() {
-            Some(page) => page,
-            None if pfn.pgmap_owner_is(mirror.owner()) => pfn.raw_page().ok_or(EINVAL)?,
-            None => return Err(EINVAL),
-        };
-        let perm = if pfn.is_write() {
-            Perm::Write
-        } else {
-            Perm::Read
-        };
-        // INVARIANT: `pfns` was handed out for this mirror's notifier, with its lock held after a
-        // successful `mmu_interval_read_retry()`, so the page is still mapped at the entry's
-        // address; any later invalidation must take the lock held by `self` to clear the entry.
-        self.pt().store(pfns.vpn(index), page, perm)
+        match self.insert_entry(pfns, index, false)? {
+            Some((page, perm)) => self.pt().store(pfns.vpn(index), page, perm),
+            None => Err(EINVAL),
+        }
     }
 
-    /// Maps the page of entry `index` of `pfns` as [`MirrorGuard::pt_insert()`] does if it is a
-    /// device page of this mirror's owner (what a migration to the device left there), and returns
-    /// whether it did; other entries are left alone. One lookup of the page, not one per test.
-    ///
-    /// Fails with `EINVAL` if `pfns` comes from another mirror or `index` is out of range, and with
-    /// `ENOMEM` if the page table cannot grow.
-    pub fn pt_insert_own_device(&self, pfns: &HmmPfns<'_>, index: usize) -> Result<bool> {
-        let mirror = self.mirror();
-        if !pfns.is_from(mirror.notifier.as_raw()) {
-            return Err(EINVAL);
-        }
-        let pfn = pfns.get(index).ok_or(EINVAL)?;
-        if !pfn.pgmap_owner_is(mirror.owner()) {
-            return Ok(false);
-        }
-        let page = pfn.raw_page().ok_or(EINVAL)?;
-        let perm = if pfn.is_write() {
-            Perm::Write
-        } else {
-            Perm::Read
-        };
-        // INVARIANT: As in `pt_insert()`: a page of this mirror's owner, device-private or not, is
-        // one `pt_insert()` maps too.
-        self.pt().store(pfns.vpn(index), page, perm)?;
-        Ok(true)
-    }
-
-    /// Maps every entry of `pfns` as [`MirrorGuard::pt_insert()`] does (`dmirror_do_fault()`).
+    /// Maps every entry of `pfns` as [`MirrorGuard::pt_insert()`] does (`dmirror_do_fault()`), in
+    /// one walk of the device page table.
     ///
     /// Stops at the first error; the entries mapped before it stay mapped.
     pub fn pt_insert_all(&self, pfns: &HmmPfns<'_>) -> Result {
-        for index in 0..pfns.len() {
-            self.pt_insert(pfns, index)?;
+        if !pfns.is_from(self.mirror().notifier.as_raw()) {
+            return Err(EINVAL);
         }
-        Ok(())
+        self.pt().store_run(pfns.vpn(0), pfns.len(), |i| {
+            self.insert_entry(pfns, i, false)?.map(Some).ok_or(EINVAL)
+        })
+    }
+
+    /// Maps the entries of `pfns` that are device pages of this mirror's owner (what a migration to
+    /// the device left there) as [`MirrorGuard::pt_insert()`] does, in one walk of the device page
+    /// table; other entries are left alone.
+    ///
+    /// Fails with `EINVAL` if `pfns` comes from another mirror, and with `ENOMEM` if the page table
+    /// cannot grow; the entries mapped before the error stay mapped.
+    pub fn pt_insert_own_device(&self, pfns: &HmmPfns<'_>) -> Result {
+        if !pfns.is_from(self.mirror().notifier.as_raw()) {
+            return Err(EINVAL);
+        }
+        self.pt().store_run(pfns.vpn(0), pfns.len(), |i| {
+            self.insert_entry(pfns, i, true)
+        })
     }
 
     /// Maps `page` at virtual page number `vpn` with permission `perm`.
@@ -694,5 +878,93 @@ impl<T: MirrorOps> Deref for MirrorGuard<'_, T> {
     #[inline]
     fn deref(&self) -> &T {
         &self.state().data
+    }
+}
+
+#[kunit_tests(rust_hmm_mirror)]
+mod tests {
+    use super::*;
+
+    /// A made-up `struct page` pointer for entry `i`: the page table stores and returns its entries
+    /// without looking at what they point to.
+    fn fake(i: usize) -> NonNull<bindings::page> {
+        NonNull::new((0x1000_0000 + i * 64) as *mut bindings::page).unwrap()
+    }
+
+    /// The entries the tests store: gaps at the start, every third index and a run longer than a
+    /// leaf node (64 entries), so that the walks restart, skip and cross nodes.
+    fn expected(i: usize, n: usize) -> Option<(NonNull<bindings::page>, Perm)> {
+        let kept = i < n && i % 3 != 1 && i != 0 && !(200..330).contains(&i);
+        let perm = if i % 2 == 0 { Perm::Write } else { Perm::Read };
+        kept.then(|| (fake(i), perm))
+    }
+
+    /// A user-space-like virtual page number, 100 entries below a 4096-entry node boundary.
+    const FIRST: usize = (0x7f12_3400_0000 >> PAGE_SHIFT) - 100;
+    /// More than `CLEAR_BATCH`, so that `store_run()` drops and retakes the lock once.
+    const N: usize = 5000;
+
+    fn walk(pt: &PageTable, start: usize, end: usize) -> PtRun<'_> {
+        PtRun {
+            pt,
+            xas: pt.xas(start),
+            gen: 0,
+            started: false,
+            next: start,
+            end,
+        }
+    }
+
+    #[test]
+    fn store_run_stores_at_each_index() -> Result {
+        let pt = KBox::pin_init(PageTable::new(), GFP_KERNEL)?;
+        pt.store_run(FIRST, N, |i| Ok(expected(i, N)))?;
+        for i in 0..N + 70 {
+            assert_eq!((i, pt.load(FIRST + i)), (i, expected(i, N)));
+        }
+        assert_eq!(pt.load(FIRST - 1), None);
+        Ok(())
+    }
+
+    #[test]
+    fn store_run_stops_at_an_error() -> Result {
+        let pt = KBox::pin_init(PageTable::new(), GFP_KERNEL)?;
+        let r = pt.store_run(FIRST, N, |i| match i {
+            1000 => Err(EINVAL),
+            _ => Ok(expected(i, N)),
+        });
+        assert_eq!(r, Err(EINVAL));
+        for i in 0..1100 {
+            assert_eq!((i, pt.load(FIRST + i)), (i, expected(i, 1000)));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn pt_run_matches_lookups() -> Result {
+        let pt = KBox::pin_init(PageTable::new(), GFP_KERNEL)?;
+        let got = |e: Option<PtEntry<'_>>| e.map(|e| (e.page, e.perm));
+        // An empty table, then the stored one, from below its first entry to past its last.
+        assert!(walk(&pt, FIRST, FIRST + 300).all(|e| e.is_none()));
+        pt.store_run(FIRST, N, |i| Ok(expected(i, N)))?;
+        let mut run = walk(&pt, FIRST - 70, FIRST + N + 70);
+        for i in 0..N + 140 {
+            let want = (i >= 70).then(|| expected(i - 70, N)).flatten();
+            assert_eq!((i, run.next().map(got)), (i, Some(want)));
+        }
+        assert!(run.next().is_none());
+        // A change of the table in the middle of a walk: the walk starts again from the root and
+        // sees it.
+        let mut run = walk(&pt, FIRST, FIRST + N);
+        assert!(run.by_ref().take(1931).count() == 1931);
+        pt.clear(FIRST + 1931, FIRST + 2200);
+        pt.store(FIRST + 2300, fake(9999), Perm::Atomic)?;
+        assert!(run.by_ref().take(270).all(|e| e.is_none()));
+        for i in 2201..2300 {
+            assert_eq!((i, run.next().map(got)), (i, Some(expected(i, N))));
+        }
+        assert_eq!(run.next().map(got), Some(Some((fake(9999), Perm::Atomic))));
+        assert_eq!(run.next().map(got), Some(expected(2301, N)));
+        Ok(())
     }
 }
