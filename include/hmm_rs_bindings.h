@@ -42,6 +42,8 @@ const gfp_t RUST_CONST_HELPER___GFP_DIRECT_RECLAIM = __GFP_DIRECT_RECLAIM;
 
 /* Where the zone number sits in page->flags (page_ext.rs). */
 const unsigned long RUST_CONST_HELPER_ZONES_PGSHIFT = ZONES_PGSHIFT;
+/* The fan-out of an XArray node (hmm/mirror.rs clears leaf nodes whole). */
+const unsigned long RUST_CONST_HELPER_XA_CHUNK_SHIFT = XA_CHUNK_SHIFT;
 
 /*
  * Layout checks. For the C structures whose fields Rust code reads or

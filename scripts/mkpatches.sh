@@ -384,7 +384,7 @@ bindings_lines() {
 		if (l ~ /^#include <linux\/[^>]+>$/) tag = "inc"
 		else if (l ~ /^#include "/) tag = "uapi"
 		else if (l ~ /^const gfp_t RUST_CONST_HELPER_/) tag = "gfp"
-		else if (l ~ /^const unsigned long RUST_CONST_HELPER_ZONES_PGSHIFT /) tag = "mm"
+		else if (l ~ /^const unsigned long RUST_CONST_HELPER_(ZONES_PGSHIFT|XA_CHUNK_SHIFT) /) tag = "mm"
 		else if (l ~ /^const unsigned int RUST_CONST_HELPER_(HMM_DMIRROR_|HMM_RS_MIGRATE )/) tag = "ioctl"
 		else if (l ~ /^const unsigned int RUST_CONST_HELPER_HMM_RS_(PMD_SHIFT|PUD_SHIFT|HPAGE_PMD_ORDER) /) tag = "geom"
 		else if (l ~ /^#define HMM_RS_(OFF|SIZE)\(/) { tag = "layout"; cont = (l ~ /\\$/) }

@@ -191,6 +191,14 @@ const XAS_RESTART: *mut bindings::xa_node = core::ptr::without_provenance_mut(3)
 /// XArray lock.
 const CLEAR_BATCH: usize = 4096;
 
+/// The number of entries in a leaf node of an XArray (`XA_CHUNK_SHIFT`, `XA_CHUNK_SIZE`).
+const XA_CHUNK_SHIFT: u32 = bindings::XA_CHUNK_SHIFT as u32;
+const XA_CHUNK_SIZE: usize = 1 << XA_CHUNK_SHIFT;
+
+/// Whether the XArray takes stores of more than one index at a time (`CONFIG_XARRAY_MULTI`), which
+/// [`PageTable::clear`] uses to drop a whole leaf node at once.
+const XA_MULTI: bool = cfg!(CONFIG_XARRAY_MULTI);
+
 /// How the device page table allocates its nodes. The caller holds the mirror lock, which the
 /// invalidate callback takes: an allocation that entered reclaim (which may invalidate this mm)
 /// could deadlock, so the allocation must not sleep. `lib/test_hmm.c` uses `GFP_ATOMIC`; the
@@ -344,24 +352,52 @@ impl PageTable {
 
     /// Removes the entries of the virtual page numbers `first..=last`, in one walk under the XArray
     /// lock (`xas_for_each()` and `xas_store(NULL)`), not one lookup and one erase per entry: a
-    /// migration back of a THP clears 512 of them.
+    /// migration back of a THP clears 512 of them. Where the range covers a whole leaf node of
+    /// the XArray (`XA_CHUNK_SIZE` entries, aligned), one store of `NULL` over the node's slot in
+    /// its parent drops all of its entries and frees it, as `xa_store_range()` does.
     fn clear(&self, first: usize, last: usize) {
         let xa = self.xa.get();
-        let mut xas = self.xas(first);
         self.changed();
+        if first == last {
+            // One page, as a fault moves back: one call.
+            // SAFETY: By the type invariants `xa` is initialised; `xa_erase()` takes its lock.
+            // Entries hold no reference on their page, so there is nothing to release.
+            unsafe { bindings::xa_erase(xa, first) };
+            return;
+        }
+        let mut xas = self.xas(first);
         let mut batch = 0;
         // SAFETY: By the type invariants `xa` is initialised. `xas_find()` and `xas_store()` need
         // its lock, held around every call to them (`xas_pause()` lets the walk resume after the
-        // lock was dropped); storing `NULL` never allocates. Entries hold no reference on their
-        // page, so there is nothing to release.
+        // lock was dropped, as does a walk set to start again from the root at an index); storing
+        // `NULL` never allocates. A store of order `XA_CHUNK_SHIFT` at an index aligned to it
+        // covers exactly the `XA_CHUNK_SIZE` indices from there, all in the range (tested); it
+        // frees the leaf node that held them (`xas_free_nodes()`, RCU-deferred). Entries hold no
+        // reference on their page, so there is nothing to release.
         unsafe {
             bindings::xa_lock(xa);
             while !bindings::xas_find(&mut xas, last).is_null() {
-                bindings::xas_store(&mut xas, core::ptr::null_mut());
-                batch += 1;
+                let index = xas.xa_index;
+                if XA_MULTI && index % XA_CHUNK_SIZE == 0 && last - index >= XA_CHUNK_SIZE - 1 {
+                    // `xas_set_order(&xas, index, XA_CHUNK_SHIFT)`.
+                    xas.xa_shift = XA_CHUNK_SHIFT as u8;
+                    xas.xa_node = XAS_RESTART;
+                    bindings::xas_store(&mut xas, core::ptr::null_mut());
+                    batch += XA_CHUNK_SIZE;
+                    if last - index == XA_CHUNK_SIZE - 1 {
+                        break;
+                    }
+                    // `xas_set_order(&xas, index + XA_CHUNK_SIZE, 0)`.
+                    xas.xa_shift = 0;
+                    xas.xa_index = index + XA_CHUNK_SIZE;
+                    xas.xa_node = XAS_RESTART;
+                } else {
+                    bindings::xas_store(&mut xas, core::ptr::null_mut());
+                    batch += 1;
+                }
                 // The range can be the whole address space: the spinlock (and preemption) is let
                 // go now and then, as when each entry was erased on its own.
-                if batch == CLEAR_BATCH {
+                if batch >= CLEAR_BATCH {
                     batch = 0;
                     bindings::xas_pause(&mut xas);
                     bindings::xa_unlock(xa);
@@ -937,6 +973,38 @@ mod tests {
         for i in 0..1100 {
             assert_eq!((i, pt.load(FIRST + i)), (i, expected(i, 1000)));
         }
+        Ok(())
+    }
+
+    #[test]
+    fn clear_drops_the_range_only() -> Result {
+        let pt = KBox::pin_init(PageTable::new(), GFP_KERNEL)?;
+        let all = |i: usize| Some((fake(i), Perm::Write));
+        pt.store_run(FIRST, N, |i| Ok(all(i)))?;
+        // The first whole leaf node in the table.
+        let leaf = FIRST.div_ceil(XA_CHUNK_SIZE) * XA_CHUNK_SIZE - FIRST;
+        let cleared = [
+            // One entry; a few inside a leaf; exactly two leaves; a leaf and a half; then most of
+            // the rest, unaligned at both ends and more than `CLEAR_BATCH` entries.
+            (7, 7),
+            (leaf - 10, leaf - 3),
+            (leaf, leaf + 2 * XA_CHUNK_SIZE - 1),
+            (leaf + 3 * XA_CHUNK_SIZE, leaf + 4 * XA_CHUNK_SIZE + 40),
+            (leaf + 6 * XA_CHUNK_SIZE - 5, N - 9),
+        ];
+        for (a, b) in cleared {
+            pt.clear(FIRST + a, FIRST + b);
+        }
+        for i in 0..N {
+            let gone = cleared.iter().any(|&(a, b)| (a..=b).contains(&i));
+            assert_eq!(
+                (i, pt.load(FIRST + i)),
+                (i, if gone { None } else { all(i) })
+            );
+        }
+        // And the table still takes entries where it dropped whole nodes.
+        pt.store_run(FIRST, N, |i| Ok(all(i)))?;
+        assert!((0..N).all(|i| pt.load(FIRST + i) == all(i)));
         Ok(())
     }
 
