@@ -100,15 +100,15 @@ pub(crate) fn with_contents<R>(
     f(&page)
 }
 
-/// Runs `f(i, contents)` for each of the first `n` pages of the folio that `head` heads, as
-/// [`with_contents`] does for one page, looking the page data up once for all of them (a THP has
-/// 512).
+/// Runs `f(i, contents)` for each of the first `n` pages of the folio that `head` heads, whose page
+/// data is `data`, as [`with_contents`] does for one page, looking the page data up once for all
+/// of them (a THP has 512).
 fn for_each_contents(
     head: &DevicePage<DmirrorMem>,
+    data: &PageData,
     n: usize,
     mut f: impl FnMut(usize, &CpuPage<'_>) -> Result,
 ) -> Result {
-    let data = head.data();
     if let Some(backing) = data.backing.as_ref() {
         let off = head.pfn().wrapping_sub(data.base_pfn);
         for i in 0..n {
@@ -412,17 +412,17 @@ fn fault_to_ram(fault: &mut DeviceFault<'_, DmirrorMem>) -> Result {
     if order > 0 {
         select |= Select::Compound;
     }
-    let owner = fault.pagemap().owner().clone();
-    let mirror = fault.data().mirror.clone();
+    let owner = fault.pagemap().owner();
     let mut mig = MigrateVma::setup_from_fault(fault, start, start + size, select, &mut pfns)?;
-    copy_back(&mut mig, &owner, &mirror, false)?;
+    copy_back(&mut mig, owner, None, false)?;
     mig.pages().finalize();
     Ok(())
 }
 
 /// Gives every collected device page of `mig` system memory with its contents
 /// (`dmirror_devmem_fault_alloc_and_copy`): a device THP moves to a system THP, or page by page if
-/// none is free or `mirror` has `HMM_DMIRROR_FLAG_FAIL_ALLOC` set (consumed; for a single page,
+/// none is free or `mirror` (if `None`, the one that migrated the page to the device, as for a CPU
+/// fault) has `HMM_DMIRROR_FLAG_FAIL_ALLOC` set (consumed; for a single page,
 /// that page stays on the device and the migration goes on, where test_hmm.c fails it with
 /// `ENOMEM`: a device-coherent THP is 512 single pages here, and hmm-tests' migrate_anon_huge_err
 /// expects the migration back to succeed).
@@ -433,7 +433,7 @@ fn fault_to_ram(fault: &mut DeviceFault<'_, DmirrorMem>) -> Result {
 pub(crate) fn copy_back(
     mig: &mut Collected<'_>,
     owner: &PagemapOwner,
-    mirror: &MirrorShared,
+    mirror: Option<&MirrorShared>,
     partial: bool,
 ) -> Result {
     let vma = mig.vma();
@@ -447,11 +447,12 @@ pub(crate) fn copy_back(
         let Some(dpage) = src.downcast::<DmirrorMem>(owner) else {
             return Ok(());
         };
-        let fail = mirror.take_fail_alloc();
+        let data = dpage.data();
+        let fail = mirror.unwrap_or(&data.mirror).take_fail_alloc();
         let n = e.nr_pages();
         if e.is_compound() && !fail {
             if let Ok(dst) = LockedSystemFolio::alloc_folio_for_vma(vma, e.addr(), e.order()) {
-                for_each_contents(dpage, n, |i, src| {
+                for_each_contents(dpage, &data, n, |i, src| {
                     dst.subpage(i).ok_or(EINVAL)?.copy_from(src);
                     Ok(())
                 })?;
@@ -461,7 +462,7 @@ pub(crate) fn copy_back(
             return Ok(());
         }
         let addr = e.addr();
-        let copied = for_each_contents(dpage, n, |i, src| {
+        let copied = for_each_contents(dpage, &data, n, |i, src| {
             let dst = LockedSystemFolio::alloc_for_vma(vma, addr + i * PAGE_SIZE)?;
             dst.page().copy_from(src);
             e.set_dst_at(i, dst)
@@ -765,7 +766,7 @@ impl DeviceMemory {
         };
         // From here on, dropping the folio frees it through `folio_free`.
         let dpage = page.activate(data.into());
-        for_each_contents(&dpage, 1 << order, |i, dst| {
+        for_each_contents(&dpage, &dpage.data(), 1 << order, |i, dst| {
             match src(i) {
                 Some(s) => with_page_contents(s, src_owner, |p| {
                     dst.copy_from(p);

@@ -639,7 +639,7 @@ impl Dmirror {
             MemKind::Coherent(_) => Select::DeviceCoherent,
         };
         c.cpages = self.migrate_range(&mm, r, select | Select::Compound, |mig| {
-            devmem::copy_back(mig, self.owner(), &self.shared, false)
+            devmem::copy_back(mig, self.owner(), Some(&self.shared), false)
         })?;
         Ok(())
     }

@@ -369,7 +369,7 @@ impl Dmirror {
         let mut mig = MigrateVma::setup(&guard, addr, next, req.select, Some(owner), pfns)?;
         match req.dst {
             Dst::Device => self.copy_to_device(&mut mig, owner, populate)?,
-            Dst::System => devmem::copy_back(&mut mig, owner, &self.shared, true)?,
+            Dst::System => devmem::copy_back(&mut mig, owner, Some(&self.shared), true)?,
             Dst::Node(node) => {
                 if req.not_on_node {
                     mig.keep_on_node(node);

@@ -68,10 +68,17 @@ impl<'a, T: DevicePagemapOps> DeviceFault<'a, T> {
         self.page().data()
     }
 
-    /// The pagemap of the faulting page.
+    /// The pagemap of the faulting page, for the whole callback: it outlives the fault (a pagemap
+    /// is torn down only once none of its pages is in use), so a driver can hold on to it while
+    /// the fault is lent to a migration ([`MigrateVma::setup_from_fault`]).
+    ///
+    /// [`MigrateVma::setup_from_fault`]: crate::mm::migrate::MigrateVma::setup_from_fault
     #[inline]
-    pub fn pagemap(&self) -> &DevicePagemap<T> {
-        self.page().pagemap()
+    pub fn pagemap(&self) -> &'a DevicePagemap<T> {
+        let pagemap: *const DevicePagemap<T> = self.page().pagemap();
+        // SAFETY: The faulting page is an in-use page of this pagemap for `'a` (type invariant),
+        // and `memunmap_pages()` waits until none of its pages is in use before the pagemap goes.
+        unsafe { &*pagemap }
     }
 
     /// Whether the faulting page is mapped by a PMD (a large folio mapped whole) rather than a PTE:
