@@ -76,6 +76,7 @@ HMM_RS_OFF(anon_vma, num_children);
 HMM_RS_SIZE(vm_fault);
 HMM_RS_OFF(vm_fault, vma);
 HMM_RS_OFF(vm_fault, page);
+HMM_RS_OFF(vm_fault, pte);
 HMM_RS_SIZE(page);
 HMM_RS_OFF(page, flags);
 HMM_RS_SIZE(xa_state);

@@ -2,12 +2,6 @@
 
 #include <linux/mm.h>
 
-/* Whether a fault is on a PTE (else on a PMD) mapping. */
-__rust_helper bool rust_helper_vm_fault_is_pte(const struct vm_fault *vmf)
-{
-	return vmf->pte;
-}
-
 __rust_helper int rust_helper_mmap_write_lock_killable(struct mm_struct *mm)
 {
 	return mmap_write_lock_killable(mm);

@@ -42,6 +42,7 @@ check_offset! {
     anon_vma.num_children => HMM_RS_OFF_anon_vma_num_children,
     vm_fault.__bindgen_anon_1 => HMM_RS_OFF_vm_fault_vma,
     vm_fault.page => HMM_RS_OFF_vm_fault_page,
+    vm_fault.pte => HMM_RS_OFF_vm_fault_pte,
     page.flags => HMM_RS_OFF_page_flags,
     xa_state.xa => HMM_RS_OFF_xa_state_xa,
     xa_state.xa_index => HMM_RS_OFF_xa_state_xa_index,

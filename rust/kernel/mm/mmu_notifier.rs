@@ -675,10 +675,11 @@ impl<T: MmuIntervalNotifierOps> OpsTable<T> {
             return true;
         }
 
+        // `mmu_interval_set_seq()`: a `WRITE_ONCE()` of the sequence.
         // SAFETY: `interval_sub` is valid, and the notifier's lock, which readers hold around
         // `mmu_interval_read_retry()`, is held. INVARIANT: The sequence advances before the page
         // tables change.
-        unsafe { bindings::mmu_interval_set_seq(interval_sub, cur_seq) };
+        unsafe { (&raw mut (*interval_sub).invalidate_seq).write_volatile(cur_seq) };
         guard.guard.as_mut().invalidate(range);
         true
     }

@@ -8,10 +8,7 @@ use super::{
     DevicePagemapOps, //
 };
 use crate::bindings;
-use core::{
-    marker::PhantomData,
-    ptr::NonNull, //
-};
+use core::ptr::NonNull;
 use kernel::{
     mm::virt::VmaRef,
     types::ForeignOwnable, //
@@ -23,10 +20,10 @@ use kernel::{
 /// # Invariants
 ///
 /// For `'a`: `vmf` is valid, the mmap lock of `vmf->vma`'s mm is held for reading, and `vmf->page`
-/// is a locked, referenced in-use page of a `DevicePagemap<T>`.
+/// is a locked, referenced in-use page of the `DevicePagemap<T>` `pagemap`.
 pub struct DeviceFault<'a, T: DevicePagemapOps> {
     vmf: NonNull<bindings::vm_fault>,
-    _p: PhantomData<(&'a bindings::vm_fault, T)>,
+    pagemap: &'a DevicePagemap<T>,
 }
 
 impl<'a, T: DevicePagemapOps> DeviceFault<'a, T> {
@@ -35,11 +32,17 @@ impl<'a, T: DevicePagemapOps> DeviceFault<'a, T> {
     /// `vmf` must be a `migrate_to_ram()` fault on a page of a `DevicePagemap<T>`, valid for `'a`,
     /// with the locks and reference the core holds during the callback.
     pub(super) unsafe fn from_raw(vmf: *mut bindings::vm_fault) -> Self {
-        // INVARIANT: By the function safety requirements.
+        // SAFETY: `vmf` is valid and `vmf->page` an in-use page of a `DevicePagemap<T>`, referenced
+        // for `'a` (function safety requirements).
+        let page = unsafe { DevicePage::<T>::from_raw((*vmf).page) };
+        let pagemap: *const DevicePagemap<T> = page.pagemap();
+        // INVARIANT: By the function safety requirements; the page's pagemap.
         Self {
             // SAFETY: `vmf` is valid, hence not null.
             vmf: unsafe { NonNull::new_unchecked(vmf) },
-            _p: PhantomData,
+            // SAFETY: The faulting page is an in-use page of this pagemap for `'a`, and
+            // `memunmap_pages()` waits until none of its pages is in use before the pagemap goes.
+            pagemap: unsafe { &*pagemap },
         }
     }
 
@@ -75,17 +78,15 @@ impl<'a, T: DevicePagemapOps> DeviceFault<'a, T> {
     /// [`MigrateVma::setup_from_fault`]: crate::mm::migrate::MigrateVma::setup_from_fault
     #[inline]
     pub fn pagemap(&self) -> &'a DevicePagemap<T> {
-        let pagemap: *const DevicePagemap<T> = self.page().pagemap();
-        // SAFETY: The faulting page is an in-use page of this pagemap for `'a` (type invariant),
-        // and `memunmap_pages()` waits until none of its pages is in use before the pagemap goes.
-        unsafe { &*pagemap }
+        self.pagemap
     }
 
     /// Whether the faulting page is mapped by a PMD (a large folio mapped whole) rather than a PTE:
     /// only then can the fault migrate the whole folio; a PTE-mapped large folio is being split.
     pub fn is_pmd_mapped(&self) -> bool {
-        // SAFETY: `vmf` is valid (type invariant).
-        !unsafe { bindings::vm_fault_is_pte(self.as_raw()) }
+        // SAFETY: `vmf` is valid (type invariant); the core sets `pte` before the callback and
+        // does not change it during it.
+        unsafe { (*self.as_raw()).pte }.is_null()
     }
 
     /// The faulting user address.
