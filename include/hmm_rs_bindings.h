@@ -39,6 +39,8 @@ const gfp_t RUST_CONST_HELPER___GFP_ACCOUNT = __GFP_ACCOUNT;
 const gfp_t RUST_CONST_HELPER___GFP_THISNODE = __GFP_THISNODE;
 const gfp_t RUST_CONST_HELPER_GFP_TRANSHUGE = GFP_TRANSHUGE;
 const gfp_t RUST_CONST_HELPER___GFP_DIRECT_RECLAIM = __GFP_DIRECT_RECLAIM;
+const gfp_t RUST_CONST_HELPER___GFP_NOMEMALLOC = __GFP_NOMEMALLOC;
+const gfp_t RUST_CONST_HELPER_XA_FLAGS_ACCOUNT = XA_FLAGS_ACCOUNT;
 
 /* Where the zone number sits in page->flags (page_ext.rs). */
 const unsigned long RUST_CONST_HELPER_ZONES_PGSHIFT = ZONES_PGSHIFT;
@@ -55,7 +57,6 @@ const unsigned long RUST_CONST_HELPER_XA_CHUNK_SHIFT = XA_CHUNK_SHIFT;
  */
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
-#include <linux/rmap.h>
 #include <linux/sched.h>
 
 #define HMM_RS_OFF(t, f) \
@@ -82,7 +83,11 @@ HMM_RS_OFF(page, flags);
 HMM_RS_SIZE(xa_state);
 HMM_RS_OFF(xa_state, xa);
 HMM_RS_OFF(xa_state, xa_index);
+HMM_RS_OFF(xa_state, xa_shift);
+HMM_RS_OFF(xa_state, xa_sibs);
+HMM_RS_OFF(xa_state, xa_offset);
 HMM_RS_OFF(xa_state, xa_node);
+HMM_RS_OFF(xa_state, xa_alloc);
 HMM_RS_OFF(file, private_data);
 HMM_RS_SIZE(miscdevice);
 HMM_RS_OFF(miscdevice, fops);
