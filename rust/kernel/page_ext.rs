@@ -275,14 +275,17 @@ impl PageBlock {
     }
 
     /// Allocates a block of `1 << order` pages with `GFP_HIGHUSER` if one is free now: no direct
-    /// reclaim or compaction (kswapd is woken), no warning. For a caller that has a fallback and
-    /// may ask again soon: a failure costs a look at the free lists, not a round of reclaim.
+    /// reclaim or compaction (kswapd is woken), no warning, and no dipping into the reserves a
+    /// request that cannot sleep may otherwise take (`__GFP_NOMEMALLOC`, as THPs ask). For a caller
+    /// that has a fallback and may ask again soon: a failure costs a look at the free lists, not a
+    /// round of reclaim.
     pub fn try_alloc(order: u32) -> Result<Self> {
         if order > bindings::MAX_PAGE_ORDER {
             return Err(EINVAL);
         }
-        let gfp =
-            (bindings::GFP_HIGHUSER & !bindings::__GFP_DIRECT_RECLAIM) | bindings::__GFP_NOWARN;
+        let gfp = (bindings::GFP_HIGHUSER & !bindings::__GFP_DIRECT_RECLAIM)
+            | bindings::__GFP_NOWARN
+            | bindings::__GFP_NOMEMALLOC;
         // SAFETY: As in `alloc()`.
         let first = unsafe { bindings::alloc_pages(gfp, order) };
         let first = core::ptr::NonNull::new(first).ok_or(ENOMEM)?;

@@ -133,7 +133,8 @@ impl<'a> PtEntry<'a> {
 ///
 /// # Invariants
 ///
-/// - The mirror lock is held for `'a`, so only this thread changes `pt`, through the guard.
+/// - Only this thread changes `pt` for `'a` (the mirror lock is held, or no one else sees the
+///   table), and only through its methods.
 /// - `xas` walks the XArray of `pt`. If `started` and `pt.gen == gen`, the XArray has not changed
 ///   since `xas` last moved, so `xas` is where it left it: at index `next - 1`.
 pub struct PtRun<'a> {
@@ -203,7 +204,9 @@ const XA_MULTI: bool = cfg!(CONFIG_XARRAY_MULTI);
 /// invalidate callback takes: an allocation that entered reclaim (which may invalidate this mm)
 /// could deadlock, so the allocation must not sleep. `lib/test_hmm.c` uses `GFP_ATOMIC`; the
 /// entries are as many as the pages user space had faulted, so they must not drain the atomic
-/// reserves either, and are charged to the user's memory cgroup. Failing is `ENOMEM`
+/// reserves either, and are charged to the user's memory cgroup: the XArray has
+/// `XA_FLAGS_ACCOUNT`, which the allocations inside `xas_store()` honour, and the retries of
+/// `xas_nomem()` and `xa_store()` take `__GFP_ACCOUNT` from here. Failing is `ENOMEM`
 /// (`GFP_NOWAIT` does not warn).
 const STORE_GFP: bindings::gfp_t = bindings::GFP_NOWAIT | bindings::__GFP_ACCOUNT;
 
@@ -241,7 +244,11 @@ impl PageTable {
         // INVARIANT: `xa_init_flags()` initialises an empty XArray.
         pin_init!(Self {
             // SAFETY: `slot` is valid for writes and pinned; `xa_init_flags()` initialises it.
-            xa <- Opaque::ffi_init(|slot| unsafe { bindings::xa_init_flags(slot, 0) }),
+            // `XA_FLAGS_ACCOUNT`: its nodes are charged to the memory cgroup of the task that adds
+            // the entries (see `STORE_GFP`).
+            xa <- Opaque::ffi_init(|slot| unsafe {
+                bindings::xa_init_flags(slot, bindings::XA_FLAGS_ACCOUNT)
+            }),
             gen: Cell::new(0),
         })
     }
@@ -253,6 +260,20 @@ impl PageTable {
             xa_index: index,
             xa_node: XAS_RESTART,
             ..Default::default()
+        }
+    }
+
+    /// A walk over the entries of `vpns`. The caller keeps the table from changing but through
+    /// this thread for the walk's lifetime (the mirror lock, or a table no one else sees).
+    fn run(&self, vpns: Span<usize>) -> PtRun<'_> {
+        // INVARIANT: Not started; the caller keeps other threads out.
+        PtRun {
+            pt: self,
+            xas: self.xas(vpns.start),
+            gen: 0,
+            started: false,
+            next: vpns.start,
+            end: vpns.end,
         }
     }
 
@@ -282,7 +303,8 @@ impl PageTable {
     /// Stores `entry(i)` at `first + i` for each `i` in `0..n` where it is `Some`, in one walk
     /// under the XArray lock (`xas_store()`, then `xas_next()`), not one lookup from the root and
     /// one lock round trip per entry. Stops at the first error, `entry`'s or `ENOMEM`; the
-    /// entries stored before it stay.
+    /// entries stored before it stay. `entry` runs under the XArray's spinlock: it must not
+    /// sleep.
     fn store_run(
         &self,
         first: usize,
@@ -319,7 +341,7 @@ impl PageTable {
                     }
                 };
                 let index = first + i;
-                if i > 0 && at == Some(index - 1) {
+                if at.map(|a| a + 1) == Some(index) {
                     bindings::__xas_next(&mut xas);
                 } else {
                     // `xas_set()`.
@@ -742,16 +764,8 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
     /// One walk of the device page table: a loop over consecutive entries costs a step per entry,
     /// where [`MirrorGuard::pt_get()`] costs a lookup from the root.
     pub fn pt_run(&self, vpns: Span<usize>) -> PtRun<'_> {
-        let pt = self.pt();
-        // INVARIANT: Not started; the guard is held for the borrow of `self`.
-        PtRun {
-            pt,
-            xas: pt.xas(vpns.start),
-            gen: 0,
-            started: false,
-            next: vpns.start,
-            end: vpns.end,
-        }
+        // The guard is held for the borrow of `self`.
+        self.pt().run(vpns)
     }
 
     /// The first entry whose virtual page number is in `vpns`, with that number.
@@ -941,14 +955,7 @@ mod tests {
     const N: usize = 5000;
 
     fn walk(pt: &PageTable, start: usize, end: usize) -> PtRun<'_> {
-        PtRun {
-            pt,
-            xas: pt.xas(start),
-            gen: 0,
-            started: false,
-            next: start,
-            end,
-        }
+        pt.run(start..end)
     }
 
     #[test]
