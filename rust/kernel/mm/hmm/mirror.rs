@@ -82,6 +82,19 @@ const TAG_ATOMIC: usize = 1;
 const TAG_WRITE: usize = 3;
 const TAG_MASK: usize = 3;
 
+/// `xa_tag_pointer()`: the entry for `page` with `perm`. A `struct page` is at least word aligned,
+/// so the tag bits are free.
+fn encode(page: NonNull<bindings::page>, perm: Perm) -> *mut c_void {
+    (page.as_ptr() as usize | perm.tag()) as *mut c_void
+}
+
+/// `xa_untag_pointer()` and `xa_pointer_tag()`: the page and permission of `entry`, if any.
+fn decode(entry: *mut c_void) -> Option<(NonNull<bindings::page>, Perm)> {
+    let entry = entry as usize;
+    let page = NonNull::new((entry & !TAG_MASK) as *mut bindings::page)?;
+    Some((page, Perm::from_tag(entry & TAG_MASK)))
+}
+
 impl Perm {
     fn tag(self) -> usize {
         match self {
@@ -171,14 +184,11 @@ impl<'a> Iterator for PtRun<'a> {
         drop(rcu);
         // INVARIANT: `xas` is at index `next`, `gen` is the current one.
         self.next += 1;
-        // `xa_untag_pointer()` and `xa_pointer_tag()`, as in `PageTable::load()`.
-        let entry = entry as usize;
-        let page = NonNull::new((entry & !TAG_MASK) as *mut bindings::page);
         // INVARIANT: As in `MirrorGuard::pt_get()`: the page is mapped at the address while the
         // lock, held for `'a`, is held.
-        Some(page.map(|page| PtEntry {
+        Some(decode(entry).map(|(page, perm)| PtEntry {
             page,
-            perm: Perm::from_tag(entry & TAG_MASK),
+            perm,
             _guard: PhantomData,
         }))
     }
@@ -284,15 +294,11 @@ impl PageTable {
 
     fn load(&self, vpn: usize) -> Option<(NonNull<bindings::page>, Perm)> {
         // SAFETY: By the type invariants `xa` is initialised.
-        let entry = unsafe { bindings::xa_load(self.xa.get(), vpn) } as usize;
-        // `xa_untag_pointer()` and `xa_pointer_tag()`.
-        let page = NonNull::new((entry & !TAG_MASK) as *mut bindings::page)?;
-        Some((page, Perm::from_tag(entry & TAG_MASK)))
+        decode(unsafe { bindings::xa_load(self.xa.get(), vpn) })
     }
 
     fn store(&self, vpn: usize, page: NonNull<bindings::page>, perm: Perm) -> Result {
-        // `xa_tag_pointer()`: a `struct page` is at least word aligned, so the tag bits are free.
-        let entry = (page.as_ptr() as usize | perm.tag()) as *mut c_void;
+        let entry = encode(page, perm);
         self.changed();
         // SAFETY: By the type invariants `xa` is initialised.
         let old = unsafe { bindings::xa_store(self.xa.get(), vpn, entry, STORE_GFP) };
@@ -348,8 +354,7 @@ impl PageTable {
                     xas.xa_index = index;
                     xas.xa_node = XAS_RESTART;
                 }
-                // `xa_tag_pointer()`, as in `store()`.
-                let entry = (page.as_ptr() as usize | perm.tag()) as *mut c_void;
+                let entry = encode(page, perm);
                 loop {
                     bindings::xas_store(&mut xas, entry);
                     if !xas_is_error(&xas) || !bindings::xas_nomem(&mut xas, STORE_GFP) {
@@ -436,8 +441,8 @@ impl PageTable {
         // SAFETY: By the type invariants `xa` is initialised; `index` is a valid location.
         let entry =
             unsafe { bindings::xa_find(self.xa.get(), &mut index, last, bindings::XA_PRESENT) };
-        let page = NonNull::new((entry as usize & !TAG_MASK) as *mut bindings::page)?;
-        Some((index, page, Perm::from_tag(entry as usize & TAG_MASK)))
+        let (page, perm) = decode(entry)?;
+        Some((index, page, perm))
     }
 
     fn for_each_in(
@@ -450,8 +455,8 @@ impl PageTable {
         // SAFETY: By the type invariants `xa` is initialised; `index` is a valid location.
         let mut entry =
             unsafe { bindings::xa_find(self.xa.get(), &mut index, last, bindings::XA_PRESENT) };
-        while let Some(page) = NonNull::new((entry as usize & !TAG_MASK) as *mut bindings::page) {
-            f(index, page, Perm::from_tag(entry as usize & TAG_MASK));
+        while let Some((page, perm)) = decode(entry) {
+            f(index, page, perm);
             // SAFETY: By the type invariants `xa` is initialised; `index` is a valid location.
             entry = unsafe {
                 bindings::xa_find_after(self.xa.get(), &mut index, last, bindings::XA_PRESENT)
