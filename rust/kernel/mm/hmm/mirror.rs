@@ -444,25 +444,6 @@ impl PageTable {
         let (page, perm) = decode(entry)?;
         Some((index, page, perm))
     }
-
-    fn for_each_in(
-        &self,
-        first: usize,
-        last: usize,
-        mut f: impl FnMut(usize, NonNull<bindings::page>, Perm),
-    ) {
-        let mut index: c_ulong = first;
-        // SAFETY: By the type invariants `xa` is initialised; `index` is a valid location.
-        let mut entry =
-            unsafe { bindings::xa_find(self.xa.get(), &mut index, last, bindings::XA_PRESENT) };
-        while let Some((page, perm)) = decode(entry) {
-            f(index, page, perm);
-            // SAFETY: By the type invariants `xa` is initialised; `index` is a valid location.
-            entry = unsafe {
-                bindings::xa_find_after(self.xa.get(), &mut index, last, bindings::XA_PRESENT)
-            };
-        }
-    }
 }
 
 #[pinned_drop]
@@ -791,32 +772,6 @@ impl<'a, T: MirrorOps> MirrorGuard<'a, T> {
                 _guard: PhantomData,
             },
         ))
-    }
-
-    /// Calls `f` with each entry whose virtual page number is in `vpns`, in increasing order.
-    pub fn pt_for_each_in(&self, vpns: Span<usize>, mut f: impl FnMut(usize, PtEntry<'_>)) {
-        if vpns.start >= vpns.end {
-            return;
-        }
-        self.pt()
-            .for_each_in(vpns.start, vpns.end - 1, |vpn, page, perm| {
-                // INVARIANT: As in `pt_get()`.
-                f(
-                    vpn,
-                    PtEntry {
-                        page,
-                        perm,
-                        _guard: PhantomData,
-                    },
-                )
-            });
-    }
-
-    /// Removes the entries whose virtual page numbers are in `vpns`.
-    pub fn pt_clear(&self, vpns: Span<usize>) {
-        if vpns.start < vpns.end {
-            self.pt().clear(vpns.start, vpns.end - 1);
-        }
     }
 
     /// What [`MirrorGuard::pt_insert()`] maps for entry `index` of `pfns` (known to come from
