@@ -37,9 +37,10 @@ use kernel::{
         virt::{VmaNew, VmaRef},
         MmWithUser, MmapReadGuard,
     },
+    new_spinlock,
     page::{Page, PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
-    sync::{aref::ARef, Arc},
+    sync::{aref::ARef, Arc, SpinLock},
     uaccess::{UserPtr, UserSlice},
 };
 
@@ -102,6 +103,52 @@ pub(crate) struct Dmirror {
     shared: Arc<MirrorShared>,
     #[pin]
     mirror: Mirror<DmirrorState>,
+    /// The bounce buffer of the last ioctl that used one, for the next ([`Dmirror::bounce`]).
+    #[pin]
+    bounce: SpinLock<Option<KVVec<u8>>>,
+}
+
+/// A buffer of [`BOUNCE_PAGES`] pages for copies between the device and the user's buffer, taken
+/// from its file for one ioctl and given back when dropped: one allocation (zeroed) serves the
+/// file's calls, not one per call. A call that finds the file's buffer taken by another allocates
+/// its own. Each use writes what it copies out before it copies it, so what the buffer held
+/// before never reaches the user; and it only ever held this file's data. It lives as long as the
+/// file (charged to the memory cgroup of the task that made it).
+struct Bounce<'a> {
+    buf: KVVec<u8>,
+    slot: &'a SpinLock<Option<KVVec<u8>>>,
+}
+
+impl core::ops::Deref for Bounce<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl core::ops::DerefMut for Bounce<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+}
+
+impl Drop for Bounce<'_> {
+    fn drop(&mut self) {
+        let buf = core::mem::take(&mut self.buf);
+        let extra = {
+            let mut slot = self.slot.lock();
+            match *slot {
+                None => {
+                    *slot = Some(buf);
+                    None
+                }
+                Some(_) => Some(buf),
+            }
+        };
+        // Freed outside the spinlock (`kvfree()` may sleep).
+        drop(extra);
+    }
 }
 
 /// The file operations of the dmirror devices.
@@ -126,6 +173,7 @@ impl MiscDeviceWithData for DmirrorFile {
                 device: device.clone(),
                 shared,
                 mirror <- Mirror::new(mm, device.mem.owner_arc(), DmirrorState),
+                bounce <- new_spinlock!(None),
             }),
             GFP_KERNEL,
         )
@@ -292,6 +340,8 @@ impl Dmirror {
             read_entry(self.owner(), &e, &mut buf[off..off + PAGE_SIZE])?;
             a += PAGE_SIZE;
         }
+        // Every byte of `buf` up to `end` is written: the bounce buffer's reuse relies on it.
+        debug_assert_eq!(a, end);
         Ok(Ok(()))
     }
 
@@ -353,12 +403,25 @@ impl Dmirror {
         self.read_with(r, c, true)
     }
 
+    /// The file's bounce buffer, or a new one if another call of the file has it.
+    fn bounce(&self) -> Result<Bounce<'_>> {
+        let kept = self.bounce.lock().take();
+        let buf = match kept {
+            Some(buf) => buf,
+            None => KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL_ACCOUNT)?,
+        };
+        Ok(Bounce {
+            buf,
+            slot: &self.bounce,
+        })
+    }
+
     /// The body of [`Dmirror::read`] and [`Dmirror::read_unlocked`].
     ///
     /// Each round faults in only what its bounce buffer lacks, then copies it out: a bad user
     /// buffer stops the ioctl after one round, and a fatal signal before the next.
     fn read_with(&self, r: &Range, c: &mut hmm_dmirror_cmd, unlocked: bool) -> Result {
-        let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
+        let mut bounce = self.bounce()?;
         let mut out = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).writer();
         let mut mm = None;
         let mut faults = FaultCount::new();
@@ -382,7 +445,7 @@ impl Dmirror {
 
     /// `HMM_DMIRROR_WRITE`: the device writes `ptr` to `[start, end)` (`dmirror_write`).
     fn write(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
-        let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
+        let mut bounce = self.bounce()?;
         let mut input = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).reader();
         let mut mm = None;
         let mut faults = FaultCount::new();
@@ -447,7 +510,7 @@ impl Dmirror {
     /// Copies what the device page table maps of `[start, end)` to the user's buffer, `ENOENT` if a
     /// page is not mapped: what a migration or `EXCLUSIVE` returns for verification.
     fn copy_out_pt(&self, r: &Range, c: &mut hmm_dmirror_cmd) -> Result {
-        let mut bounce = KVVec::from_elem(0u8, BOUNCE_PAGES * PAGE_SIZE, GFP_KERNEL)?;
+        let mut bounce = self.bounce()?;
         let mut out = UserSlice::new(UserPtr::from_addr(r.ptr), r.end - r.start).writer();
         let mut addr = r.start;
         while addr < r.end {
