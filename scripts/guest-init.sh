@@ -21,15 +21,16 @@
 # exit. The console gets only "guest up" and "guest done" lines.
 #
 # /env (from the host) sets HMM_RS_DEBUG (1: a debug kernel, which plans
-# may test) and HMM_RS_TIMEOUT: the host kills the guest after that many
-# seconds; and exports what run-vm.sh --env asks for to the suites. A suite still running a minute before that is killed, with
+# may test), HMM_RS_SETTLE (seconds each suite waits after loading its
+# module: the boot line's settle=) and HMM_RS_TIMEOUT: the host kills the
+# guest after that many seconds; and exports what run-vm.sh --env asks for to the suites. A suite still running a minute before that is killed, with
 # the marker
 #   # hmm-rs: suite NAME timeout after N s
 # so that a hung test (a reference driver's Oops can leave one) still
 # lets the guest report back. What a timeout means is the host's call.
 
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-HMM_RS_TIMEOUT=600 HMM_RS_DEBUG=0
+HMM_RS_TIMEOUT=600 HMM_RS_DEBUG=0 HMM_RS_SETTLE=0
 # shellcheck source=/dev/null # written by run-vm.sh
 [ -r /env ] && . /env
 export HMM_RS_DEBUG
@@ -134,6 +135,7 @@ while IFS='|' read -r name mod args cmd; do
 			echo "# hmm-rs: suite $name end rc=125 rmmod=- t=$kt"
 			continue
 		fi
+		[ "$HMM_RS_SETTLE" -gt 0 ] && sleep "$HMM_RS_SETTLE"
 	fi
 	run_suite "$name" "$cmd"
 	rc=$?

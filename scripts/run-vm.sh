@@ -15,10 +15,13 @@
 # Exit status: non-zero on any failure, splat, or a guest that did not
 # report back within the timeout.
 #
-# Plan format (scripts/plans/*): "boot NAME [timeout=SECONDS]" starts a
-# boot (each its own QEMU, so an Oops in one module cannot poison
-# another's results; the timeout, if given, replaces --timeout for it),
-# then one suite per line:   name|module|module arguments|command
+# Plan format (scripts/plans/*): "boot NAME [timeout=SECONDS]
+# [settle=SECONDS]" starts a boot (each its own QEMU, so an Oops in one
+# module cannot poison another's results; the timeout, if given, replaces
+# --timeout for it; settle: every suite of the boot waits that long after
+# loading its module, so that what the load leaves behind runs before the
+# suite times anything), then one suite per line:
+#   name|module|module arguments|command
 # "host NAME|command" is a suite run on the host, before the boots, in the
 # tree's root (tests of the runner itself); it is reported as host:NAME.
 # "expect-skip SUITE CASE REASON" lets SUITE skip CASE: any other skip
@@ -132,10 +135,10 @@ module_path() {
 	esac
 }
 
-# mkinitramfs DIR PLANLINES TIMEOUT KERNEL: a busybox initramfs with the
-# tests, the modules the plan names and the plan itself.
+# mkinitramfs DIR PLANLINES TIMEOUT KERNEL SETTLE: a busybox initramfs
+# with the tests, the modules the plan names and the plan itself.
 mkinitramfs() {
-	local dir=$1 plan=$2 timeout=$3 kernel=$4 root=$1/root
+	local dir=$1 plan=$2 timeout=$3 kernel=$4 settle=$5 root=$1/root
 	local tests=$TESTS
 	[ -z "$kernel" ] || tests=${KTESTS[$kernel]}
 	mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,lib/modules,tests}
@@ -145,7 +148,8 @@ mkinitramfs() {
 	done
 	cp "$HMM_RS_ROOT/scripts/guest-init.sh" "$root/init"
 	cp "$plan" "$root/plan"
-	printf 'HMM_RS_TIMEOUT=%s\nHMM_RS_DEBUG=%s\n' "$timeout" "${DEBUG:-0}" >"$root/env"
+	printf 'HMM_RS_TIMEOUT=%s\nHMM_RS_DEBUG=%s\nHMM_RS_SETTLE=%s\n' \
+		"$timeout" "${DEBUG:-0}" "$settle" >"$root/env"
 	local e
 	for e in "${GUEST_ENV[@]}"; do
 		echo "export $e" >>"$root/env"
@@ -164,7 +168,7 @@ mkinitramfs() {
 # Split the plan into boots and host suites (with --boot, that boot alone,
 # and the plan the verdict reads is cut to it).
 boots=() hosts=()
-declare -A boot_timeout=() boot_kernel=()
+declare -A boot_timeout=() boot_kernel=() boot_settle=()
 cur=
 if [ -n "$ONLY" ]; then
 	awk -v b="$ONLY" '$1 == "boot" && $2 == b { f = 1 } END { exit !f }' "$PLAN" ||
@@ -179,10 +183,11 @@ while IFS= read -r line; do
 	"host "*) hosts+=("${line#host }"); continue ;;
 	"boot "*)
 		read -r _ cur opts <<<"$line"
-		boot_timeout[$cur]=$TIMEOUT boot_kernel[$cur]=
+		boot_timeout[$cur]=$TIMEOUT boot_kernel[$cur]= boot_settle[$cur]=0
 		for opt in $opts; do
 			case "$opt" in
 			timeout=[0-9]*) boot_timeout[$cur]=${opt#timeout=} ;;
+			settle=[0-9]*) boot_settle[$cur]=${opt#settle=} ;;
 			kernel=?*)
 				k=${opt#kernel=}
 				[ -n "${KERNELS[$k]:-}" ] && [ -n "${KTESTS[$k]:-}" ] ||
@@ -245,7 +250,7 @@ for boot in "${boots[@]}"; do
 	btimeout=${boot_timeout[$boot]} kernel=${boot_kernel[$boot]}
 	bzimage=$(kdir_of "$kernel")/arch/x86/boot/bzImage
 	[ -f "$bzimage" ] || die "run-vm: no kernel at $bzimage (make kernel)"
-	mkinitramfs "$dir" "$dir/plan" "$btimeout" "$kernel"
+	mkinitramfs "$dir" "$dir/plan" "$btimeout" "$kernel" "${boot_settle[$boot]}"
 	log "vm: boot '$boot' ($(grep -c . "$dir/plan") suite(s), timeout ${btimeout}s)"
 	console=$LOGS/$boot.console.log user=$LOGS/$boot.log
 	echo "# hmm-rs: boot $boot" >"$console"
